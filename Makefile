@@ -1,0 +1,37 @@
+# OpenBWV: two commands on a fresh machine.
+#   make demo   set up and run the whole job on embedded defaults
+#   make test   set up and run the test suite
+# Set-up is idempotent: a stamp in .venv is rebuilt only when the dependency
+# list or the system-package script changes.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.openbwv-installed
+DEMO_HOME ?= $(CURDIR)/build/demo-home
+
+.PHONY: setup demo test bench clean distclean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/system-packages.sh
+	bash scripts/system-packages.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+demo: $(STAMP)
+	BWV_HOME=$${BWV_HOME:-$(DEMO_HOME)} $(BIN)/bwv demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	bash scripts/system-packages.sh --bench
+	$(BIN)/python scripts/bench.py --out build/bench.json
+
+clean:
+	rm -rf build .pytest_cache .hypothesis
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages OpenBWV needs, only when they are missing, so
+# that a second run costs nothing. With --bench, also what the benchmarks
+# measure against (the ffmpeg CLI, openssl).
+set -euo pipefail
+
+need=()
+want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need+=("$1"); }
+
+want openssl
+if [ "${1:-}" = "--bench" ]; then
+  want ffmpeg
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "system-packages: missing Debian packages: ${need[*]}; install them as root (apt-get install ${need[*]})" >&2
+  exit 1
+fi
+echo "system-packages: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
