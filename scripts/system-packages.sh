@@ -8,6 +8,7 @@ need=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need+=("$1"); }
 
 want openssl
+want libasound2-dev   # simpleaudio compiles against ALSA
 if [ "${1:-}" = "--bench" ]; then
   want ffmpeg
 fi
