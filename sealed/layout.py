@@ -38,7 +38,7 @@ FRAME_TRAILER = 0x54  # "T"
 # Bounds.  Every length read from a file is checked against one of these
 # before anything is allocated, so a forged length cannot exhaust memory.
 MAX_DEVICE_ID = 64
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would also accept a trailing newline
 MAX_WRAPPED_KEY = 4096
 MAX_PREAMBLE = 8192
 MAX_CHUNK_PLAINTEXT = 8 * 1024 * 1024

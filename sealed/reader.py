@@ -210,13 +210,17 @@ def decrypt_records(
             length, _ = parse_chunk_header(head, pos, p.chunk_limit)
             ct = f.read(length)
             last = i == n - 1 and not seg.trailer.recovered
-            try:
-                pt = aead.decrypt(chunk_nonce(p.nonce_prefix, i, last), ct, aad)
-            except InvalidTag:
-                hint = " (the last chunk must carry the end marker)" if last else ""
+            pt = _open_chunk(aead, chunk_nonce(p.nonce_prefix, i, last), ct, aad)
+            if pt is None and i == n - 1 and seg.trailer.recovered:
+                # A power cut after the end chunk was written but before the trailer:
+                # recovery kept the end chunk, which carries the last-chunk flag.
+                last = True
+                pt = _open_chunk(aead, chunk_nonce(p.nonce_prefix, i, last), ct, aad)
+            if pt is None:
+                hint = " (the last chunk must carry the end marker)" if last and not seg.trailer.recovered else ""
                 raise DecryptionFailed(
                     f"chunk {i} fails authentication: altered, reordered or out of place{hint}", path=str(path), offset=pos
-                ) from None
+                )
             rtype = pt[0]
             if rtype not in RECORD_TYPES:
                 raise DecryptionFailed(f"chunk {i} holds unknown record type {rtype}", path=str(path), offset=pos)
@@ -228,3 +232,10 @@ def decrypt_records(
                 raise DecryptionFailed(f"end record at chunk {i} before the last chunk", path=str(path), offset=pos)
             yield rtype, pt[1:]
             pos += CHUNK_HEAD_LEN + length
+
+
+def _open_chunk(aead: AESGCM, nonce: bytes, ct: bytes, aad: bytes) -> bytes | None:
+    try:
+        return aead.decrypt(nonce, ct, aad)
+    except InvalidTag:
+        return None

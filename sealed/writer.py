@@ -36,12 +36,14 @@ from .layout import (
     SEGMENT_HASH_CONTEXT,
     SUITE_MLKEM768_X25519,
     TAG_LEN,
+    TRAILER_FRAME_LEN,
     Preamble,
     Trailer,
     chunk_header,
     chunk_nonce,
     parse_chunk_header,
     parse_preamble,
+    parse_trailer_frame,
     preamble_length,
     signed_message,
     wrap_info,
@@ -249,6 +251,16 @@ def recover_open_segment(path: Path, device: DeviceKey, *, end_utc_us: int | Non
             raise SegmentError(
                 f"open segment belongs to device {preamble.device_id!r}, not {device.device_id!r}", path=str(path)
             )
+        final = path.with_name(segment_file_name(preamble.device_id, preamble.sequence))
+        if final.exists() and os.path.samefile(path, final):
+            # The seal completed and the power cut came inside durable_rename (after the
+            # link, before the unlink): the sealed file is whole; only drop the extra name.
+            f.seek(data_len - TRAILER_FRAME_LEN)
+            trailer = parse_trailer_frame(f.read(TRAILER_FRAME_LEN), data_len - TRAILER_FRAME_LEN)
+            f.close()
+            os.unlink(path)
+            fsync_dir(path.parent)
+            return SealedInfo(final, preamble, trailer, segment_hash(preamble_bytes, trailer))
         h = hashlib.sha256()
         good_end = plen
         count = 0
@@ -285,7 +297,6 @@ def recover_open_segment(path: Path, device: DeviceKey, *, end_utc_us: int | Non
         f.write(trailer.encode_frame())
         f.flush()
         os.fsync(f.fileno())
-    final = path.with_name(segment_file_name(preamble.device_id, preamble.sequence))
     durable_rename(path, final)
     return SealedInfo(final, preamble, trailer, segment_hash(preamble_bytes, trailer))
 

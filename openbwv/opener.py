@@ -1,0 +1,175 @@
+"""`bwv open`: turn verified sealed segments back into playable video (server side only).
+
+Needs the server's private key.  Every file is verified first (layout, hash,
+signature, chain); a file that fails is not decrypted.  The segments of each
+clip are decrypted in order and their MPEG-TS media joined into one `.ts`,
+then remuxed (no re-encoding) into an `.mp4` that any player opens.  A JSON
+manifest beside them says which segments went in, with their hashes and the
+metadata records sealed with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+import av
+
+from .sealed.durable import atomic_write, fsync_dir
+from .sealed.errors import SegmentError
+from .sealed.keys import ServerKeyPair
+from .sealed.layout import RECORD_EVENTS, RECORD_INFO, RECORD_LOCATION, RECORD_MEDIA
+from .sealed.reader import KeyLookup, VerifiedSegment, decrypt_records
+from .verification import Problem, VerifyReport, verify_paths
+
+
+def utc_text(us: int) -> str:
+    return datetime.fromtimestamp(us / 1_000_000, timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class OpenedClip:
+    device_id: str
+    clip_id: str
+    segments: list[VerifiedSegment]
+    ts_path: Path
+    mp4_path: Path | None
+    manifest_path: Path
+    duration_s: float | None
+
+
+@dataclass
+class OpenReport:
+    verify: VerifyReport
+    clips: list[OpenedClip] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def remux_to_mp4(ts_path: Path, mp4_path: Path) -> float | None:
+    """Copy the packets of an MPEG-TS file into MP4; return the duration in seconds."""
+    tmp = mp4_path.with_name(f".{mp4_path.name}.tmp")
+    with av.open(str(ts_path)) as inp, av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+        mapping = {}
+        for s in inp.streams:
+            if s.type in ("video", "audio"):
+                mapping[s.index] = out.add_stream_from_template(s)
+        for pkt in inp.demux(*[inp.streams[i] for i in mapping]):
+            if pkt.dts is None or pkt.size == 0:
+                continue
+            pkt.stream = mapping[pkt.stream.index]
+            out.mux(pkt)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, mp4_path)
+    fsync_dir(mp4_path.parent)
+    with av.open(str(mp4_path)) as c:
+        return c.duration / av.time_base if c.duration else None
+
+
+def open_paths(
+    paths: Iterable[Path],
+    keys: KeyLookup,
+    server: ServerKeyPair,
+    out_dir: Path,
+    *,
+    mp4: bool = True,
+    on_clip: Callable[[OpenedClip], None] | None = None,
+) -> OpenReport:
+    report = OpenReport(verify_paths(paths, keys))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clips: dict[tuple[str, str], list[VerifiedSegment]] = {}
+    for seg in report.verify.segments:
+        clips.setdefault((seg.device_id, str(seg.preamble.clip_id)), []).append(seg)
+    for (device_id, clip_id), segs in sorted(clips.items(), key=lambda kv: min(s.sequence for s in kv[1])):
+        segs.sort(key=lambda s: (s.preamble.segment_index, s.sequence))
+        stem = f"{device_id}_{clip_id}"
+        ts_path = out_dir / f"{stem}.ts"
+        tmp = out_dir / f".{stem}.ts.tmp"
+        entries = []
+        opened: list[VerifiedSegment] = []
+        with open(tmp, "wb") as ts:
+            for seg in segs:
+                meta: dict[str, list] = {"info": [], "location": [], "events": []}
+                media_bytes = 0
+                try:
+                    for rtype, payload in decrypt_records(Path(seg.path or ""), keys, server):
+                        if rtype == RECORD_MEDIA:
+                            ts.write(payload)
+                            media_bytes += len(payload)
+                        elif rtype == RECORD_INFO:
+                            meta["info"].append(json.loads(payload))
+                        elif rtype == RECORD_LOCATION:
+                            meta["location"].extend(json.loads(line) for line in payload.splitlines() if line)
+                        elif rtype == RECORD_EVENTS:
+                            meta["events"].extend(json.loads(line) for line in payload.splitlines() if line)
+                except SegmentError as e:
+                    report.problems.append(Problem(seg.path or "?", e.reason, "cannot decrypt"))
+                    continue
+                except ValueError as e:
+                    report.problems.append(Problem(seg.path or "?", f"metadata record is not JSON: {e}", "bad metadata"))
+                    continue
+                opened.append(seg)
+                p, t = seg.preamble, seg.trailer
+                entries.append(
+                    {
+                        "file": os.path.basename(seg.path or ""),
+                        "sequence": p.sequence,
+                        "segment_index": p.segment_index,
+                        "start_utc": utc_text(p.start_utc_us),
+                        "end_utc": utc_text(t.end_utc_us),
+                        "segment_hash": seg.segment_hash.hex(),
+                        "recovered_after_power_loss": t.recovered,
+                        "clock_offset_us": p.clock_offset_us,
+                        "clock_synced_utc": utc_text(p.clock_sync_utc_us) if p.clock_sync_utc_us else None,
+                        "media_bytes": media_bytes,
+                        **{k: v for k, v in meta.items() if v},
+                    }
+                )
+            ts.flush()
+            os.fsync(ts.fileno())
+        if not opened:
+            tmp.unlink()
+            continue
+        os.replace(tmp, ts_path)
+        mp4_path = out_dir / f"{stem}.mp4" if mp4 else None
+        duration = None
+        if mp4_path is not None:
+            try:
+                duration = remux_to_mp4(ts_path, mp4_path)
+            except av.FFmpegError as e:
+                report.problems.append(Problem(str(ts_path), f"remux to MP4 failed ({e}); the .ts is complete", "remux"))
+                mp4_path = None
+        indices = [s.preamble.segment_index for s in opened]
+        missing = sorted(set(range(min(indices), max(indices) + 1)) - set(indices))
+        manifest = {
+            "device_id": device_id,
+            "clip_id": clip_id,
+            "opened_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "segments": entries,
+            "missing_segment_indices": missing,
+            "outputs": {
+                ts_path.name: _sha256_file(ts_path),
+                **({mp4_path.name: _sha256_file(mp4_path)} if mp4_path else {}),
+            },
+        }
+        manifest_path = out_dir / f"{stem}.json"
+        atomic_write(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
+        clip = OpenedClip(device_id, clip_id, opened, ts_path, mp4_path, manifest_path, duration)
+        report.clips.append(clip)
+        if on_clip:
+            on_clip(clip)
+    return report
