@@ -58,17 +58,18 @@ def command(name: str, summary: str, description: str, epilog: str = ""):
 def _configure_keys(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="keys_what", metavar="{server,device,show}", required=True)
     s = sub.add_parser("server", help="create the evidence server's key pair", formatter_class=_Formatter,
+                       parents=[common_options()],
                        description="Create the evidence server's HPKE key pair (ML-KEM-768+X25519) and its "
                        "Ed25519 receipt key under BWV_HOME/server/keys. Refuses to replace existing keys: "
                        "footage sealed to the old key could never be opened again.")
     s.add_argument("--force-new", action="store_true",
                    help="create a new key pair even if one exists (the old one is kept as keys.old-<time>)")
-    d = sub.add_parser("device", help="enrol a camera", formatter_class=_Formatter,
+    d = sub.add_parser("device", help="enrol a camera", formatter_class=_Formatter, parents=[common_options()],
                        description="Enrol a camera: create its Ed25519 signing key, give it the server's "
                                    "public key, and record its public key in the server's registry.")
     d.add_argument("--id", required=True, dest="device_id", metavar="ID",
                    help="device id: 1-64 letters, digits, '.', '_' or '-' (e.g. the serial number)")
-    sub.add_parser("show", help="print the server key id and enrolled devices")
+    sub.add_parser("show", help="print the server key id and enrolled devices", parents=[common_options()])
 
 
 @command(
@@ -282,11 +283,17 @@ def run_demo(args: argparse.Namespace, home: Home) -> int:
 
 
 # --------------------------------------------------------------------------- main
-def build_parser() -> argparse.ArgumentParser:
+def common_options() -> argparse.ArgumentParser:
+    """Options every command and sub-subcommand accepts, wherever they are written."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
                         help=f"state directory (default: ${ENV}, else ~/.local/share/openbwv)")
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output (-vv: debug)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
 
     parser = argparse.ArgumentParser(
         prog="bwv",
