@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from segment_kit import DEVICE_ID, Attacker, Registry, Sealed, Sealer, random_records
 
 from openbwv.sealed.keys import DeviceKey, ServerKeyPair
 from openbwv.sealed.reader import VerifiedSegment, verify_file
+
+from .segment_kit import DEVICE_ID, Attacker, Registry, Sealed, Sealer, random_records
 
 
 @pytest.fixture(scope="session")

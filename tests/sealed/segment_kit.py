@@ -6,6 +6,7 @@ conftest.py), so tests can also use them inside hypothesis examples.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import uuid
@@ -18,6 +19,7 @@ from openbwv.sealed.errors import UnknownDevice
 from openbwv.sealed.keys import DeviceKey, ServerKeyPair
 from openbwv.sealed.layout import (
     CHUNK_HEAD_LEN,
+    FIXED_HEAD_LEN,
     FRAME_TRAILER,
     HASH_LEN,
     RECORD_EVENTS,
@@ -49,7 +51,10 @@ class Registry:
             self.enroll(device)
 
     def enroll(self, device: DeviceKey) -> None:
-        self._keys[device.device_id] = ed25519.Ed25519PublicKey.from_public_bytes(device.public_bytes)
+        self.enroll_key(device.device_id, ed25519.Ed25519PublicKey.from_public_bytes(device.public_bytes))
+
+    def enroll_key(self, device_id: str, key: ed25519.Ed25519PublicKey) -> None:
+        self._keys[device_id] = key
 
     def public_key(self, device_id: str) -> ed25519.Ed25519PublicKey:
         try:
@@ -152,7 +157,7 @@ class Layout:
 
 def split_frames(data: bytes) -> Layout:
     """Cut a well-formed sealed file into its frames (no checks beyond the layout)."""
-    plen = preamble_length(data[:16])
+    plen = preamble_length(data[:FIXED_HEAD_LEN])
     preamble = parse_preamble(data[:plen])
     pos, chunks = plen, []
     while data[pos] != FRAME_TRAILER:
@@ -185,5 +190,4 @@ class Attacker:
             flags=flags,
         )
         sig = self.device.sign(signed_message(preamble_bytes, trailer))
-        trailer = Trailer(**{**trailer.__dict__, "signature": sig})
-        return preamble_bytes + body + trailer.encode_frame()
+        return preamble_bytes + body + dataclasses.replace(trailer, signature=sig).encode_frame()

@@ -7,7 +7,6 @@ import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from segment_kit import CHUNK_LIMIT, DEVICE_ID, GENESIS, split_frames
 
 from openbwv.sealed.layout import (
     RECORD_EVENTS,
@@ -18,6 +17,8 @@ from openbwv.sealed.layout import (
 )
 from openbwv.sealed.reader import decrypt_records, verify_file
 from openbwv.sealed.writer import segment_hash
+
+from .segment_kit import CHUNK_LIMIT, DEVICE_ID, GENESIS, split_frames
 
 APPENDABLE = [RECORD_MEDIA, RECORD_INFO, RECORD_LOCATION, RECORD_EVENTS]
 
