@@ -104,6 +104,8 @@ def open_paths(
         with open(tmp, "wb") as ts:
             for seg in segs:
                 meta: dict[str, list] = {"info": [], "location": [], "events": []}
+                # LOCATION and EVENTS are JSON-lines streams that may span chunks: join, then split.
+                streams = {RECORD_LOCATION: bytearray(), RECORD_EVENTS: bytearray()}
                 media_bytes = 0
                 try:
                     for rtype, payload in decrypt_records(Path(seg.path or ""), keys, server):
@@ -112,10 +114,10 @@ def open_paths(
                             media_bytes += len(payload)
                         elif rtype == RECORD_INFO:
                             meta["info"].append(json.loads(payload))
-                        elif rtype == RECORD_LOCATION:
-                            meta["location"].extend(json.loads(line) for line in payload.splitlines() if line)
-                        elif rtype == RECORD_EVENTS:
-                            meta["events"].extend(json.loads(line) for line in payload.splitlines() if line)
+                        elif rtype in streams:
+                            streams[rtype] += payload
+                    for rtype, name in ((RECORD_LOCATION, "location"), (RECORD_EVENTS, "events")):
+                        meta[name] = [json.loads(line) for line in bytes(streams[rtype]).splitlines() if line.strip()]
                 except SegmentError as e:
                     report.problems.append(Problem(seg.path or "?", e.reason, "cannot decrypt"))
                     continue

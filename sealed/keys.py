@@ -201,6 +201,9 @@ class DeviceKey:
     def sign(self, message: bytes) -> bytes:
         return self._private.sign(message)
 
+    def public_key(self) -> ed25519.Ed25519PublicKey:
+        return self._private.public_key()
+
     def public_record(self) -> dict:
         return {"format": DEVICE_FORMAT, "device_id": self.device_id, "ed25519": _b64(self.public_bytes)}
 

@@ -91,7 +91,7 @@ class Preamble:
     start_mono_ns: int
     clock_sync_utc_us: int  # when the dock last set the clock; 0 = never synced
     clock_offset_us: int  # the correction applied then (dock time - camera time)
-    chunk_limit: int  # largest chunk plaintext this segment may hold
+    chunk_limit: int  # largest payload one chunk may hold (its plaintext is one byte more: the record type)
     suite: int
     server_key_id: bytes
     nonce_prefix: bytes
@@ -286,7 +286,7 @@ def parse_trailer_frame(frame: bytes, offset: int) -> Trailer:
         raise MalformedSegment(f"trailer length {length}, expected {TRAILER_LEN}", offset=offset + 1)
     end_utc, end_mono, count, body_len, body_hash, flags = _TRAILER_BODY.unpack_from(frame, _TRAILER_HEAD.size)
     if flags & ~KNOWN_FLAGS:
-        raise MalformedSegment(f"unknown trailer flags 0x{flags:x}", offset=offset + _TRAILER_HEAD.size + 52)
+        raise MalformedSegment(f"unknown trailer flags 0x{flags:x}", offset=offset + _TRAILER_HEAD.size + 60)
     if count > MAX_CHUNKS:
         raise MalformedSegment(f"chunk count {count} over the limit of {MAX_CHUNKS}", offset=offset + 21)
     sig = bytes(frame[_TRAILER_HEAD.size + _TRAILER_BODY.size :])

@@ -193,10 +193,12 @@ def decrypt_records(
     p = seg.preamble
     try:
         key = server.unwrap(p.suite, p.wrapped_key, wrap_info(p))
+        if len(key) != 32:
+            raise ValueError(f"unwrapped key is {len(key)} bytes, expected 32")
     except (InvalidTag, ValueError) as e:
         raise DecryptionFailed(
             f"cannot unwrap the segment key with this server's key (sealed to key id {p.server_key_id.hex()}, "
-            f"this server is {server.public.key_id.hex()}): {type(e).__name__}",
+            f"this server is {server.public.key_id.hex()}): {type(e).__name__} {e}",
             path=str(path),
         ) from None
     aead = AESGCM(key)

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .durable import atomic_write
-from .errors import MalformedSegment, SegmentError
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .errors import MalformedSegment, SegmentError, SignatureInvalid
 from .keys import DeviceKey, ServerPublicKey
 from .layout import HASH_LEN, SUITE_MLKEM768_X25519
 from .reader import read_preamble
@@ -28,7 +31,7 @@ from .writer import (
     recover_open_segment,
     segment_hash,
 )
-from .layout import TRAILER_FRAME_LEN, parse_trailer_frame
+from .layout import TRAILER_FRAME_LEN, parse_trailer_frame, signed_message
 
 CHAIN_FILE = "chain.json"
 
@@ -42,8 +45,12 @@ class ChainHead:
 GENESIS = ChainHead(0, bytes(HASH_LEN))
 
 
-def file_chain_head(path: Path) -> ChainHead:
-    """Sequence and segment hash of a sealed file, from its preamble and trailer only."""
+def file_chain_head(path: Path, device_id: str, public_key: Ed25519PublicKey) -> ChainHead:
+    """Sequence and segment hash of a sealed file of the device, from its preamble and trailer only.
+
+    The signature is checked (the body is not: that is verify's work), so a
+    stray or forged file cannot move the chain head.
+    """
     with open(path, "rb") as f:
         preamble, pbytes = read_preamble(f)
         f.seek(0, 2)
@@ -52,6 +59,12 @@ def file_chain_head(path: Path) -> ChainHead:
             raise MalformedSegment("too short to hold a trailer", path=str(path))
         f.seek(size - TRAILER_FRAME_LEN)
         trailer = parse_trailer_frame(f.read(TRAILER_FRAME_LEN), size - TRAILER_FRAME_LEN)
+    if preamble.device_id != device_id:
+        raise SegmentError(f"file belongs to device {preamble.device_id!r}, not {device_id!r}", path=str(path))
+    try:
+        public_key.verify(trailer.signature, signed_message(pbytes, trailer))
+    except InvalidSignature:
+        raise SignatureInvalid("signature does not verify with this device's key", path=str(path)) from None
     return ChainHead(preamble.sequence, segment_hash(pbytes, trailer))
 
 
@@ -75,6 +88,7 @@ class DeviceStorage:
         self.server = server
         self.suite = suite
         self.chunk_limit = chunk_limit
+        self.problems: list[str] = []
         self._head = self._load_head()
 
     # -- chain head ---------------------------------------------------------
@@ -90,7 +104,7 @@ class DeviceStorage:
                 raise SegmentError(f"chain state {self.state_path} is unreadable: {e}") from None
         for path in self.sealed_paths():
             try:
-                on_disk = file_chain_head(path)
+                on_disk = file_chain_head(path, self.device.device_id, self.device.public_key())
             except SegmentError:
                 continue  # a damaged file is verify's business; it cannot advance the head
             if on_disk.sequence > head.sequence:
@@ -119,10 +133,18 @@ class DeviceStorage:
         return sorted(p for p in self.directory.glob(f"*{OPEN_SUFFIX}") if p.is_file())
 
     def recover(self) -> list[SealedInfo]:
-        """Seal every segment a crash left open, oldest first, and advance the head past them."""
+        """Seal every segment a crash left open, oldest first, and advance the head past them.
+
+        A file too damaged to seal is set aside as `.damaged` (see
+        `recover_open_segment`) and reported in `self.problems`; recording goes on.
+        """
         done = []
         for path in self.open_paths():
-            info = recover_open_segment(path, self.device)
+            try:
+                info = recover_open_segment(path, self.device)
+            except SegmentError as e:
+                self.problems.append(str(e))
+                continue
             if info is None:
                 continue
             done.append(info)

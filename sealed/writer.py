@@ -15,9 +15,11 @@ import hashlib
 import os
 import uuid
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .durable import durable_rename, fsync_dir
@@ -30,8 +32,11 @@ from .layout import (
     FLAG_RECOVERED,
     HASH_LEN,
     MAX_CHUNKS,
+    MAX_PREAMBLE,
+    TRAILER_FRAME_LEN,
     NONCE_PREFIX_LEN,
     RECORD_END,
+    RECORD_INFO,
     RECORD_TYPES,
     SEGMENT_HASH_CONTEXT,
     SUITE_MLKEM768_X25519,
@@ -50,8 +55,10 @@ from .layout import (
 )
 
 OPEN_SUFFIX = ".open"
+DAMAGED_SUFFIX = ".damaged"
 SEALED_SUFFIX = ".bwv"
 DEFAULT_CHUNK_LIMIT = 1024 * 1024
+WRITEBACK_BYTES = 16 * 1024 * 1024
 
 
 def segment_file_name(device_id: str, sequence: int, suffix: str = SEALED_SUFFIX) -> str:
@@ -134,6 +141,16 @@ class SegmentWriter:
         self._hash = hashlib.sha256()
         self._counter = 0
         self._body_len = 0
+        # Reused buffers: one plaintext, two ciphertexts.  SHA-256 of chunk i runs in
+        # a worker thread (hashlib releases the GIL) while chunk i+1 is encrypted, so
+        # sealing costs about max(AES, SHA) rather than their sum; each ciphertext
+        # buffer is reused only once its hash has been taken.
+        self._plain = bytearray(chunk_limit + 1)
+        self._cipher = [bytearray(chunk_limit + 1 + TAG_LEN) for _ in range(2)]
+        self._hashed: list[Future | None] = [None, None]
+        self._which = 0
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal-hash")
+        self._unsynced = 0
         self.open_path = self.directory / segment_file_name(device.device_id, sequence, OPEN_SUFFIX)
         self._fd: int | None = os.open(self.open_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._write(self.preamble_bytes)
@@ -162,6 +179,8 @@ class SegmentWriter:
         if record_type not in RECORD_TYPES or record_type == RECORD_END:
             raise ValueError(f"record type {record_type} cannot be appended")
         limit = self.preamble.chunk_limit
+        if record_type == RECORD_INFO and len(payload) > limit:
+            raise ValueError(f"an INFO record must fit in one chunk ({len(payload)} > {limit} bytes)")
         view = memoryview(payload)
         while True:
             piece, view = view[:limit], view[limit:]
@@ -170,16 +189,41 @@ class SegmentWriter:
                 return
 
     def _append_chunk(self, record_type: int, piece: bytes | memoryview, *, last: bool) -> None:
-        if self._counter >= MAX_CHUNKS - 1:
+        # The END chunk may always be written, so a segment that reached the limit can still seal.
+        if self._counter >= (MAX_CHUNKS if last else MAX_CHUNKS - 1):
             raise SegmentError(f"segment already holds {self._counter} chunks, the most one may hold")
-        plaintext = bytes((record_type,)) + piece
-        ct = self._aead.encrypt(chunk_nonce(self.preamble.nonce_prefix, self._counter, last), plaintext, self._aad)
+        n = len(piece)
+        plain = memoryview(self._plain)[: n + 1]
+        plain[0] = record_type
+        plain[1:] = piece
+        k = self._which
+        self._which ^= 1
+        pending = self._hashed[k]
+        if pending is not None:
+            pending.result()  # buffer k's previous chunk is hashed (and any error surfaces here)
+        ct = memoryview(self._cipher[k])[: n + 1 + TAG_LEN]
+        self._aead.encrypt_into(chunk_nonce(self.preamble.nonce_prefix, self._counter, last), plain, self._aad, ct)
         head = chunk_header(len(ct), zlib.crc32(ct))
-        self._hash.update(head)
-        self._hash.update(ct)
+        self._hashed[k] = self._hasher.submit(self._hash_chunk, head, ct)
         self._write(head, ct)
         self._counter += 1
         self._body_len += len(head) + len(ct)
+        self._unsynced += len(head) + len(ct)
+        if self._unsynced >= WRITEBACK_BYTES:
+            # Start writing back what is dirty without waiting, so the final fsync has little left.
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)  # type: ignore[arg-type]
+            self._unsynced = 0
+
+    def _hash_chunk(self, head: bytes, ct: memoryview) -> None:
+        self._hash.update(head)
+        self._hash.update(ct)
+
+    def _body_digest(self) -> bytes:
+        for pending in self._hashed:
+            if pending is not None:
+                pending.result()
+        self._hasher.shutdown(wait=True)
+        return self._hash.digest()
 
     def flush(self) -> None:
         """Put everything written so far on stable storage (the camera calls this at least once a second)."""
@@ -194,7 +238,7 @@ class SegmentWriter:
             end_mono_ns=end_mono_ns,
             chunk_count=self._counter,
             body_len=self._body_len,
-            body_sha256=self._hash.digest(),
+            body_sha256=self._body_digest(),
             flags=0,
         )
         trailer = _signed(trailer, self.device, self.preamble_bytes)
@@ -208,6 +252,7 @@ class SegmentWriter:
 
     def close_unsealed(self) -> None:
         """Close the file without sealing (tests simulating a crash; shutdown paths that will recover)."""
+        self._hasher.shutdown(wait=True)
         if self._fd is not None:
             os.fsync(self._fd)
             os.close(self._fd)
@@ -217,6 +262,39 @@ class SegmentWriter:
 def _signed(trailer: Trailer, device: DeviceKey, preamble_bytes: bytes) -> Trailer:
     sig = device.sign(signed_message(preamble_bytes, trailer))
     return Trailer(**{**trailer.__dict__, "signature": sig})
+
+
+def _quarantine(path: Path, why: str) -> None:
+    """Set aside an open file that is damaged beyond what a power cut does.
+
+    Never deleted (it may be evidence of tampering) and out of the way, so the
+    camera can go on recording; `.damaged` files are listed and uploaded for analysis.
+    """
+    target = path.with_name(path.name + DAMAGED_SUFFIX)
+    os.replace(path, target)
+    fsync_dir(path.parent)
+    raise SegmentError(f"open segment {why}; kept as {target.name} for analysis", path=str(path))
+
+
+def _complete_trailer(
+    f, preamble_bytes: bytes, body_end: int, count: int, body_hash: bytes, device: DeviceKey
+) -> Trailer | None:
+    """The trailer right after the last good chunk, if it is whole, matches and is this device's."""
+    f.seek(body_end)
+    frame = f.read(TRAILER_FRAME_LEN + 1)
+    if len(frame) != TRAILER_FRAME_LEN:
+        return None
+    try:
+        trailer = parse_trailer_frame(frame, body_end)
+    except MalformedSegment:
+        return None
+    if (trailer.chunk_count, trailer.body_len, trailer.body_sha256) != (count, body_end - len(preamble_bytes), body_hash):
+        return None
+    try:
+        device.public_key().verify(trailer.signature, signed_message(preamble_bytes, trailer))
+    except InvalidSignature:
+        return None
+    return trailer
 
 
 def recover_open_segment(path: Path, device: DeviceKey, *, end_utc_us: int | None = None) -> SealedInfo | None:
@@ -241,16 +319,15 @@ def recover_open_segment(path: Path, device: DeviceKey, *, end_utc_us: int | Non
             preamble_bytes = head + rest
             preamble = parse_preamble(preamble_bytes)
         except MalformedSegment:
-            if data_len <= 8192:  # a torn preamble: nothing after it can be durable
-                f.close()
+            f.close()
+            if data_len <= MAX_PREAMBLE:  # a torn preamble: nothing after it can be durable
                 os.unlink(path)
                 fsync_dir(path.parent)
                 return None
-            raise
+            _quarantine(path, "has a damaged preamble")
         if preamble.device_id != device.device_id:
-            raise SegmentError(
-                f"open segment belongs to device {preamble.device_id!r}, not {device.device_id!r}", path=str(path)
-            )
+            f.close()
+            _quarantine(path, f"belongs to device {preamble.device_id!r}, not {device.device_id!r}")
         final = path.with_name(segment_file_name(preamble.device_id, preamble.sequence))
         if final.exists() and os.path.samefile(path, final):
             # The seal completed and the power cut came inside durable_rename (after the
@@ -281,6 +358,13 @@ def recover_open_segment(path: Path, device: DeviceKey, *, end_utc_us: int | Non
             count += 1
             pos += CHUNK_HEAD_LEN + length
             good_end = pos
+        complete = _complete_trailer(f, preamble_bytes, good_end, count, h.digest(), device)
+        if complete is not None:
+            # The seal finished (trailer synced) and only the rename was lost: keep the
+            # device's own trailer rather than relabel a whole segment as recovered.
+            f.close()
+            durable_rename(path, final)
+            return SealedInfo(final, preamble, complete, segment_hash(preamble_bytes, complete))
         f.truncate(good_end)
         if end_utc_us is None:
             end_utc_us = max(preamble.start_utc_us, int(os.stat(path).st_mtime * 1_000_000))

@@ -151,7 +151,7 @@ def test_a_segment_with_only_its_preamble_is_sealed_as_an_empty_recovered_segmen
     assert recovered_records(info.path, registry, server_keys) == []
 
 
-@pytest.mark.parametrize("trailer_written", [0, 1, TRAILER_FRAME_LEN // 2, TRAILER_FRAME_LEN])
+@pytest.mark.parametrize("trailer_written", [0, 1, TRAILER_FRAME_LEN // 2, TRAILER_FRAME_LEN - 1])
 def test_a_power_cut_while_sealing_loses_nothing(sealer, device_key, registry, server_keys, tmp_path, trailer_written):
     """The end chunk made it to storage; the trailer partly, fully or not at all; the rename did not happen."""
     sealed = sealer.seal(tmp_path / "sealed")
@@ -163,6 +163,47 @@ def test_a_power_cut_while_sealing_loses_nothing(sealer, device_key, registry, s
 
     assert info.trailer.chunk_count == len(sealed.records) + 1  # the end chunk is kept
     assert recovered_records(info.path, registry, server_keys) == sealed.records
+
+
+def test_a_seal_whose_trailer_was_synced_but_not_renamed_keeps_its_own_trailer(
+    sealer, device_key, registry, tmp_path
+):
+    """Power lost after the trailer's fsync, before the rename: the seal was complete, so it is not relabelled."""
+    sealed = sealer.seal(tmp_path / "sealed")
+    open_path = tmp_path / segment_file_name(DEVICE_ID, 1, OPEN_SUFFIX)
+    open_path.write_bytes(sealed.data)
+
+    info = recover_open_segment(open_path, device_key)
+
+    assert info.path.read_bytes() == sealed.data
+    assert info.segment_hash == sealed.info.segment_hash
+    assert not verify_file(info.path, registry).trailer.recovered
+
+
+def test_a_trailer_signed_by_someone_else_is_not_kept_on_recovery(sealer, device_key, registry, tmp_path):
+    """A whole trailer is trusted only if the device's own key signed it; otherwise the segment is re-sealed."""
+    sealed = sealer.seal(tmp_path / "sealed")
+    forged = bytearray(sealed.data)
+    forged[-1] ^= 0xFF  # the signature's last byte
+    open_path = tmp_path / segment_file_name(DEVICE_ID, 1, OPEN_SUFFIX)
+    open_path.write_bytes(bytes(forged))
+
+    info = recover_open_segment(open_path, device_key)
+
+    assert verify_file(info.path, registry).trailer.recovered
+
+
+def test_an_open_file_with_a_damaged_preamble_is_set_aside_not_deleted(device_key, tmp_path):
+    """Damage a power cut cannot cause is kept for analysis, and recording can go on."""
+    open_path = tmp_path / segment_file_name(DEVICE_ID, 1, OPEN_SUFFIX)
+    junk = b"\x89BWV-not-a-preamble" * 1000
+    open_path.write_bytes(junk)
+
+    with pytest.raises(SegmentError, match="kept as .*damaged"):
+        recover_open_segment(open_path, device_key)
+
+    assert not open_path.exists()
+    assert (tmp_path / (open_path.name + ".damaged")).read_bytes() == junk
 
 
 def test_a_power_cut_inside_the_final_rename_leaves_the_sealed_file_untouched(sealer, device_key, registry, tmp_path):
@@ -180,13 +221,14 @@ def test_a_power_cut_inside_the_final_rename_leaves_the_sealed_file_untouched(se
     assert not verify_file(sealed.path, registry).trailer.recovered
 
 
-def test_recovery_refuses_another_devices_segment(open_segment):
+def test_recovery_refuses_another_devices_segment_and_sets_it_aside(open_segment):
     stranger = DeviceKey.generate("cam-9999")
     before = open_segment.data
 
     with pytest.raises(SegmentError, match="belongs to device 'cam-0042'"):
         recover_open_segment(open_segment.path, stranger)
-    assert open_segment.path.read_bytes() == before
+    assert not open_segment.path.exists()
+    assert open_segment.path.with_name(open_segment.path.name + ".damaged").read_bytes() == before
 
 
 # -- recovered, or truncated afterwards ------------------------------------------

@@ -81,7 +81,8 @@ def test_the_checked_in_segment_verifies_with_the_checked_in_keys(segment, enrol
 
 def test_the_checked_in_segment_hashes_to_the_recorded_segment_hash(segment, enrolled, expected):
     assert verify_file(segment, enrolled).segment_hash.hex() == expected["segment_hash"]
-    assert file_chain_head(segment).segment_hash.hex() == expected["segment_hash"]
+    head = file_chain_head(segment, expected["device_id"], enrolled.public_key(expected["device_id"]))
+    assert head.segment_hash.hex() == expected["segment_hash"]
 
 
 def test_the_checked_in_segment_decrypts_to_the_recorded_records(segment, enrolled, server, expected):
