@@ -1,0 +1,27 @@
+"""An encoded video packet as it moves from the encoder to the pre-event buffer and the segmenter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPacket:
+    """One H.264 access unit (Annex B), with the times it was captured.
+
+    `t_mono` is the capture time on the device's monotonic clock (seconds) and
+    `utc_us` the same instant on the device's UTC clock; `pts` counts in
+    `time_base` units and is continuous for as long as the encoder runs.
+    """
+
+    data: bytes
+    pts: int
+    time_base: Fraction
+    keyframe: bool
+    t_mono: float
+    utc_us: int
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
