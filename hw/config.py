@@ -140,8 +140,10 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--hw-trace", metavar="FILE", help="write every emulated LED, beep and button change to FILE as JSON lines (BWV_HW_TRACE)")
 
 
-def config_from_arguments(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> HardwareConfig:
-    """The config for parsed arguments: options over environment over defaults."""
+def config_from_arguments(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None, *, base: HardwareConfig | None = None
+) -> HardwareConfig:
+    """The config for parsed arguments: options over environment over `base` (a config file's table) over defaults."""
     values = _env_values(os.environ if environ is None else environ)
     cli = {
         "backend": args.hw_backend, "board": args.board, "source": args.camera, "device": args.camera_device,
@@ -149,7 +151,7 @@ def config_from_arguments(args: argparse.Namespace, environ: Mapping[str, str] |
         "trace_path": args.hw_trace,
     }
     values.update({k: v for k, v in cli.items() if v is not None})
-    return _apply(HardwareConfig(), values)
+    return _apply(base or HardwareConfig(), values)
 
 
 _ENV = {

@@ -292,7 +292,14 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
+PROGRAM_COMMANDS = ("openbwv.firmware.command",)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    for module in PROGRAM_COMMANDS:  # each program's package registers its own subcommand
+        importlib.import_module(module)
     common = common_options()
 
     parser = argparse.ArgumentParser(

@@ -89,6 +89,7 @@ class DeviceStorage:
         self.suite = suite
         self.chunk_limit = chunk_limit
         self.problems: list[str] = []
+        self.recovered: list[SealedInfo] = []
         self._head = self._load_head()
 
     # -- chain head ---------------------------------------------------------
@@ -148,6 +149,7 @@ class DeviceStorage:
             if info is None:
                 continue
             done.append(info)
+            self.recovered.append(info)
             if info.sequence > self._head.sequence:
                 self._commit(info)
         return done

@@ -1,0 +1,298 @@
+"""The body camera at run time: hardware, state machine, encoder, pre-event buffer, clip writer.
+
+Two kinds of thread meet here:
+
+* gpiozero's callback threads deliver button, dock and trigger edges; each
+  goes through `post()`, which runs the (pure) state machine under a lock and
+  carries out its actions at once, so the red circle lights within
+  milliseconds of the press, whatever the encoder is doing.
+* the capture loop (`run()`) reads frames, encodes them, and hands packets to
+  the pre-event buffer or, while a clip is open, to the clip writer; it also
+  opens and closes clips when the state machine asked for it, and every
+  `TICK_S` feeds the machine a tick and the storage level.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..sealed.storage import DeviceStorage
+from ..sealed.writer import SealedInfo
+from . import space
+from .clipwriter import ClipWriter, ClockState, VideoFormat
+from .config import CameraConfig
+from .encoder import EncoderSettings, H264Encoder
+from .indicators import Indicators
+from .prebuffer import PreEventBuffer
+from .state import (
+    Bookmark,
+    ButtonDown,
+    ButtonUp,
+    CameraStateMachine,
+    ClipClosed,
+    DockChanged,
+    Event,
+    Fault,
+    Indicators as IndicatorsAction,
+    Log,
+    Mode,
+    RecordCommand,
+    StartClip,
+    StopClip,
+    StorageLevel,
+    Tick,
+    Trigger,
+    Warn,
+)
+
+log = logging.getLogger("bwv.camera")
+
+TICK_S = 0.25
+FIRMWARE_VERSION = "openbwv-0.1"
+
+
+def load_clock_state(path: Path) -> ClockState:
+    """The dock's last clock sync (written by the dock link); never synced if absent."""
+    try:
+        doc = json.loads(path.read_text())
+        return ClockState(int(doc["sync_utc_us"]), int(doc["offset_us"]))
+    except FileNotFoundError:
+        return ClockState()
+    except (ValueError, KeyError, TypeError) as e:
+        log.warning("clock state %s unreadable (%s); treating the clock as never synced", path, e)
+        return ClockState()
+
+
+@dataclass
+class CameraReport:
+    """What a run did, for the command line and the tests."""
+
+    clips: list[str] = field(default_factory=list)
+    sealed: list[SealedInfo] = field(default_factory=list)
+    recovered: list[SealedInfo] = field(default_factory=list)
+    frames: int = 0
+    recorded_frames: int = 0
+    bookmarks: int = 0
+    warnings: list[str] = field(default_factory=list)
+    stop_reasons: list[str] = field(default_factory=list)
+
+
+class Camera:
+    def __init__(
+        self,
+        config: CameraConfig,
+        hw,
+        storage: DeviceStorage,
+        *,
+        clock: ClockState = ClockState(),
+        on_frame: Callable[[object, "Camera"], None] | None = None,
+    ):
+        self.config = config
+        self.hw = hw
+        self.storage = storage
+        self.clock = clock
+        self.on_frame = on_frame
+        self.report = CameraReport()
+        self.machine = CameraStateMachine(stealth_allowed=config.indicators.stealth_allowed)
+        self.indicators = Indicators(hw, config.indicators)
+        self.prebuffer = PreEventBuffer(config.prebuffer.seconds, config.prebuffer_max_bytes)
+        self._lock = threading.RLock()
+        self._start_reason: str | None = None
+        self._stop_reason: str | None = None
+        self._pending_events: list[dict] = []
+        self._clip: ClipWriter | None = None
+        self._clip_started_mono = 0.0
+        self._stop = threading.Event()
+        self._storage_level = space.OK
+        self.recording_started = threading.Event()  # for tests and `--seconds`
+        self._wire_inputs()
+
+    # -- events in ------------------------------------------------------------
+    def _wire_inputs(self) -> None:
+        hw = self.hw
+        hw.button.when_pressed = lambda *_: self.post(ButtonDown(time.monotonic()))
+        hw.button.when_released = lambda *_: self.post(ButtonUp(time.monotonic()))
+        hw.dock_detect.when_activated = lambda *_: self.post(DockChanged(time.monotonic(), True))
+        hw.dock_detect.when_deactivated = lambda *_: self.post(DockChanged(time.monotonic(), False))
+        for name, dev in hw.triggers.items():
+            dev.when_activated = (lambda n: lambda *_: self.post(Trigger(time.monotonic(), n)))(name)
+
+    def post(self, event: Event) -> None:
+        """Run one event through the state machine and carry out what it says, now."""
+        with self._lock:
+            actions = self.machine.handle(event)
+            for action in actions:
+                self._execute(action)
+
+    def _execute(self, action) -> None:
+        if isinstance(action, IndicatorsAction):
+            self.indicators.recording(action.on)
+        elif isinstance(action, StartClip):
+            self._start_reason = action.reason
+            log.info("recording: start (%s)", action.reason)
+        elif isinstance(action, StopClip):
+            self._stop_reason = action.reason
+            self.report.stop_reasons.append(action.reason)
+            log.info("recording: stop (%s)", action.reason)
+        elif isinstance(action, Bookmark):
+            self.report.bookmarks += 1
+            self._pending_events.append({"type": "bookmark", "t_mono": action.t,
+                                         "utc_us": int((time.time() - (time.monotonic() - action.t)) * 1e6)})
+            log.info("bookmark")
+        elif isinstance(action, Warn):
+            self.report.warnings.append(action.kind)
+            self.indicators.warn(action.kind)
+        elif isinstance(action, Log):
+            log.info("%s", action.message)
+
+    def record(self, start: bool, reason: str = "command") -> None:
+        self.post(RecordCommand(time.monotonic(), start, reason))
+
+    def stop(self) -> None:
+        """Ask the capture loop to finish: close any clip cleanly, then return from run()."""
+        self.record(False, "shutdown")
+        self._stop.set()
+
+    # -- the capture loop ------------------------------------------------------
+    def run(self, *, record_seconds: float | None = None, exit_after_clip: bool = False) -> CameraReport:
+        source = self.hw.camera
+        if source is None:
+            raise RuntimeError("no camera source configured")
+        v = self.config.video
+        encoder = H264Encoder(EncoderSettings(
+            width=source.width, height=source.height, fps=round(source.fps), bitrate=v.bitrate, codec=v.codec,
+            preset=v.preset, tune=v.tune, keyframe_seconds=v.keyframe_seconds, input_format="bgr24",
+        ))
+        self._video = VideoFormat(source.width, source.height, round(source.fps), "h264", v.bitrate)
+        self.post(StorageLevel(time.monotonic(), self._measure_storage()))
+        next_tick = time.monotonic() + TICK_S
+        try:
+            while True:
+                try:
+                    frame = source.read()
+                except Exception as e:  # noqa: BLE001 - a dead camera is a fault, not a crash
+                    if type(e).__name__ == "EndOfStream":
+                        break
+                    log.error("camera source failed: %s", e)
+                    self.post(Fault(time.monotonic(), f"camera: {e}"))
+                    break
+                self.report.frames += 1
+                if self.on_frame is not None:
+                    self.on_frame(frame, self)
+                self._maybe_open_clip()
+                if self.machine.mode is Mode.DOCKED:
+                    if self._stop.is_set():
+                        break
+                    continue  # in the dock: not recording, not buffering
+                packets = encoder.encode(frame.pixels, frame.monotonic, frame.utc_ns // 1000)
+                self._route(packets)
+                now = time.monotonic()
+                if record_seconds is not None and self._clip is not None and self._stop_reason is None:
+                    if frame.monotonic - self._clip_started_mono >= record_seconds:
+                        self.record(False, "duration reached")
+                self._maybe_close_clip()
+                if now >= next_tick:
+                    next_tick = now + TICK_S
+                    self.post(Tick(now))
+                    self._check_storage()
+                    if self._clip is not None:
+                        self._clip.flush_if_due(frame.monotonic)
+                if self._stop.is_set() and self._clip is None and self._start_reason is None:
+                    break
+                if exit_after_clip and self.report.clips and self._clip is None and self._start_reason is None:
+                    break
+        finally:
+            try:
+                if self._clip is not None:
+                    self._route(encoder.flush())
+                    self._close_clip()
+            finally:
+                self.indicators.close()
+        return self.report
+
+    def _route(self, packets) -> None:
+        for pkt in packets:
+            if self._clip is not None:
+                self.report.sealed.extend(self._clip.write(pkt))
+                self.report.recorded_frames += 1
+            else:
+                self.prebuffer.push(pkt)
+
+    def _maybe_open_clip(self) -> None:
+        with self._lock:
+            reason = self._start_reason
+            if reason is None or self._clip is not None:
+                return
+            self._start_reason = None
+            self._stop_reason = None
+        held = self.prebuffer.drain()
+        clip = ClipWriter(
+            self.storage, self._video,
+            segment_seconds=self.config.video.segment_seconds,
+            flush_seconds=self.config.flush_seconds,
+            clock=self.clock,
+            info={"firmware": FIRMWARE_VERSION, "start_reason": reason,
+                  "pre_event_seconds": self.config.prebuffer.seconds,
+                  "pre_event_held_seconds": round(held[-1].t_mono - held[0].t_mono, 3) if held else 0.0},
+        )
+        self._clip = clip
+        self._clip_started_mono = time.monotonic()
+        self.report.clips.append(str(clip.clip_id))
+        log.info("clip %s opened with %d pre-event packets", clip.clip_id, len(held))
+        for pkt in held:
+            self.report.sealed.extend(clip.write(pkt))
+            self.report.recorded_frames += 1
+        self.recording_started.set()
+
+    def _maybe_close_clip(self) -> None:
+        with self._lock:
+            events, self._pending_events = self._pending_events, []
+            stopping = self._stop_reason is not None and self._clip is not None
+        if self._clip is not None:
+            for e in events:
+                self._clip.add_event(e)
+        if stopping:
+            self._close_clip()
+
+    def _close_clip(self) -> None:
+        clip = self._clip
+        assert clip is not None
+        with self._lock:
+            reason = self._stop_reason or "shutdown"
+        clip.add_event({"type": "stop", "reason": reason, "utc_us": time.time_ns() // 1000})
+        self.report.sealed.extend(clip.close())
+        self._clip = None
+        with self._lock:
+            self._stop_reason = None
+        log.info("clip %s closed: %d segment(s)", clip.clip_id, len(clip.stats.segments))
+        self.post(ClipClosed(time.monotonic()))
+
+    # -- storage ---------------------------------------------------------------
+    def _measure_storage(self) -> str:
+        s = self.config.storage
+        reading = space.measure(self.storage.directory, quota_bytes=int(s.quota_mb * 1e6))
+        return space.classify(reading.free_bytes, low_warning_bytes=int(s.low_warning_mb * 1e6),
+                              reserve_bytes=int(s.reserve_mb * 1e6))
+
+    def _check_storage(self) -> None:
+        level = self._measure_storage()
+        if level != self._storage_level:
+            self._storage_level = level
+            log.warning("storage level: %s", level)
+            self.post(StorageLevel(time.monotonic(), level))
+
+
+def open_camera_storage(home, device_id: str) -> DeviceStorage:
+    """The device's storage, with anything a crash left open already sealed (see `storage.recovered`)."""
+    from ..enrol import device_storage
+
+    return device_storage(home, device_id)
+
+
+__all__ = ["Camera", "CameraReport", "load_clock_state", "open_camera_storage"]

@@ -1,0 +1,224 @@
+"""From encoded packets to sealed segments: one clip, cut at keyframes, durable every second.
+
+`ClipWriter` muxes H.264 packets into MPEG-TS (streamable, no index that a
+power cut could lose) and seals the bytes as MEDIA records of the open
+segment.  At least every `flush_seconds` of capture time it writes what it has
+as a chunk and fsyncs the file, so a crash or power cut loses at most that
+much video; the open segment is sealed from what survived at the next start.
+A new segment begins at the first keyframe after `segment_seconds`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+
+from ..sealed.layout import RECORD_EVENTS, RECORD_INFO, RECORD_LOCATION, RECORD_MEDIA
+from ..sealed.storage import DeviceStorage, StoredSegment
+from ..sealed.writer import SealedInfo
+from .packets import EncodedPacket
+
+log = logging.getLogger("bwv.camera.clip")
+
+
+@dataclass(frozen=True)
+class ClockState:
+    """What the camera knows about its clock: when the dock last set it, and by how much."""
+
+    sync_utc_us: int = 0  # 0: never synced since enrolment (the server flags such footage)
+    offset_us: int = 0
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    width: int
+    height: int
+    fps: int
+    codec: str = "h264"
+    bitrate: int = 0
+
+
+class _TsSink:
+    """File object for the TS muxer: collects bytes until the writer turns them into a chunk."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.total = 0
+
+    def write(self, data: bytes) -> int:
+        self.buf += data
+        self.total += len(data)
+        return len(data)
+
+    def take(self) -> bytes:
+        data = bytes(self.buf)
+        self.buf.clear()
+        return data
+
+
+@dataclass
+class _OpenSegment:
+    stored: StoredSegment
+    container: Any
+    stream: Any
+    sink: _TsSink
+    start_mono: float
+    index: int
+    packets: int = 0
+    last_utc_us: int = 0
+    last_mono: float = 0.0
+
+
+@dataclass
+class ClipStats:
+    segments: list[SealedInfo] = field(default_factory=list)
+    packets: int = 0
+    media_bytes: int = 0
+    flushes: int = 0
+    dropped_before_keyframe: int = 0
+
+
+class ClipWriter:
+    def __init__(
+        self,
+        storage: DeviceStorage,
+        video: VideoFormat,
+        *,
+        clip_id: uuid.UUID | None = None,
+        segment_seconds: float = 10.0,
+        flush_seconds: float = 1.0,
+        clock: ClockState = ClockState(),
+        info: dict[str, Any] | None = None,
+    ):
+        if not 1.0 <= segment_seconds <= 3600:
+            raise ValueError(f"segment length {segment_seconds} s outside 1..3600")
+        if not 0.05 <= flush_seconds <= 1.0:
+            raise ValueError(f"flush interval {flush_seconds} s outside 0.05..1 (at most 1 s may be lost)")
+        self.storage = storage
+        self.video = video
+        self.clip_id = clip_id or uuid.uuid4()
+        self.segment_seconds = segment_seconds
+        self.flush_seconds = flush_seconds
+        self.clock = clock
+        self.info = dict(info or {})
+        self.stats = ClipStats()
+        self._seg: _OpenSegment | None = None
+        self._last_flush_mono = 0.0
+        self._pending: dict[int, list[str]] = {RECORD_EVENTS: [], RECORD_LOCATION: []}
+        self._frame_us = 1_000_000 // max(1, video.fps)
+        self.closed = False
+
+    @property
+    def recording_segment(self) -> int | None:
+        return self._seg.index if self._seg else None
+
+    # -- records other than media -------------------------------------------
+    def add_event(self, event: dict[str, Any]) -> None:
+        """A bookmark, trigger or policy change; sealed with the next flush, inside the encryption."""
+        self._pending[RECORD_EVENTS].append(json.dumps(event, separators=(",", ":")))
+
+    def add_location(self, fix: dict[str, Any]) -> None:
+        """A GNSS fix; travels only inside the encrypted chunks, never in the clear header."""
+        self._pending[RECORD_LOCATION].append(json.dumps(fix, separators=(",", ":")))
+
+    # -- media ----------------------------------------------------------------
+    def write(self, pkt: EncodedPacket) -> list[SealedInfo]:
+        """Add one packet; returns the segments this sealed (at a cut)."""
+        if self.closed:
+            raise RuntimeError("clip already closed")
+        sealed: list[SealedInfo] = []
+        if self._seg is None:
+            if not pkt.keyframe:
+                self.stats.dropped_before_keyframe += 1
+                return sealed
+            self._open(pkt)
+        elif pkt.keyframe and pkt.t_mono - self._seg.start_mono >= self.segment_seconds:
+            sealed.append(self._seal_current())
+            self._open(pkt)
+        seg = self._seg
+        assert seg is not None
+        packet = av.Packet(pkt.data)
+        packet.pts = packet.dts = pkt.pts
+        packet.time_base = pkt.time_base
+        packet.is_keyframe = pkt.keyframe
+        packet.stream = seg.stream
+        seg.container.mux(packet)
+        seg.packets += 1
+        seg.last_utc_us = pkt.utc_us
+        seg.last_mono = pkt.t_mono
+        self.stats.packets += 1
+        if pkt.t_mono - self._last_flush_mono >= self.flush_seconds:
+            self.flush()
+        return sealed
+
+    def flush(self) -> None:
+        """Seal what is buffered as chunks and fsync: the durability point."""
+        seg = self._seg
+        if seg is None:
+            return
+        data = seg.sink.take()
+        if data:
+            seg.stored.append(RECORD_MEDIA, data)
+            self.stats.media_bytes += len(data)
+        for rtype, lines in self._pending.items():
+            if lines:
+                seg.stored.append(rtype, ("\n".join(lines) + "\n").encode())
+                lines.clear()
+        seg.stored.flush()
+        self._last_flush_mono = seg.last_mono
+        self.stats.flushes += 1
+
+    def flush_if_due(self, now_mono: float) -> None:
+        """Flush on time even when packets stop coming (a stalled source must not hold video back)."""
+        if self._seg is not None and now_mono - self._last_flush_mono >= self.flush_seconds:
+            self.flush()
+
+    def close(self) -> list[SealedInfo]:
+        """Seal the open segment (if any) and end the clip."""
+        out = [self._seal_current()] if self._seg is not None else []
+        self.closed = True
+        return out
+
+    # -- segments -------------------------------------------------------------
+    def _open(self, pkt: EncodedPacket) -> None:
+        index = len(self.stats.segments)
+        stored = self.storage.open_segment(
+            clip_id=self.clip_id,
+            segment_index=index,
+            start_utc_us=pkt.utc_us,
+            start_mono_ns=int(pkt.t_mono * 1e9),
+            clock_sync_utc_us=self.clock.sync_utc_us,
+            clock_offset_us=self.clock.offset_us,
+        )
+        info = {
+            "container": "video/mp2t",
+            "video": {"codec": self.video.codec, "width": self.video.width, "height": self.video.height,
+                      "fps": self.video.fps, "bitrate": self.video.bitrate},
+            "segment_index": index,
+            **self.info,
+        }
+        stored.append(RECORD_INFO, json.dumps(info).encode())
+        sink = _TsSink()
+        container = av.open(sink, "w", format="mpegts", container_options={"flush_packets": "1"})
+        stream = container.add_stream("h264", rate=Fraction(self.video.fps))
+        stream.width, stream.height = self.video.width, self.video.height
+        self._seg = _OpenSegment(stored, container, stream, sink, pkt.t_mono, index)
+        self._last_flush_mono = pkt.t_mono
+        log.debug("segment %d of clip %s opened (sequence %d)", index, self.clip_id, stored.writer.preamble.sequence)
+
+    def _seal_current(self) -> SealedInfo:
+        seg = self._seg
+        assert seg is not None
+        seg.container.close()  # writes any trailing TS packets into the sink
+        self.flush()
+        info = seg.stored.seal(seg.last_utc_us + self._frame_us, int(seg.last_mono * 1e9))
+        self.stats.segments.append(info)
+        self._seg = None
+        log.info("sealed %s (%d packets)", info.path.name, seg.packets)
+        return info

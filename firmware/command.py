@@ -1,0 +1,155 @@
+"""`bwv camera`: run the body-camera firmware (on a Pi, or emulated on a laptop)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from ..cli import EXIT_OK, EXIT_PROBLEMS, UsageError, command
+from ..home import Home
+
+log = logging.getLogger("bwv.camera")
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    from ..hw.config import add_hardware_arguments
+
+    p.add_argument("--device", metavar="ID", help="enrolled device id (default: config, else the only one enrolled)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="camera settings (TOML, table [camera]; default: BWV_HOME/camera.toml if present)")
+    p.add_argument("--emulate", action="store_true", help="emulated hardware: mock GPIO pins, synthetic camera")
+    p.add_argument("--headless", action="store_true", help="no preview window (always so on a Pi and in CI)")
+    p.add_argument("--source", dest="camera", choices=["synthetic", "opencv", "picamera2", "none"],
+                   help="camera source (same as --camera)")
+    p.add_argument("--record", action="store_true", help="start recording at once (as if the button were pressed)")
+    p.add_argument("--seconds", type=float, metavar="N",
+                   help="with --record: record one clip of N seconds, then exit (default: until SIGTERM/SIGINT)")
+    p.add_argument("--prebuffer-seconds", type=float, metavar="S", help="pre-event buffer, 0-120 s (default 30)")
+    p.add_argument("--segment-seconds", type=float, metavar="S", help="segment length (default 10)")
+    p.add_argument("--bitrate", type=int, metavar="BPS", help="H.264 bitrate in bit/s (default 8000000)")
+    p.add_argument("--preset", metavar="NAME", help="libx264 preset (default veryfast)")
+    p.add_argument("--flush-seconds", type=float, metavar="S",
+                   help="durability interval, at most 1 s: what a power cut may lose (default 0.5)")
+    add_hardware_arguments(p)
+
+
+@command(
+    "camera",
+    "run the body-camera firmware (real or emulated)",
+    """
+    Run the camera: capture, pre-event buffer, H.264 segments sealed on the
+    camera's own storage (BWV_HOME/devices/ID/storage), the flashing red circle
+    and the beep while recording, the record button and auto-start triggers.
+
+    At start the camera first seals any segment a crash or power cut left open,
+    so the chain carries on. While recording, the open segment is made durable
+    at least every --flush-seconds; sealed segments wait for the dock.
+
+    Button (see docs/camera-controls.md): press = start recording (at once, with
+    the pre-event buffer), short press while recording = bookmark, hold 3 s =
+    stop. Docking stops recording cleanly.
+
+    Emulation (--emulate) uses gpiozero's mock pins and a synthetic picture;
+    --hw-trace FILE records every LED, beep and button change as JSON lines.
+    """,
+    """
+    examples:
+      bwv camera --emulate --headless --source synthetic --record --seconds 30
+      bwv camera --emulate --video-size 1280x720 --hw-trace /tmp/trace.jsonl
+      bwv camera --config /etc/openbwv/camera.toml          (on a Pi, from systemd)
+
+    exit status: 0 on a clean stop; 1 if the camera faulted or could not seal.
+    """,
+)(_configure)
+def run_camera(args: argparse.Namespace, home: Home) -> int:
+    from ..enrol import load_device
+    from ..hw import open_hardware
+    from ..hw.config import HardwareConfig, config_from_arguments
+    from ..hw.errors import HardwareError
+    from .camera import Camera, load_clock_state, open_camera_storage
+    from .config import ConfigError, load_config
+
+    config_path = args.config
+    if config_path is None and (home.root / "camera.toml").exists():
+        config_path = home.root / "camera.toml"
+    try:
+        config = load_config(
+            config_path,
+            **{"prebuffer.seconds": args.prebuffer_seconds, "video.segment_seconds": args.segment_seconds,
+               "video.bitrate": args.bitrate, "video.preset": args.preset, "flush_seconds": args.flush_seconds},
+        )
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if args.seconds is not None and (args.seconds <= 0 or not args.record):
+        raise UsageError("--seconds N needs --record and N > 0")
+
+    device_id = args.device or config.device_id or _only_device(home)
+    load_device(home, device_id)  # a clear error now if it is not enrolled
+    try:
+        base = HardwareConfig.from_mapping(config.hardware, where="[camera.hardware]") if config.hardware else None
+        if args.emulate:
+            args.hw_backend = "emulated"
+        hw_config = config_from_arguments(args, base=base)
+    except HardwareError as e:
+        raise UsageError(str(e)) from None
+
+    storage = open_camera_storage(home, device_id)
+    for info in storage.recovered:
+        print(f"recovered after power loss: {info.path.name} ({info.trailer.chunk_count} chunks kept)", flush=True)
+    for problem in storage.problems:
+        print(f"warning: {problem}", flush=True)
+
+    try:
+        hw = open_hardware(hw_config)
+    except HardwareError as e:
+        raise UsageError(f"cannot open the hardware: {e}") from None
+    with hw:
+        window = None
+        if not args.headless and hw.emulator is not None:
+            from .window import KEYS_HELP, PreviewWindow, WindowUnavailable
+
+            try:
+                window = PreviewWindow(hw, None)
+                print(KEYS_HELP, flush=True)
+            except WindowUnavailable as e:
+                raise UsageError(str(e)) from None
+        camera = Camera(config, hw, storage, clock=load_clock_state(home.device_dir(device_id) / "clock.json"),
+                        on_frame=window)
+
+        def on_signal(signum, _frame):
+            log.warning("signal %d: closing the clip and stopping", signum)
+            camera.stop()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+        print(f"camera {device_id}: {hw.camera.width}x{hw.camera.height} at {hw.camera.fps:g} fps, "
+              f"pre-event {config.prebuffer.seconds:g} s, segments {config.video.segment_seconds:g} s, "
+              f"storage {storage.directory}", flush=True)
+        if args.record:
+            camera.record(True, "command")
+        report = camera.run(record_seconds=args.seconds, exit_after_clip=args.seconds is not None)
+        if window is not None:
+            window.close()
+    for info in report.sealed:
+        print(f"sealed {info.path.name}  clip {str(info.preamble.clip_id)[:8]} part {info.preamble.segment_index}  "
+              f"{info.path.stat().st_size / 1e6:.2f} MB", flush=True)
+    print(f"{len(report.clips)} clip(s), {len(report.sealed)} segment(s) sealed, {report.frames} frames captured, "
+          f"{report.bookmarks} bookmark(s)" + (f", warnings: {', '.join(report.warnings)}" if report.warnings else ""))
+    faulted = camera.machine.mode.name == "FAULT"
+    return EXIT_PROBLEMS if faulted else EXIT_OK
+
+
+def _only_device(home: Home) -> str:
+    devices = home.enrolled_devices()
+    if len(devices) == 1:
+        return devices[0]
+    if not devices:
+        raise UsageError(f"no device enrolled in {home.root}; enrol one with `bwv keys device --id ID`")
+    raise UsageError(f"several devices enrolled ({', '.join(devices)}); choose one with --device")
+
+
+__all__ = ["run_camera"]
