@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import time
 from .enrol import device_storage, enrol_device, ensure_server_keys
-from .footage import make_synthetic_video
 from .home import Home
-from .importer import import_video
+from .hw.trace_analysis import beeps, flash_stats, read_trace
 from .opener import open_paths
 from .registry import DeviceRegistry
 from .sealed.keys import ServerKeyPair
 from .verification import verify_paths
 
 DEMO_DEVICE = "demo-cam-01"
+
+
+def record_clip(storage, *, seconds: float, trace_path):
+    """Record one clip with the emulated camera, as `bwv camera --emulate --headless --record --seconds N`."""
+    from .firmware.camera import Camera
+    from .firmware.config import load_config
+    from .hw import open_hardware
+    from .hw.config import CameraConfig, HardwareConfig
+
+    config = load_config(None, **{"prebuffer.seconds": 0, "video.segment_seconds": 4, "video.bitrate": 2_000_000})
+    hw_config = HardwareConfig(backend="emulated", camera=CameraConfig(source="synthetic", width=640, height=360),
+                               sound="buzzer", trace_path=trace_path)
+    with open_hardware(hw_config) as hw:
+        camera = Camera(config, hw, storage)
+        camera.record(True, "demo")
+        return camera.run(record_seconds=seconds, exit_after_clip=True)
 
 
 def say(step: str, text: str) -> None:
@@ -34,21 +49,26 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
 
     work = home.root / "demo"
     work.mkdir(exist_ok=True)
-    src = make_synthetic_video(work / "synthetic.mp4", seconds=seconds)
-    say("footage", f"{seconds:.0f} s of synthetic 640x360 H.264 at 30 fps -> {src}")
-
     storage = device_storage(home, DEMO_DEVICE)
     before = storage.head.sequence
-    report = import_video(src, storage, segment_seconds=4.0)
-    say("seal", f"clip {report.clip_id} sealed into {len(report.segments)} segments "
-                f"(chain #{before + 1}..#{storage.head.sequence}) in {storage.directory}")
-    for info in report.segments:
+    trace_path = work / "hw-trace.jsonl"
+    report = record_clip(storage, seconds=seconds, trace_path=trace_path)
+    say("camera", f"emulated camera recorded {seconds:.0f} s of synthetic 640x360 H.264 at 30 fps "
+                  f"({report.recorded_frames} frames): clip {report.clips[0]}")
+    events = read_trace(trace_path)
+    flashes = flash_stats(events, "record_led")
+    found = beeps(events)
+    say("camera", f"while recording the red circle flashed {flashes.cycles} times at {flashes.frequency_hz:.1f} Hz "
+                  f"and it beeped {len(found)} times (hardware trace: {trace_path})")
+    say("seal", f"{len(report.sealed)} segments sealed on the camera (chain #{before + 1}..#{storage.head.sequence}) "
+                f"in {storage.directory}")
+    for info in report.sealed:
         size = info.path.stat().st_size
         say("seal", f"  {info.path.name}  {size / 1000:.0f} kB  {info.trailer.chunk_count} chunks  "
                     f"hash {info.segment_hash.hex()[:16]}")
 
     registry = DeviceRegistry(home.registry_dir)
-    paths = [info.path for info in report.segments]
+    paths = [info.path for info in report.sealed]
     verified = verify_paths([storage.directory], registry)
     for p in verified.problems:
         say("verify", f"PROBLEM {p.line()}")
