@@ -292,7 +292,7 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
-PROGRAM_COMMANDS = ("openbwv.firmware.command",)
+PROGRAM_COMMANDS = ("openbwv.firmware.command", "openbwv.server.command")
 
 
 def build_parser() -> argparse.ArgumentParser:

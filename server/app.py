@@ -1,0 +1,204 @@
+"""The evidence server's HTTP application: routes, and what every request passes through.
+
+Routes (docs/upload-protocol.md is the published description)::
+
+    GET     /api/v1/health                         no token
+    OPTIONS /tus/  /tus/<id>                       no token: the server's capabilities
+    POST    /tus/                                  create an upload (or 200 + receipt: already held)
+    HEAD    /tus/<id>                              the durable offset
+    PATCH   /tus/<id>                              append bytes; the last byte ingests and returns the receipt
+    DELETE  /tus/<id>                              terminate an upload (never held evidence)
+    GET     /api/v1/receipts/<device_id>/<seq>     a receipt issued earlier
+    GET     /api/v1/segments/<segment_hash>        what the server holds about a segment
+
+Middlewares, outermost first: one log line per request; every error as JSON
+``{"error": reason}``; the dock's bearer token; and for tus, the
+``Tus-Resumable`` precondition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from .. import __version__
+from ..sealed.layout import DEVICE_ID_RE
+from .errors import BadRequest, NotFound, PreconditionFailed, ServerError
+from .service import EvidenceService
+from .tus import HASH_RE, SEQUENCE_RE, TUS_VERSION, TusEndpoint
+
+log = logging.getLogger("bwv.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVICE = web.AppKey("service", EvidenceService)
+MAX_JSON_BODY = 64 * 1024  # nothing but PATCH takes a body, and PATCH streams
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def _is_tus(request: web.Request) -> bool:
+    return request.path == "/tus" or request.path.startswith("/tus/")
+
+
+def _is_public(request: web.Request) -> bool:
+    return request.method == "OPTIONS" or request.path == "/api/v1/health"
+
+
+def error_response(status: int, reason: str, headers: dict[str, str] | None = None,
+                   title: str | None = None) -> web.Response:
+    """Every error the server sends: JSON ``{"error": reason}``, and the reason in a header too,
+    because a HEAD response has no body to read it from."""
+    out = dict(headers or {})
+    out["Bwv-Error"] = _UNPRINTABLE.sub("?", reason)[:300]
+    return web.json_response({"error": reason}, status=status, headers=out, reason=title)
+
+
+@web.middleware
+async def log_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    note = request.get("note", "")
+    level = logging.WARNING if response.status >= 400 and response.status not in (404, 503) else logging.INFO
+    if response.status >= 500 and response.status != 503:
+        level = logging.ERROR
+    log.log(level, "%s %s %s %s -> %d%s", request.remote or "-", request.get("dock", "-"), request.method,
+            request.path, response.status, f"  {note}" if note else "")
+    return response
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ServerError as e:
+        if not request.get("note"):
+            request["note"] = e.reason
+        elif e.reason not in request["note"]:
+            request["note"] += f"  ({e.reason})"
+        return error_response(e.status, e.reason, e.headers, e.title)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        headers = {k: v for k, v in e.headers.items() if k in ("Allow",)}
+        if e.status == 404:
+            reason = f"no such endpoint: {request.method} {request.path}"
+        elif e.status == 405:
+            reason = f"{request.method} is not allowed on {request.path} (allowed: {e.headers.get('Allow', '')})"
+        else:
+            reason = e.text or e.reason
+        request["note"] = reason
+        return error_response(e.status, reason, headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_response(500, f"internal server error ({type(e).__name__}); the server log has the details")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve the dock from its bearer token (401 otherwise), except for public requests.
+    A request for no route at all is answered 404/405 before any token is asked for."""
+    if request.match_info.http_exception is not None:
+        raise request.match_info.http_exception
+    if not _is_public(request):
+        request["dock"] = request.app[SERVICE].tokens.authenticate(request.headers.get("Authorization"))
+    return await handler(request)
+
+
+@web.middleware
+async def tus_resumable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if _is_tus(request) and request.method != "OPTIONS":
+        version = request.headers.get("Tus-Resumable")
+        if version != TUS_VERSION:
+            raise PreconditionFailed(
+                f"Tus-Resumable {version[:20] if version else 'is missing'}"
+                f"{' is not supported' if version else ''}; this server speaks tus {TUS_VERSION}",
+                headers={"Tus-Version": TUS_VERSION},
+            )
+    return await handler(request)
+
+
+async def _tus_response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if _is_tus(request):
+        response.headers["Tus-Resumable"] = TUS_VERSION
+
+
+class ApiEndpoint:
+    """The non-tus routes: health, receipts, segment metadata."""
+
+    def __init__(self, service: EvidenceService):
+        self.service = service
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "status": "ok",
+            "service": "openbwv-server",
+            "version": __version__,
+            "server_key_id": self.service.server_keys.public.key_id.hex(),
+            "uploads_in_progress": self.service.active_uploads,
+            "max_concurrent_uploads": self.service.config.max_concurrent,
+        })
+
+    async def receipt(self, request: web.Request) -> web.Response:
+        device_id, sequence = request.match_info["device_id"], request.match_info["sequence"]
+        if not DEVICE_ID_RE.match(device_id):
+            raise BadRequest(f"device id {device_id[:80]!r} is not 1-64 letters, digits, '.', '_' or '-'")
+        if not SEQUENCE_RE.match(sequence) or int(sequence) >= 2**63:
+            raise BadRequest(f"sequence {sequence[:40]!r} is not a positive decimal integer below 2^63")
+        seg = self.service.db.segment_at(device_id, int(sequence))
+        if seg is None:
+            raise NotFound(f"no segment {device_id} #{sequence} is held here")
+        request["note"] = f"receipt {device_id} #{sequence}"
+        return web.Response(body=seg.receipt.encode(), content_type="application/json")
+
+    async def segment(self, request: web.Request) -> web.Response:
+        segment_hash = request.match_info["segment_hash"]
+        if not HASH_RE.match(segment_hash):
+            raise BadRequest(f"segment hash {segment_hash[:80]!r} is not 64 hexadecimal characters")
+        seg = self.service.db.segment(segment_hash.lower())
+        if seg is None:
+            raise NotFound(f"no segment {segment_hash.lower()} is held here")
+        return web.json_response(seg.public())
+
+
+def build_app(service: EvidenceService) -> web.Application:
+    app = web.Application(
+        middlewares=[log_requests, json_errors, authenticate, tus_resumable], client_max_size=MAX_JSON_BODY
+    )
+    app[SERVICE] = service
+    tus = TusEndpoint(service)
+    api = ApiEndpoint(service)
+    for path in ("/tus", "/tus/"):
+        app.router.add_route("OPTIONS", path, tus.options)
+        app.router.add_route("POST", path, tus.create)
+    app.router.add_route("OPTIONS", "/tus/{upload_id}", tus.options)
+    app.router.add_route("HEAD", "/tus/{upload_id}", tus.head)
+    app.router.add_route("PATCH", "/tus/{upload_id}", tus.patch)
+    app.router.add_route("DELETE", "/tus/{upload_id}", tus.delete)
+    app.router.add_get("/api/v1/health", api.health)
+    app.router.add_get("/api/v1/receipts/{device_id}/{sequence}", api.receipt)
+    app.router.add_get("/api/v1/segments/{segment_hash}", api.segment)
+    app.on_response_prepare.append(_tus_response_headers)
+    return app
+
+
+async def serve(service: EvidenceService, announce: Callable[[str], None], stop: asyncio.Event) -> None:
+    """Listen until `stop` is set; `announce` gets the URL actually bound (port 0 picks one)."""
+    config = service.config
+    runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=config.ssl_context(), backlog=256)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        shown = f"[{host}]" if ":" in host else host
+        announce(f"{config.scheme}://{shown}:{port}")
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+__all__ = ["ApiEndpoint", "build_app", "error_response", "serve"]

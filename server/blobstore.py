@@ -1,0 +1,142 @@
+"""Where the bytes of held segments live: a content-addressed blob store.
+
+One narrow interface, `BlobStore`, in the manner of restic's backends, so
+that S3-compatible object storage can replace the local file system without
+the ingest path changing.  Keys are segment hashes (64 lowercase hex): a blob
+is named by what it is, so storing the same segment twice is a no-op and a
+key can never point somewhere unexpected.
+
+`LocalBlobStore` keeps ``root/ab/cd/abcd….bwv``.  A blob appears under its
+final name only once its bytes and the directory entry are on stable storage
+(openbwv.sealed.durable), and is then made read-only: evidence is not edited
+in place.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from ..sealed.durable import durable_rename, fsync_dir
+from .errors import InsufficientStorage, StoreError
+
+KEY_RE = re.compile(r"^[0-9a-f]{64}\Z")
+COPY_PIECE = 1024 * 1024
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """What the server needs of a place that keeps segment files."""
+
+    def put_file(self, src_path: Path, key: str) -> None:
+        """Take `src_path` (already fsynced) into the store under `key`, durably and atomically.
+
+        The source is consumed (moved or removed).  If `key` is already held
+        the existing blob is kept: keys are content hashes.
+        """
+
+    def open(self, key: str) -> BinaryIO:
+        """The blob's bytes, for reading."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int: ...
+
+    def delete(self, key: str) -> None:
+        """Remove a blob (for retention, later; ingest never deletes held evidence)."""
+
+    def free_bytes(self) -> int:
+        """Space left for new blobs, in bytes (what admission control compares with its reserve)."""
+
+
+def check_key(key: str) -> str:
+    """A blob key is a segment hash and nothing else: no path can be smuggled in."""
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        raise StoreError(f"blob key {key!r} is not 64 lowercase hex characters")
+    return key
+
+
+class LocalBlobStore:
+    """Blobs as read-only files under one directory, fanned out by the first two bytes of the key."""
+
+    SUFFIX = ".bwv"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        check_key(key)
+        return self.root / key[0:2] / key[2:4] / f"{key}{self.SUFFIX}"
+
+    def put_file(self, src_path: Path, key: str) -> None:
+        dst = self.path(key)
+        src = Path(src_path)
+        if dst.exists():
+            src.unlink(missing_ok=True)
+            return
+        self._make_dirs(dst.parent)
+        try:
+            try:
+                durable_rename(src, dst)  # same file system: a link and an unlink, no copy
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                self._copy_in(src, dst)
+        except FileExistsError:
+            src.unlink(missing_ok=True)  # a concurrent ingest of the same segment won
+            return
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(f"evidence store {self.root} is full: {e.strerror}") from None
+            raise StoreError(f"cannot store blob {key} in {self.root}: {e.strerror}") from None
+        os.chmod(dst, 0o444)
+
+    def _copy_in(self, src: Path, dst: Path) -> None:
+        """Across file systems: copy to a temporary name beside `dst`, fsync, then rename."""
+        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, COPY_PIECE)
+                fout.flush()
+                os.fsync(fout.fileno())
+            durable_rename(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
+        src.unlink()
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create the fan-out directories and make their entries durable too."""
+        missing = []
+        d = directory
+        while not d.exists():
+            missing.append(d)
+            d = d.parent
+        for d in reversed(missing):
+            d.mkdir(exist_ok=True)
+            fsync_dir(d.parent)
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self.path(key), "rb")
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def size(self, key: str) -> int:
+        return self.path(key).stat().st_size
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+
+__all__ = ["BlobStore", "LocalBlobStore", "check_key"]

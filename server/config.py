@@ -1,0 +1,154 @@
+"""The evidence server's settings: where it listens, what it admits, and its TLS material.
+
+Defaults, then the ``[server]`` table of BWV_HOME/config.toml, then command
+line options: the last one given wins.  Every value is checked here, once, so
+that a typo stops the server at start with a message naming the setting
+rather than surfacing as a strange refusal at the first upload.
+"""
+
+from __future__ import annotations
+
+import ssl
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+DEFAULT_PORT = 8443
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    max_concurrent: int = 16  # PATCH requests in progress at once; more get 503 + Retry-After
+    reserve_bytes: int = 1 * GIB  # free space the store keeps back; creation past it gets 507
+    max_upload_bytes: int = 4 * GIB  # largest Upload-Length accepted; more gets 413
+    idle_timeout_s: float = 60.0  # a PATCH body that stalls this long is treated as a cut connection
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set: mutual TLS, clients must present a certificate it signed
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0 <= self.port <= 65535, f"port {self.port} outside 0..65535"),
+            (1 <= self.max_concurrent <= 10_000, f"max concurrent uploads {self.max_concurrent} outside 1..10000"),
+            (self.reserve_bytes >= 0, "the free-space reserve cannot be negative"),
+            (1 <= self.max_upload_bytes <= 1024 * GIB, "the maximum upload must be between 1 byte and 1 TiB"),
+            (0.1 <= self.idle_timeout_s <= 3600, f"idle timeout {self.idle_timeout_s} s outside 0.1..3600"),
+            ((self.tls_cert is None) == (self.tls_key is None), "--tls-cert and --tls-key go together"),
+            (self.tls_client_ca is None or self.tls_cert is not None, "--tls-client-ca needs --tls-cert and --tls-key"),
+        ]
+        for ok, why in checks:
+            if not ok:
+                raise ConfigError(why)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context (None: plain HTTP, for loopback and tests)."""
+        if self.tls_cert is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+            if self.tls_client_ca is not None:
+                ctx.load_verify_locations(cafile=str(self.tls_client_ca))
+                ctx.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"cannot load the TLS certificate, key or client CA: {e}") from None
+        return ctx
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8443`` for IPv6) into its parts."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"listen address {text!r} is not HOST:PORT (e.g. 127.0.0.1:8443, 0.0.0.0:8443, [::]:8443)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    value = int(port)
+    if value > 65535:
+        raise ConfigError(f"port {value} outside 0..65535")
+    return host, value
+
+
+_FILE_KEYS = {
+    "listen": str,
+    "max_concurrent": int,
+    "reserve_mb": (int, float),
+    "max_upload_mb": (int, float),
+    "idle_timeout_s": (int, float),
+    "tls_cert": str,
+    "tls_key": str,
+    "tls_client_ca": str,
+}
+
+
+def settings_from_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """ServerConfig fields from a ``[server]`` table (same names as the command line options)."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        kind = _FILE_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(_FILE_KEYS))}")
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} = {value!r} has the wrong type")
+        out[key] = value
+    return settings(**out)
+
+
+def settings(
+    *,
+    listen: str | None = None,
+    max_concurrent: int | None = None,
+    reserve_mb: float | None = None,
+    max_upload_mb: float | None = None,
+    idle_timeout_s: float | None = None,
+    tls_cert: str | Path | None = None,
+    tls_key: str | Path | None = None,
+    tls_client_ca: str | Path | None = None,
+) -> dict[str, Any]:
+    """User-facing settings (MB, HOST:PORT) as ServerConfig fields; None means "not given"."""
+    out: dict[str, Any] = {}
+    if listen is not None:
+        out["host"], out["port"] = parse_listen(listen)
+    if max_concurrent is not None:
+        out["max_concurrent"] = max_concurrent
+    if reserve_mb is not None:
+        out["reserve_bytes"] = int(reserve_mb * MIB)
+    if max_upload_mb is not None:
+        out["max_upload_bytes"] = int(max_upload_mb * MIB)
+    if idle_timeout_s is not None:
+        out["idle_timeout_s"] = float(idle_timeout_s)
+    for name, value in (("tls_cert", tls_cert), ("tls_key", tls_key), ("tls_client_ca", tls_client_ca)):
+        if value is not None:
+            out[name] = Path(value)
+    return out
+
+
+def load_config(config_file: Path | None, overrides: Mapping[str, Any]) -> ServerConfig:
+    """Defaults, then the file's ``[server]`` table (if the file exists), then `overrides`."""
+    values: dict[str, Any] = {}
+    if config_file is not None and Path(config_file).is_file():
+        try:
+            doc = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{config_file}: {e}") from None
+        table = doc.get("server", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{config_file}: [server] must be a table")
+        values.update(settings_from_table(table, f"{config_file} [server]"))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(ServerConfig)}
+    return ServerConfig(**{k: v for k, v in values.items() if k in known})
+
+
+__all__ = ["ServerConfig", "load_config", "parse_listen", "settings"]

@@ -1,0 +1,402 @@
+"""The evidence server's metadata: docks, uploads in progress, held segments.
+
+`MetadataStore` is the one narrow interface the rest of the server uses for
+its records, so that PostgreSQL can stand in for SQLite later without the
+protocol or ingest code changing.  The schema lives here and only here, as a
+list of numbered migrations applied in order; the database records the
+version it is at, and a server refuses a database newer than itself rather
+than guess.
+
+SQLite is opened in WAL mode with ``synchronous=FULL``: a commit that has
+returned survives a power cut, which is what lets an upload's offset be
+trusted after a crash (the offset is committed only after its bytes are
+fsynced).  Writes go through one connection behind a lock, so each method
+is one atomic step; reads use a connection per thread (WAL lets them run
+beside a writer), so the event loop never waits for another thread's fsync.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .errors import Conflict, ConfigError, InsufficientStorage, StoreError
+
+# Each migration takes the schema from version N-1 to N.  Never edit one that
+# has shipped: add the next.
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE docks (
+            dock_id       TEXT PRIMARY KEY,
+            token_sha256  TEXT NOT NULL UNIQUE,
+            created_utc   TEXT NOT NULL
+        );
+        CREATE TABLE uploads (
+            id            TEXT PRIMARY KEY,
+            dock          TEXT NOT NULL REFERENCES docks(dock_id),
+            metadata      TEXT NOT NULL,
+            device_id     TEXT NOT NULL,
+            sequence      INTEGER NOT NULL,
+            segment_hash  TEXT NOT NULL,
+            length        INTEGER NOT NULL CHECK (length > 0),
+            "offset"      INTEGER NOT NULL DEFAULT 0 CHECK ("offset" >= 0 AND "offset" <= length),
+            state         TEXT NOT NULL DEFAULT 'receiving' CHECK (state IN ('receiving', 'complete')),
+            created_utc   TEXT NOT NULL,
+            updated_utc   TEXT NOT NULL
+        );
+        CREATE INDEX uploads_by_hash ON uploads(segment_hash);
+        CREATE TABLE segments (
+            segment_hash  TEXT PRIMARY KEY,
+            device_id     TEXT NOT NULL,
+            sequence      INTEGER NOT NULL,
+            prev_hash     TEXT NOT NULL,
+            clip_id       TEXT NOT NULL,
+            segment_index INTEGER NOT NULL,
+            start_utc_us  INTEGER NOT NULL,
+            end_utc_us    INTEGER NOT NULL,
+            size          INTEGER NOT NULL,
+            recovered     INTEGER NOT NULL,
+            chain_status  TEXT NOT NULL,
+            received_utc  TEXT NOT NULL,
+            dock          TEXT NOT NULL,
+            blob_key      TEXT NOT NULL,
+            receipt       TEXT NOT NULL,
+            UNIQUE (device_id, sequence)
+        );
+        """,
+    ),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+UPLOAD_RECEIVING = "receiving"
+UPLOAD_COMPLETE = "complete"
+CHAIN_LINKED = "linked"
+
+
+def gap_status(after_sequence: int) -> str:
+    """The chain status of a segment that arrived with segments missing before it."""
+    return f"gap after {after_sequence}"
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """One tus upload: who is sending what, how long it is, and how much is durably written."""
+
+    id: str
+    dock: str
+    metadata: dict[str, str]
+    device_id: str
+    sequence: int
+    segment_hash: str
+    length: int
+    offset: int = 0
+    state: str = UPLOAD_RECEIVING
+    created_utc: str = ""
+    updated_utc: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.state == UPLOAD_COMPLETE
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    """A held segment: what was verified about it, where its bytes are, and the receipt issued."""
+
+    segment_hash: str
+    device_id: str
+    sequence: int
+    prev_hash: str
+    clip_id: str
+    segment_index: int
+    start_utc_us: int
+    end_utc_us: int
+    size: int
+    recovered: bool
+    chain_status: str
+    received_utc: str
+    dock: str
+    blob_key: str
+    receipt: str  # the issued receipt document, canonical JSON
+
+    def public(self) -> dict:
+        """What a dock may learn about a held segment (not where the server keeps it)."""
+        return {
+            "segment_hash": self.segment_hash,
+            "device_id": self.device_id,
+            "sequence": self.sequence,
+            "prev_hash": self.prev_hash,
+            "clip_id": self.clip_id,
+            "segment_index": self.segment_index,
+            "start_utc_us": self.start_utc_us,
+            "end_utc_us": self.end_utc_us,
+            "size": self.size,
+            "recovered": self.recovered,
+            "chain_status": self.chain_status,
+            "received_utc": self.received_utc,
+            "dock": self.dock,
+        }
+
+
+@dataclass(frozen=True)
+class DeviceSummary:
+    device_id: str
+    segments: int
+    lowest: int
+    highest: int
+    flagged: list[tuple[int, str]] = field(default_factory=list)  # (sequence, chain status) not "linked"
+
+
+_SEGMENT_COLUMNS = (
+    "segment_hash, device_id, sequence, prev_hash, clip_id, segment_index, start_utc_us, end_utc_us, "
+    "size, recovered, chain_status, received_utc, dock, blob_key, receipt"
+)
+_UPLOAD_COLUMNS = 'id, dock, metadata, device_id, sequence, segment_hash, length, "offset", state, created_utc, updated_utc'
+
+
+def _segment(row: tuple | None) -> SegmentRecord | None:
+    if row is None:
+        return None
+    values = list(row)
+    values[9] = bool(values[9])
+    return SegmentRecord(*values)
+
+
+def _upload(row: tuple | None) -> UploadRecord | None:
+    if row is None:
+        return None
+    values = list(row)
+    values[2] = json.loads(values[2])
+    return UploadRecord(*values)
+
+
+class MetadataStore:
+    """The server's records in SQLite (WAL, synchronous=FULL), safe to call from any thread."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=10)
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise ConfigError(f"{self.path}: SQLite would not switch to WAL mode (got {mode!r})")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as e:
+            raise ConfigError(f"cannot open the evidence database {self.path}: {e}") from None
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._migrate()
+
+    # ------------------------------------------------------------------ plumbing
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
+                    raise InsufficientStorage(f"evidence database {self.path}: {e}") from None
+                raise
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self._reader().execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"evidence database {self.path}: {e}") from None
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=10)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            current = row[0] if row else 0
+            if row is None:
+                db.execute("INSERT INTO schema_version (version) VALUES (0)")
+        if current > SCHEMA_VERSION:
+            raise ConfigError(
+                f"{self.path} is at schema version {current}, this server knows up to {SCHEMA_VERSION}: "
+                "it was written by a newer OpenBWV; upgrade this server rather than risk the records"
+            )
+        for version, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            with self._transaction() as db:
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("UPDATE schema_version SET version = ?", (version,))
+
+    @property
+    def schema_version(self) -> int:
+        return self._query("SELECT version FROM schema_version")[0][0]
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+            self._db.close()
+
+    # ------------------------------------------------------------------ docks
+    def add_dock(self, dock_id: str, token_sha256: str, created_utc: str, *, replace: bool = False) -> None:
+        """Record a dock's token digest; an existing dock keeps its token unless `replace`."""
+        with self._transaction() as db:
+            exists = db.execute("SELECT 1 FROM docks WHERE dock_id = ?", (dock_id,)).fetchone()
+            if exists and not replace:
+                raise Conflict(f"dock {dock_id!r} already has a token; use --rotate to replace it")
+            db.execute(
+                "INSERT INTO docks (dock_id, token_sha256, created_utc) VALUES (?, ?, ?) "
+                "ON CONFLICT(dock_id) DO UPDATE SET token_sha256 = excluded.token_sha256, "
+                "created_utc = excluded.created_utc",
+                (dock_id, token_sha256, created_utc),
+            )
+
+    def dock_for_token(self, token_sha256: str) -> str | None:
+        rows = self._query("SELECT dock_id FROM docks WHERE token_sha256 = ?", (token_sha256,))
+        return rows[0][0] if rows else None
+
+    def docks(self) -> list[tuple[str, str]]:
+        return [tuple(r) for r in self._query("SELECT dock_id, created_utc FROM docks ORDER BY dock_id")]
+
+    # ------------------------------------------------------------------ uploads
+    def create_upload(self, rec: UploadRecord) -> None:
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (rec.id, rec.dock, json.dumps(rec.metadata, sort_keys=True), rec.device_id, rec.sequence,
+                 rec.segment_hash, rec.length, rec.offset, rec.state, rec.created_utc, rec.updated_utc),
+            )
+
+    def upload(self, upload_id: str) -> UploadRecord | None:
+        rows = self._query(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id = ?", (upload_id,))
+        return _upload(rows[0] if rows else None)
+
+    def uploads(self) -> list[UploadRecord]:
+        return [_upload(r) for r in self._query(f"SELECT {_UPLOAD_COLUMNS} FROM uploads ORDER BY created_utc, id")]
+
+    def set_upload_offset(self, upload_id: str, offset: int, updated_utc: str) -> None:
+        """Record how many bytes of an upload are durably written (call only after the fsync)."""
+        with self._transaction() as db:
+            cur = db.execute(
+                'UPDATE uploads SET "offset" = ?, updated_utc = ? WHERE id = ? AND state = ?',
+                (offset, updated_utc, upload_id, UPLOAD_RECEIVING),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"upload {upload_id} vanished while its offset was being recorded")
+
+    def delete_upload(self, upload_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+
+    def forget_completed_uploads(self, before_utc: str) -> int:
+        """Drop the rows of uploads completed before `before_utc` (their segments stay held)."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM uploads WHERE state = ? AND updated_utc < ?",
+                              (UPLOAD_COMPLETE, before_utc)).rowcount
+
+    # ------------------------------------------------------------------ segments
+    def segment(self, segment_hash: str) -> SegmentRecord | None:
+        rows = self._query(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE segment_hash = ?", (segment_hash,))
+        return _segment(rows[0] if rows else None)
+
+    def segment_at(self, device_id: str, sequence: int) -> SegmentRecord | None:
+        rows = self._query(
+            f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE device_id = ? AND sequence = ?", (device_id, sequence)
+        )
+        return _segment(rows[0] if rows else None)
+
+    def neighbours(self, device_id: str, sequence: int) -> tuple[SegmentRecord | None, SegmentRecord | None]:
+        """The device's held segments just before and just after `sequence`."""
+        before = self._query(
+            f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE device_id = ? AND sequence < ? "
+            "ORDER BY sequence DESC LIMIT 1",
+            (device_id, sequence),
+        )
+        after = self._query(
+            f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE device_id = ? AND sequence > ? "
+            "ORDER BY sequence ASC LIMIT 1",
+            (device_id, sequence),
+        )
+        return _segment(before[0] if before else None), _segment(after[0] if after else None)
+
+    def add_segment(
+        self,
+        rec: SegmentRecord,
+        *,
+        upload_id: str | None = None,
+        successor_status: tuple[str, str] | None = None,
+    ) -> None:
+        """Record a held segment in one transaction: the row, the re-evaluated status of the
+        segment after it (`successor_status` = (its hash, new status)), and the upload marked complete."""
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO segments ({_SEGMENT_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                (rec.segment_hash, rec.device_id, rec.sequence, rec.prev_hash, rec.clip_id, rec.segment_index,
+                 rec.start_utc_us, rec.end_utc_us, rec.size, int(rec.recovered), rec.chain_status,
+                 rec.received_utc, rec.dock, rec.blob_key, rec.receipt),
+            )
+            if successor_status is not None:
+                db.execute("UPDATE segments SET chain_status = ? WHERE segment_hash = ?",
+                           (successor_status[1], successor_status[0]))
+            if upload_id is not None:
+                self._complete(db, upload_id, rec.received_utc)
+
+    def complete_upload(self, upload_id: str, updated_utc: str) -> None:
+        """Mark an upload whose segment is (already) held as complete."""
+        with self._transaction() as db:
+            self._complete(db, upload_id, updated_utc)
+
+    @staticmethod
+    def _complete(db: sqlite3.Connection, upload_id: str, updated_utc: str) -> None:
+        db.execute(
+            'UPDATE uploads SET state = ?, "offset" = length, updated_utc = ? WHERE id = ?',
+            (UPLOAD_COMPLETE, updated_utc, upload_id),
+        )
+
+    def device_summaries(self) -> list[DeviceSummary]:
+        rows = self._query(
+            "SELECT device_id, COUNT(*), MIN(sequence), MAX(sequence) FROM segments GROUP BY device_id ORDER BY device_id"
+        )
+        flagged: dict[str, list[tuple[int, str]]] = {}
+        for device_id, sequence, status in self._query(
+            "SELECT device_id, sequence, chain_status FROM segments WHERE chain_status != ? ORDER BY device_id, sequence",
+            (CHAIN_LINKED,),
+        ):
+            flagged.setdefault(device_id, []).append((sequence, status))
+        return [DeviceSummary(d, n, lo, hi, flagged.get(d, [])) for d, n, lo, hi in rows]
+
+
+__all__ = [
+    "CHAIN_LINKED",
+    "DeviceSummary",
+    "MetadataStore",
+    "SCHEMA_VERSION",
+    "SegmentRecord",
+    "UPLOAD_COMPLETE",
+    "UPLOAD_RECEIVING",
+    "UploadRecord",
+    "gap_status",
+]

@@ -1,0 +1,262 @@
+"""The evidence server's state: its stores, its keys, and the uploads in flight.
+
+`EvidenceService` is what the HTTP layer (app.py, tus.py) talks to, and owns
+everything that must outlive a request: the metadata store, the blob store,
+the ingestor, the partial-upload files, admission control (how many uploads
+may stream at once) and the per-upload locks.  It also puts things right at
+start-up after a crash: an upload's partial file is cut back to the offset
+the database recorded (the bytes past it were never acknowledged), and an
+upload whose last byte arrived but was never ingested is ingested now.
+
+State lives under BWV_HOME/server/::
+
+    evidence.db        metadata (SQLite, WAL)
+    store/             held segments, content-addressed (LocalBlobStore)
+    uploads/           partial uploads, <upload-id>.part
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import re
+import secrets
+import weakref
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import AsyncIterator
+
+from ..home import Home
+from ..registry import DeviceRegistry
+from ..sealed.durable import fsync_dir
+from ..sealed.errors import KeyFileError
+from ..sealed.keys import ServerKeyPair
+from .auth import DockTokens
+from .blobstore import BlobStore, LocalBlobStore
+from .config import ServerConfig
+from .db import MetadataStore, UploadRecord
+from .errors import (
+    Busy,
+    ConfigError,
+    ForkRejected,
+    InsufficientStorage,
+    ServerError,
+    StoreError,
+    UploadLocked,
+    VerificationFailed,
+)
+from .ingest import Ingested, Ingestor, SegmentClaim, utc_now
+
+log = logging.getLogger("bwv.server")
+
+UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
+LOCK_WAIT_S = 5.0
+# A finished upload answers HEAD with its receipt for this long; after that the
+# receipt is still at /api/v1/receipts/ and a new POST gets it (dedupe).
+COMPLETED_UPLOADS_KEPT = timedelta(days=30)
+
+
+def database_path(home: Home) -> Path:
+    return home.server_dir / "evidence.db"
+
+
+def open_metadata(home: Home) -> MetadataStore:
+    """The server's database, for the commands that need only it (add-dock, status)."""
+    return MetadataStore(database_path(home))
+
+
+class EvidenceService:
+    """Everything the server holds and does, behind the HTTP routes."""
+
+    def __init__(
+        self,
+        home: Home,
+        config: ServerConfig,
+        *,
+        db: MetadataStore | None = None,
+        blobs: BlobStore | None = None,
+    ):
+        self.home = home
+        self.config = config
+        try:
+            self.server_keys = ServerKeyPair.load(home.server_keys_dir)
+        except KeyFileError as e:
+            raise ConfigError(str(e)) from None
+        self.uploads_dir = home.server_dir / "uploads"
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        self.db = db or open_metadata(home)
+        self.blobs = blobs or LocalBlobStore(home.server_dir / "store")
+        self.registry = DeviceRegistry(home.registry_dir)
+        self.ingestor = Ingestor(self.db, self.blobs, self.registry, self.server_keys)
+        self.tokens = DockTokens(self.db)
+        self.active_uploads = 0
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # ------------------------------------------------------------------ files
+    def part_path(self, upload_id: str) -> Path:
+        """The partial file of an upload; the id is checked, so no name from outside reaches the path."""
+        if not UPLOAD_ID_RE.match(upload_id):
+            raise StoreError(f"internal: upload id {upload_id!r} is not 32 hex characters")
+        return self.uploads_dir / f"{upload_id}.part"
+
+    def new_upload_file(self) -> str:
+        """Create an empty partial file under a fresh random id, durably; return the id."""
+        while True:
+            upload_id = secrets.token_hex(16)
+            try:
+                fd = os.open(self.part_path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(self.uploads_dir)
+            return upload_id
+
+    def discard(self, upload_id: str) -> None:
+        """Forget an upload: its partial bytes and its row.  Never touches held evidence."""
+        self.part_path(upload_id).unlink(missing_ok=True)
+        fsync_dir(self.uploads_dir)
+        self.db.delete_upload(upload_id)
+
+    def check_space(self, length: int) -> None:
+        """507 unless `length` more bytes fit while keeping the configured reserve free."""
+        reserve = self.config.reserve_bytes
+        for where, free in (("evidence store", self.blobs.free_bytes()), ("upload area", _free(self.uploads_dir))):
+            if free - length < reserve:
+                raise InsufficientStorage(
+                    f"{where} has {free / 1e6:.0f} MB free; an upload of {length / 1e6:.1f} MB would leave less "
+                    f"than the reserve of {reserve / 1e6:.0f} MB (--reserve-mb)"
+                )
+
+    # ------------------------------------------------------------------ admission
+    @asynccontextmanager
+    async def streaming_slot(self) -> AsyncIterator[None]:
+        """One of the announced `max_concurrent` upload slots, or Busy (503 + Retry-After)."""
+        if self.active_uploads >= self.config.max_concurrent:
+            raise Busy(
+                f"{self.active_uploads} uploads in progress, the most this server takes at once "
+                f"(Bwv-Max-Concurrent-Uploads: {self.config.max_concurrent}); retry after 2 s"
+            )
+        self.active_uploads += 1
+        try:
+            yield
+        finally:
+            self.active_uploads -= 1
+
+    @asynccontextmanager
+    async def upload_lock(self, upload_id: str, *, wait_s: float = LOCK_WAIT_S) -> AsyncIterator[None]:
+        """Exclusive use of one upload: one PATCH or DELETE at a time."""
+        lock = self._locks.get(upload_id)
+        if lock is None:
+            lock = self._locks[upload_id] = asyncio.Lock()
+        try:
+            await asyncio.wait_for(lock.acquire(), wait_s)
+        except TimeoutError:
+            raise UploadLocked(
+                f"upload {upload_id} is busy with another request (a PATCH still streaming?); "
+                "HEAD it for the offset and try again"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    async def settled(self, upload_id: str, wait_s: float = 1.0) -> None:
+        """Give a PATCH that is just finishing (a client that cut its connection) a moment to
+        record its offset, so that HEAD answers with it; never waits longer than `wait_s`."""
+        lock = self._locks.get(upload_id)
+        if lock is not None and lock.locked():
+            try:
+                async with self.upload_lock(upload_id, wait_s=wait_s):
+                    pass
+            except UploadLocked:
+                pass
+
+    # ------------------------------------------------------------------ completion
+    def complete(self, upload: UploadRecord) -> Ingested:
+        """Ingest an upload whose last byte is durably written (blocking: run in a thread).
+
+        A file that fails verification, or a fork, is discarded with its
+        upload; a store failure leaves the upload as it is, to be completed
+        again (by an empty PATCH at the end, or at the next start).
+        """
+        claim = SegmentClaim(upload.device_id, upload.sequence, upload.segment_hash)
+        try:
+            return self.ingestor.ingest(self.part_path(upload.id), claim, dock=upload.dock, upload_id=upload.id)
+        except (VerificationFailed, ForkRejected):
+            self.discard(upload.id)
+            raise
+
+    # ------------------------------------------------------------------ start-up
+    def recover(self) -> list[str]:
+        """Make the partial files agree with the database after a crash; return what was done."""
+        notes: list[str] = []
+        cutoff = (datetime.now(timezone.utc) - COMPLETED_UPLOADS_KEPT).isoformat(timespec="seconds")
+        self.db.forget_completed_uploads(cutoff)
+        known: set[str] = set()
+        for upload in self.db.uploads():
+            known.add(upload.id)
+            if upload.complete:
+                continue
+            path = self.part_path(upload.id)
+            if not path.exists():
+                if upload.offset == 0:
+                    path.touch(mode=0o600)
+                    fsync_dir(self.uploads_dir)
+                else:
+                    self.db.delete_upload(upload.id)
+                    notes.append(f"upload {upload.id} ({upload.device_id} #{upload.sequence}): partial file lost; "
+                                 "the upload is forgotten and will be sent again")
+                continue
+            size = path.stat().st_size
+            if size > upload.offset:
+                os.truncate(path, upload.offset)
+                _fsync_file(path)
+                notes.append(f"upload {upload.id}: cut back from {size} to the recorded {upload.offset} bytes")
+            elif size < upload.offset:
+                self.db.set_upload_offset(upload.id, size, utc_now())
+                notes.append(f"upload {upload.id}: file holds {size} bytes, fewer than the recorded "
+                             f"{upload.offset}; offset moved back")
+        for path in self.uploads_dir.iterdir():
+            upload_id = path.name.removesuffix(".part")
+            if path.is_file() and not (path.name.endswith(".part") and upload_id in known):
+                path.unlink()
+                notes.append(f"removed stray file {path.name} from {self.uploads_dir}")
+        for upload in self.db.uploads():
+            if not upload.complete and upload.offset == upload.length:
+                try:
+                    done = self.complete(upload)
+                    notes.append(f"upload {upload.id}: ingested {upload.device_id} #{upload.sequence} "
+                                 f"(its last byte arrived before the restart)")
+                    del done
+                except ServerError as e:
+                    notes.append(f"upload {upload.id} ({upload.device_id} #{upload.sequence}): {e.reason}")
+        return notes
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _free(directory: Path) -> int:
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_space_error(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+__all__ = ["EvidenceService", "UPLOAD_ID_RE", "database_path", "open_metadata"]
