@@ -92,12 +92,14 @@ class Camera:
         *,
         clock: ClockState = ClockState(),
         on_frame: Callable[[object, "Camera"], None] | None = None,
+        on_mode: Callable[[Mode], None] | None = None,
     ):
         self.config = config
         self.hw = hw
         self.storage = storage
         self.clock = clock
         self.on_frame = on_frame
+        self.on_mode = on_mode  # told of every change of mode (the dock link serves while DOCKED)
         self.report = CameraReport()
         self.machine = CameraStateMachine(stealth_allowed=config.indicators.stealth_allowed)
         self.indicators = Indicators(hw, config.indicators)
@@ -126,9 +128,12 @@ class Camera:
     def post(self, event: Event) -> None:
         """Run one event through the state machine and carry out what it says, now."""
         with self._lock:
+            before = self.machine.mode
             actions = self.machine.handle(event)
             for action in actions:
                 self._execute(action)
+            if self.on_mode is not None and self.machine.mode is not before:
+                self.on_mode(self.machine.mode)
 
     def _execute(self, action) -> None:
         if isinstance(action, IndicatorsAction):

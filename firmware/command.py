@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 
 from ..cli import EXIT_OK, EXIT_PROBLEMS, UsageError, command
@@ -33,6 +34,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", metavar="NAME", help="libx264 preset (default veryfast)")
     p.add_argument("--flush-seconds", type=float, metavar="S",
                    help="durability interval, at most 1 s: what a power cut may lose (default 0.5)")
+    p.add_argument("--dock-port", metavar="PATH",
+                   help="serial port to the dock (USB gadget /dev/ttyGS0 on a Pi; the bay's pty link in emulation): "
+                        "served whenever the camera is docked")
+    p.add_argument("--docked", action="store_true", help="emulation: start with the camera in the dock")
     add_hardware_arguments(p)
 
 
@@ -70,6 +75,7 @@ def run_camera(args: argparse.Namespace, home: Home) -> int:
     from ..hw.config import HardwareConfig, config_from_arguments
     from ..hw.errors import HardwareError
     from .camera import Camera, load_clock_state, open_camera_storage
+    from .state import DockChanged
     from .config import ConfigError, load_config
 
     config_path = args.config
@@ -87,7 +93,7 @@ def run_camera(args: argparse.Namespace, home: Home) -> int:
         raise UsageError("--seconds N needs --record and N > 0")
 
     device_id = args.device or config.device_id or _only_device(home)
-    load_device(home, device_id)  # a clear error now if it is not enrolled
+    _key, server_pub = load_device(home, device_id)  # a clear error now if it is not enrolled
     try:
         base = HardwareConfig.from_mapping(config.hardware, where="[camera.hardware]") if config.hardware else None
         if args.emulate:
@@ -116,8 +122,18 @@ def run_camera(args: argparse.Namespace, home: Home) -> int:
                 print(KEYS_HELP, flush=True)
             except WindowUnavailable as e:
                 raise UsageError(str(e)) from None
-        camera = Camera(config, hw, storage, clock=load_clock_state(home.device_dir(device_id) / "clock.json"),
-                        on_frame=window)
+        clock_path = home.device_dir(device_id) / "clock.json"
+        dock = _dock_service(args.dock_port, storage, server_pub, device_id, clock_path,
+                             lambda state: setattr(camera, "clock", state)) if args.dock_port else None
+        camera = Camera(config, hw, storage, clock=load_clock_state(clock_path), on_frame=window,
+                        on_mode=dock.mode_changed if dock else None)
+
+        if args.docked:
+            if hw.emulator is None:
+                raise UsageError("--docked is for emulation; a real camera is docked by its dock contact")
+            hw.emulator.set_docked(True)
+        elif dock is not None and hw.dock_detect.is_active:  # booted in the dock: no edge will ever come
+            camera.post(DockChanged(time.monotonic(), True))
 
         def on_signal(signum, _frame):
             log.warning("signal %d: closing the clip and stopping", signum)
@@ -131,7 +147,11 @@ def run_camera(args: argparse.Namespace, home: Home) -> int:
               f"storage {storage.directory}", flush=True)
         if args.record:
             camera.record(True, "command")
-        report = camera.run(record_seconds=args.seconds, exit_after_clip=args.seconds is not None)
+        try:
+            report = camera.run(record_seconds=args.seconds, exit_after_clip=args.seconds is not None)
+        finally:
+            if dock is not None:
+                dock.close()
         if window is not None:
             window.close()
     for info in report.sealed:
@@ -141,6 +161,16 @@ def run_camera(args: argparse.Namespace, home: Home) -> int:
           f"{report.bookmarks} bookmark(s)" + (f", warnings: {', '.join(report.warnings)}" if report.warnings else ""))
     faulted = camera.machine.mode.name == "FAULT"
     return EXIT_PROBLEMS if faulted else EXIT_OK
+
+
+def _dock_service(port_path, storage, server_pub, device_id, clock_path, on_clock_set):
+    """The dock link, served on `port_path` while the camera is in DOCKED mode (firmware/docklink.py)."""
+    from .camera import FIRMWARE_VERSION
+    from .docklink import CameraStatus, DockLink, DockPortService
+
+    status = CameraStatus(firmware=FIRMWARE_VERSION, battery_pct=None)  # no fuel gauge on the reference board
+    return DockPortService(port_path, lambda port: DockLink(port, storage, server_pub, device_id, clock_path,
+                                                            lambda: status, on_clock_set=on_clock_set))
 
 
 def _only_device(home: Home) -> str:

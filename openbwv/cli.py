@@ -292,7 +292,7 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
-PROGRAM_COMMANDS = ("openbwv.firmware.command", "openbwv.server.command")
+PROGRAM_COMMANDS = ("openbwv.firmware.command", "openbwv.server.command", "openbwv.dock.command")
 
 
 def build_parser() -> argparse.ArgumentParser:
