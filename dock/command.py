@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import logging
 import signal
@@ -25,6 +26,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, metavar="DIR",
                    help="where bay status files and camera records live (default: BWV_HOME/dock/state)")
     p.add_argument("--server", metavar="URL", help="evidence server to upload to")
+    p.add_argument("--token-file", type=Path, metavar="FILE",
+                   help="file holding this dock's upload token (default: $BWV_DOCK_TOKEN)")
+    p.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA certificate that signed the server's TLS certificate")
     p.add_argument("--upload-dir", type=Path, metavar="DIR",
                    help="emulation: upload into DIR and sign receipts with the server keys in BWV_HOME/server/keys")
     p.add_argument("--once", action="store_true",
@@ -143,8 +147,22 @@ def _run(args: argparse.Namespace, home: Home, state_dir: Path) -> int:
 
 def _uploader(args: argparse.Namespace, home: Home):
     if args.server:
-        raise UsageError("uploading to an evidence server over HTTP is not available in this build yet; "
-                         "use --upload-dir DIR to emulate the server")
+        from .tus_upload import TusUploader
+
+        token = os.environ.get("BWV_DOCK_TOKEN", "")
+        if args.token_file:
+            try:
+                token = args.token_file.read_text().strip()
+            except OSError as e:
+                raise UsageError(f"cannot read the dock token {args.token_file}: {e.strerror}") from None
+        if not token:
+            raise UsageError("the evidence server needs this dock's token: --token-file FILE or BWV_DOCK_TOKEN "
+                             "(the server's operator creates it with `bwv server add-dock --id DOCK`)")
+        try:
+            return TusUploader(args.server, token, state_path=home.root / "dock" / "uploads.json",
+                               verify=str(args.tls_ca) if args.tls_ca else True)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     if args.upload_dir is None:
         raise UsageError("say where segments go: --server URL, or --upload-dir DIR in emulation")
     from ..registry import DeviceRegistry
