@@ -267,9 +267,12 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
     "run the whole job on embedded defaults and say what happened",
     """
     Run the main job end to end on embedded defaults, under BWV_HOME: create the
-    server's keys and enrol a demo camera (first run only), make synthetic
-    footage, seal it as the camera, verify every segment and open the clip again
-    as the server would. Everything is left under BWV_HOME for inspection.
+    server's keys and enrol a demo camera (first run only), start the evidence
+    server in the background (SQLite, local disk), record a clip with the
+    emulated camera, dock it (serial link on a pty), upload its segments over
+    tus, free the camera against the server's signed receipts, verify what the
+    server holds and open the clip as the server would. Everything is left
+    under BWV_HOME for inspection.
     """,
     """
     example:

@@ -1,13 +1,24 @@
 """`bwv demo`: the main job end to end on embedded defaults, narrated.
 
-Grows with the project: today it makes footage, seals it as an enrolled
-camera, verifies it and opens it as the server would.
+The evidence server runs in the background (SQLite, local disk) as its own
+process; the emulated camera records a clip (synthetic picture, mock GPIO
+pins, hardware trace); the camera is docked: it serves the dock link on a pty
+while the dock uploads its segments over tus and hands back the server's
+receipts, against which the camera frees its storage; finally everything the
+server holds is verified and the clip opened as the server would.
+Everything is left under BWV_HOME for inspection.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 import time
-from .enrol import device_storage, enrol_device, ensure_server_keys
+from pathlib import Path
+
+from .enrol import device_storage, enrol_device, ensure_server_keys, load_device
 from .home import Home
 from .hw.trace_analysis import beeps, flash_stats, read_trace
 from .opener import open_paths
@@ -16,72 +27,172 @@ from .sealed.keys import ServerKeyPair
 from .verification import verify_paths
 
 DEMO_DEVICE = "demo-cam-01"
-
-
-def record_clip(storage, *, seconds: float, trace_path):
-    """Record one clip with the emulated camera, as `bwv camera --emulate --headless --record --seconds N`."""
-    from .firmware.camera import Camera
-    from .firmware.config import load_config
-    from .hw import open_hardware
-    from .hw.config import CameraConfig, HardwareConfig
-
-    config = load_config(None, **{"prebuffer.seconds": 0, "video.segment_seconds": 4, "video.bitrate": 2_000_000})
-    hw_config = HardwareConfig(backend="emulated", camera=CameraConfig(source="synthetic", width=640, height=360),
-                               sound="buzzer", trace_path=trace_path)
-    with open_hardware(hw_config) as hw:
-        camera = Camera(config, hw, storage)
-        camera.record(True, "demo")
-        return camera.run(record_seconds=seconds, exit_after_clip=True)
+DEMO_DOCK = "demo-dock"
 
 
 def say(step: str, text: str) -> None:
     print(f"[{step}] {text}", flush=True)
 
 
+class BackgroundServer:
+    """`bwv server` as its own process on an ephemeral loopback port."""
+
+    def __init__(self, home: Home):
+        self.home = home
+        self.log_path = home.root / "demo" / "server.log"
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def __enter__(self) -> "BackgroundServer":
+        exe = Path(sys.executable).with_name("bwv")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "openbwv.cli"]
+        env = dict(os.environ, BWV_HOME=str(self.home.root), PYTHONUNBUFFERED="1")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([*cmd, "server", "--listen", "127.0.0.1:0", "--reserve-mb", "64"],
+                                     stdout=subprocess.PIPE, stderr=self._log, env=env, text=True)
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise RuntimeError(f"the evidence server did not start; see {self.log_path}")
+        self.url = line.removeprefix("listening on ")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._log.close()
+
+
+def dock_token(home: Home) -> str:
+    from .server.auth import DockTokens
+    from .server.service import open_metadata
+
+    db = open_metadata(home)
+    try:
+        return DockTokens(db).add_dock(DEMO_DOCK, rotate=True)
+    finally:
+        db.close()
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"demo: {what} did not happen within {timeout:g} s")
+        time.sleep(0.02)
+
+
 def run(home: Home, *, seconds: float = 12.0) -> int:
+    from .dock.bay import Bay
+    from .dock.config import BayConfig
+    from .dock.ports import PTY_PREFIX, PtyPort
+    from .dock.tus_upload import TusUploader
+    from .firmware.camera import Camera
+    from .firmware.config import load_config
+    from .firmware.docklink import CameraStatus, DockLink, DockPortService
+    from .firmware.state import Mode
+    from .hw import open_hardware
+    from .hw.config import CameraConfig, HardwareConfig
+
     t0 = time.monotonic()
     print(f"OpenBWV demo in {home.root}")
     home.root.mkdir(parents=True, exist_ok=True)
+    work = home.root / "demo"
+    work.mkdir(exist_ok=True)
     pub = ensure_server_keys(home)
     say("keys", f"evidence server key {pub.key_id.hex()} (ML-KEM-768+X25519 for footage, Ed25519 for receipts)")
     enrol_device(home, DEMO_DEVICE)
     say("enrol", f"camera {DEMO_DEVICE} enrolled: it holds its signing key and the server's public key only")
+    token = dock_token(home)
 
-    work = home.root / "demo"
-    work.mkdir(exist_ok=True)
-    storage = device_storage(home, DEMO_DEVICE)
-    before = storage.head.sequence
-    trace_path = work / "hw-trace.jsonl"
-    report = record_clip(storage, seconds=seconds, trace_path=trace_path)
-    say("camera", f"emulated camera recorded {seconds:.0f} s of synthetic 640x360 H.264 at 30 fps "
-                  f"({report.recorded_frames} frames): clip {report.clips[0]}")
-    events = read_trace(trace_path)
-    flashes = flash_stats(events, "record_led")
-    found = beeps(events)
-    say("camera", f"while recording the red circle flashed {flashes.cycles} times at {flashes.frequency_hz:.1f} Hz "
-                  f"and it beeped {len(found)} times (hardware trace: {trace_path})")
-    say("seal", f"{len(report.sealed)} segments sealed on the camera (chain #{before + 1}..#{storage.head.sequence}) "
-                f"in {storage.directory}")
-    for info in report.sealed:
-        size = info.path.stat().st_size
-        say("seal", f"  {info.path.name}  {size / 1000:.0f} kB  {info.trailer.chunk_count} chunks  "
-                    f"hash {info.segment_hash.hex()[:16]}")
+    with BackgroundServer(home) as server:
+        say("server", f"evidence server listening on {server.url} (SQLite + local disk; log {server.log_path})")
+        storage = device_storage(home, DEMO_DEVICE)
+        before = storage.head.sequence
+        _, server_pub = load_device(home, DEMO_DEVICE)
+        tty = work / "bay-1.tty"
+        dock_port = PtyPort.create(tty)
+        clock_path = home.device_dir(DEMO_DEVICE) / "clock.json"
+        trace_path = work / "hw-trace.jsonl"
+        config = load_config(None, **{"prebuffer.seconds": 0, "video.segment_seconds": 4,
+                                      "video.bitrate": 2_000_000})
+        hw_config = HardwareConfig(backend="emulated", camera=CameraConfig(source="synthetic", width=640, height=360),
+                                   sound="buzzer", trace_path=trace_path)
+        with open_hardware(hw_config) as hw:
+            holder: dict = {}
+            link_service = DockPortService(str(tty), lambda port: DockLink(
+                port, storage, server_pub, DEMO_DEVICE, clock_path,
+                lambda: CameraStatus(firmware="openbwv-demo"),
+                on_clock_set=lambda state: setattr(holder["camera"], "clock", state)))
+            camera = Camera(config, hw, storage, on_mode=link_service.mode_changed)
+            holder["camera"] = camera
+            runner = threading.Thread(target=lambda: holder.setdefault("report", camera.run()), daemon=True)
+            runner.start()
+            camera.record(True, "demo")
+            wait_until(lambda: camera.recording_started.is_set(), 30, "recording")
+            start = time.monotonic()
+            wait_until(lambda: time.monotonic() - start >= seconds, seconds + 5, "recording")
+            camera.record(False, "demo: end of incident")
+            wait_until(lambda: camera.machine.mode is Mode.STANDBY, 30, "closing the clip")
+            report = camera.report
+            say("camera", f"emulated camera recorded a {seconds:.0f} s clip of synthetic 640x360 H.264 at 30 fps "
+                          f"({report.recorded_frames} frames): clip {report.clips[0]}")
+            events = read_trace(trace_path)
+            flashes = flash_stats(events, "record_led")
+            say("camera", f"while recording the red circle flashed {flashes.cycles} times at "
+                          f"{flashes.frequency_hz:.1f} Hz and it beeped {len(beeps(events))} times "
+                          f"(hardware trace: {trace_path})")
+            sealed = list(report.sealed)
+            say("seal", f"{len(sealed)} segments sealed on the camera (chain #{before + 1}..#{storage.head.sequence})")
+            for info in sealed:
+                say("seal", f"  {info.path.name}  {info.path.stat().st_size / 1000:.0f} kB  "
+                            f"{info.trailer.chunk_count} chunks  hash {info.segment_hash.hex()[:16]}")
 
-    registry = DeviceRegistry(home.registry_dir)
-    paths = [info.path for info in report.sealed]
-    verified = verify_paths([storage.directory], registry)
-    for p in verified.problems:
-        say("verify", f"PROBLEM {p.line()}")
-    say("verify", f"{len(verified.segments)} segment(s) on the camera verified with public keys only; "
-                  f"{len(verified.problems)} problem(s)")
+            hw.emulator.set_docked(True)
+            wait_until(lambda: camera.machine.mode is Mode.DOCKED, 10, "docking")
+            say("dock", f"camera docked in bay-1 (serial link on {tty}, storage {storage.directory})")
+            uploader = TusUploader(server.url, token, state_path=home.root / "dock" / "uploads.json")
+            bay = Bay(BayConfig("bay-1", f"{PTY_PREFIX}{tty}", storage.directory), uploader, dock_id=DEMO_DOCK)
+            wait_until(lambda: link_service.sessions, 10, "the camera serving the dock link")
+            session = bay.run_session(dock_port)
+            if session.clock is not None:
+                say("dock", f"clock synced: camera was {session.clock.offset_us / 1000:+.1f} ms off "
+                            f"(round trip {session.clock.rtt_us / 1000:.1f} ms)")
+            say("dock", f"uploaded {len(session.uploaded)} segment(s) over tus to {server.url}; "
+                        f"camera freed {len(session.freed)} against the server's signed receipts"
+                        + (f"; refused: {session.refused}" if session.refused else ""))
+            left = list(storage.directory.glob("*.bwv"))
+            say("dock", f"camera storage now holds {len(left)} sealed segment(s): "
+                        f"{'clear' if not left and session.clear else 'NOT clear'}")
+            camera.stop()
+            runner.join(30)
+            link_service.close()
+            dock_port.close()
 
-    server = ServerKeyPair.load(home.server_keys_dir)
-    opened = open_paths(paths, registry, server, work / "opened")
+        registry = DeviceRegistry(home.registry_dir)
+        store = home.server_dir / "store"
+        verified = verify_paths([store], registry)
+        for p in verified.problems:
+            say("verify", f"PROBLEM {p.line()}")
+        held = [s for s in verified.segments if s.device_id == DEMO_DEVICE]
+        say("verify", f"server holds {len(held)} segment(s) of {DEMO_DEVICE} "
+                      f"(#{min(s.sequence for s in held)}..#{max(s.sequence for s in held)}), "
+                      f"all verified with public keys only; {len(verified.problems)} problem(s)")
+
+    keys = ServerKeyPair.load(home.server_keys_dir)
+    new_hashes = {i.segment_hash for i in sealed}
+    paths = [s.path for s in verified.segments if s.segment_hash in new_hashes]
+    opened = open_paths(paths, registry, keys, work / "opened")
     for clip in opened.clips:
         say("open", f"server decrypted clip {clip.clip_id}: {len(clip.segments)} segments, "
                     f"{clip.duration_s or 0:.1f} s -> {clip.mp4_path}")
     problems = len(verified.problems) + len(opened.problems) + len(opened.verify.problems)
-    ok = problems == 0 and len(opened.clips) == 1
+    ok = (problems == 0 and len(opened.clips) == 1 and not left and session.clear
+          and len(paths) == len(sealed))
     print(f"demo {'succeeded' if ok else 'FAILED'} in {time.monotonic() - t0:.1f} s; "
           f"everything is under {home.root}")
     return 0 if ok else 1

@@ -152,9 +152,12 @@ def test_every_command_has_help_with_examples(capsys):
         assert "example" in text
 
 
-def test_demo_seals_verifies_and_opens(tmp_path, capsys, monkeypatch):
+def test_demo_records_docks_uploads_frees_and_opens(tmp_path, capfd, monkeypatch):
     monkeypatch.setenv("BWV_HOME", str(tmp_path / "demo"))
-    code, out = run(capsys, "demo", "--seconds", "9")
+    code = main(["demo", "--seconds", "9"])
+    out = capfd.readouterr().out
     assert code == 0, out
     assert "demo succeeded" in out
-    assert "3 segment(s) on the camera verified" in out
+    assert "camera freed 3 against the server's signed receipts" in out
+    assert "camera storage now holds 0 sealed segment(s): clear" in out
+    assert "server holds 3 segment(s) of demo-cam-01 (#1..#3), all verified" in out
