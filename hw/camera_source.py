@@ -22,11 +22,14 @@ Sources:
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -137,12 +140,20 @@ class SyntheticSource(FrameSource):
     Speed: the scrolling background is drawn once, twice as wide as the
     frame, and each frame is one slice copy of it plus two small fills and
     two ``cv2.putText`` calls (well over 30 fps at 1920x1080 on one core).
+    With ``render_ahead`` (the default) a background thread renders the
+    next frame while the caller works on this one, as a real camera's
+    sensor exposes the next frame while the encoder works: numpy's copy and
+    OpenCV's drawing release the GIL, so the 1-3 ms a 1080p frame costs
+    leave the capture loop's thread.  The thread starts at the first
+    :meth:`read` and ends with :meth:`close` (or when the source is
+    dropped); it holds at most two frames the caller has not read yet.
     """
 
     SCROLL_PIXELS_PER_FRAME = 8
 
     def __init__(self, width: int = 1920, height: int = 1080, fps: float = 30.0, *,
-                 start_utc_ns: int | None = None, paced: bool = True, frame_limit: int | None = None):
+                 start_utc_ns: int | None = None, paced: bool = True, frame_limit: int | None = None,
+                 render_ahead: bool = True):
         if width < 320 or height < 240 or width % 2 or height % 2:
             raise CameraError(f"synthetic source size {width}x{height} is not usable; expected even sizes of at least 320x240")
         if not 0 < fps <= 240:
@@ -153,6 +164,8 @@ class SyntheticSource(FrameSource):
         self._pacer = _Pacer(self.fps) if paced else None
         self._next = 0
         self._closed = False
+        self._render_ahead = render_ahead
+        self._renderer: _RenderAhead | None = None  # started by the first read()
         self._background = _scrolling_background(width, height)
         scale = height / 1080
         self._font_scale = 1.5 * scale
@@ -205,12 +218,83 @@ class SyntheticSource(FrameSource):
             raise EndOfStream(f"synthetic source reached its frame limit of {self.frame_limit}")
         if self._pacer is not None:
             self._pacer.wait(index)
-        pixels = self.render(index)
+        if self._render_ahead:
+            if self._renderer is None:
+                self._renderer = _RenderAhead(self, index)
+            pixels = self._renderer.take(index)
+        else:
+            pixels = self.render(index)
         self._next = index + 1
         return Frame(pixels, index, time.monotonic(), self.frame_time_ns(index))
 
     def close(self) -> None:
         self._closed = True
+        if self._renderer is not None:
+            self._renderer.close()
+
+
+class _RenderAhead:
+    """Renders a synthetic source's frames ``first``, ``first + 1``, ... in a daemon thread.
+
+    The queue holds one finished frame and the thread may hold the next, so
+    the source never runs more than two frames ahead of its reader.  The
+    thread keeps only a weak reference to the source, so a source dropped
+    without :meth:`SyntheticSource.close` does not keep it (or its frames)
+    alive.  A rendering error reaches the reader, raised from :meth:`take`.
+    """
+
+    _POLL_S = 0.1  # how soon the thread notices a close() or a dropped source
+
+    def __init__(self, source: SyntheticSource, first: int):
+        self._queue: queue.Queue[tuple[int, np.ndarray | BaseException]] = queue.Queue(maxsize=1)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(weakref.ref(source), first, source.frame_limit),
+                                        name="synthetic-render", daemon=True)
+        self._thread.start()
+
+    def _run(self, source_ref: Callable[[], SyntheticSource | None], index: int, limit: int | None) -> None:
+        while limit is None or index < limit:
+            source = source_ref()
+            if source is None:
+                return
+            try:
+                item: tuple[int, np.ndarray | BaseException] = (index, source.render(index))
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader, who raises it
+                item = (index, exc)
+            del source
+            while True:
+                if self._closed.is_set() or source_ref() is None:
+                    return
+                try:
+                    self._queue.put(item, timeout=self._POLL_S)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item[1], BaseException):
+                return
+            index += 1
+
+    def take(self, index: int) -> np.ndarray:
+        """Frame ``index``'s pixels, waiting for them if the thread has not finished them yet."""
+        while True:
+            try:
+                got, pixels = self._queue.get(timeout=self._POLL_S)
+                break
+            except queue.Empty:
+                if self._closed.is_set():
+                    raise EndOfStream("synthetic source is closed") from None
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise CameraError(f"synthetic source's render thread ended before frame {index}")
+        if isinstance(pixels, BaseException):
+            raise CameraError(f"synthetic source could not render frame {got}: {pixels!r}") from pixels
+        if got != index:
+            raise CameraError(f"synthetic source rendered frame {got} where frame {index} was due")
+        return pixels
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
 
 
 def _bounce(position: int, span: int) -> int:
