@@ -98,6 +98,8 @@ def run_camera(args: argparse.Namespace, home: Home) -> int:
         base = HardwareConfig.from_mapping(config.hardware, where="[camera.hardware]") if config.hardware else None
         if args.emulate:
             args.hw_backend = "emulated"
+            if not args.headless and args.sound is None and "sound" not in config.hardware:
+                args.sound = "simpleaudio"  # on a desktop the beeps are heard, not just traced
         hw_config = config_from_arguments(args, base=base)
     except HardwareError as e:
         raise UsageError(str(e)) from None
@@ -118,7 +120,7 @@ def run_camera(args: argparse.Namespace, home: Home) -> int:
             from .window import KEYS_HELP, PreviewWindow, WindowUnavailable
 
             try:
-                window = PreviewWindow(hw, None)
+                window = PreviewWindow(hw)
                 print(KEYS_HELP, flush=True)
             except WindowUnavailable as e:
                 raise UsageError(str(e)) from None
@@ -148,7 +150,26 @@ def run_camera(args: argparse.Namespace, home: Home) -> int:
         if args.record:
             camera.record(True, "command")
         try:
-            report = camera.run(record_seconds=args.seconds, exit_after_clip=args.seconds is not None)
+            if window is None:
+                report = camera.run(record_seconds=args.seconds, exit_after_clip=args.seconds is not None)
+            else:  # Tk owns the main thread; the capture loop runs beside it
+                result: dict = {}
+
+                def capture() -> None:
+                    try:
+                        result["report"] = camera.run(record_seconds=args.seconds,
+                                                      exit_after_clip=args.seconds is not None)
+                    except BaseException as e:  # handed to the main thread below
+                        result["error"] = e
+
+                worker = threading.Thread(target=capture, name="capture")
+                worker.start()
+                window.run(until=worker)
+                camera.stop()
+                worker.join()
+                if "error" in result:
+                    raise result["error"]
+                report = result["report"]
         finally:
             if dock is not None:
                 dock.close()

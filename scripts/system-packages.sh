@@ -9,6 +9,7 @@ want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 
 want openssl
 want libasound2-dev   # simpleaudio compiles against ALSA
+want xvfb             # a virtual display, so the emulated camera's window is tested too
 if [ "${1:-}" = "--bench" ]; then
   want ffmpeg
 fi
