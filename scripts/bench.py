@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,9 +56,9 @@ class Figure:
 
     def target_text(self) -> str:
         if self.at_least is not None:
-            return f">= {self.at_least:g}"
+            return f">= {_bound(self.at_least)}"
         if self.at_most is not None:
-            return f"<= {self.at_most:g}"
+            return f"<= {_bound(self.at_most)}"
         return "-"
 
     def met(self, value: float) -> bool | None:
@@ -72,6 +73,11 @@ class Figure:
             return self.reference(figures) if callable(self.reference) else self.reference
         except KeyError:
             return "-"
+
+
+def _bound(value: float) -> str:
+    """A target as written: 0.7, 50, 4,194,304 (a byte count in full, not 4.1943e+06)."""
+    return f"{value:,.0f}" if abs(value) >= 10_000 and float(value).is_integer() else f"{value:g}"
 
 
 BENCHMARKS: dict[str, Callable[[], Figures]] = {}
@@ -673,14 +679,14 @@ def bench_record_latency() -> Figures:
 CRASH_KILLS = 20
 
 
-def _crash_harness():
-    """tests/camera/crash_harness.py, the crash test's own code, imported by path (tests/ is not a package here)."""
+def _tests_module(relative: str):
+    """A helper module of the tests (tests/camera/crash_harness.py...), imported by path: tests/ is no package."""
     import importlib.util
 
-    name = "openbwv_bench_crash_harness"
+    path = REPO / relative
+    name = "openbwv_bench_" + path.stem
     if name in sys.modules:
         return sys.modules[name]
-    path = REPO / "tests" / "camera" / "crash_harness.py"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"bench: cannot import {path}")
@@ -688,6 +694,11 @@ def _crash_harness():
     sys.modules[name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
+
+
+def _crash_harness():
+    """The crash test's own code: a recording camera process, killed, and what survived."""
+    return _tests_module("tests/camera/crash_harness.py")
 
 
 @benchmark(
@@ -732,6 +743,571 @@ def bench_crash_loss() -> Figures:
         lost = harness.losses(kills, harness.survived_seconds_by_clip(home, report))
     progress(f"crash_loss: seconds lost per kill, sorted: {', '.join(f'{x:.2f}' for x in sorted(lost))}")
     return {"crash_loss_s": statistics.median(lost), "crash_loss_max_s": max(lost)}
+
+
+# -- the dock and the evidence server -----------------------------------------------
+
+UPLOADER_CHUNK = 4 * MiB  # dock/tus_upload.py DEFAULT_CHUNK, the dock's PATCH size (checked when the benchmarks run)
+SEGMENT_SECONDS_US = 10_000_000  # each benchmark segment "records" 10 s, for plausible preamble and trailer times
+UPLOAD_SEGMENTS = 64
+UPLOAD_SEGMENT_MIB = 16  # 64 x 16 MiB: 1 GiB of media
+INGEST_DOCKS = 16
+INGEST_SEGMENTS = 8  # per dock
+INGEST_SEGMENT_MIB = 8  # 16 docks x 8 x 8 MiB: 1 GiB of media
+RESUME_SEGMENT_MIB = 20  # its middle byte is halfway through a chunk: 10 MiB is in the third 4 MiB PATCH
+
+
+def _server_kit():
+    """The server tests' own tools: `ServerProcess` (a real `bwv server` on a loopback port), the receipt verifier."""
+    return _tests_module("tests/server/server_kit.py")
+
+
+def _uploader_class():
+    """`TusUploader`, the dock's own uploader, after checking that it still sends the chunks the figures assume."""
+    from openbwv.dock.tus_upload import DEFAULT_CHUNK, TusUploader
+
+    if DEFAULT_CHUNK != UPLOADER_CHUNK:
+        raise SystemExit(f"bench: TusUploader's chunk is now {DEFAULT_CHUNK} bytes; UPLOADER_CHUNK says "
+                         f"{UPLOADER_CHUNK} (update it, and the targets and texts that quote it)")
+    return TusUploader
+
+
+class _EvidenceServer:
+    """A BWV_HOME of its own with fresh server keys, and `bwv server` on it on an ephemeral loopback port.
+
+    Docks get their tokens and cameras are enrolled through the functions
+    behind `bwv server add-dock` and `bwv keys device`, before the server
+    starts (it reads the registry as devices appear anyway).  The server runs
+    with no free-space reserve (this machine's disk is not a store) plus
+    `args`; its log stays in `root`, and is shown if it does not stop cleanly.
+    """
+
+    def __init__(self, root: Path, *args: str) -> None:
+        from openbwv.enrol import create_server_keys
+        from openbwv.home import Home
+
+        self.root = root
+        self.home = Home(root / "home")
+        create_server_keys(self.home)
+        self.process = _server_kit().ServerProcess(self.home.root, "--reserve-mb", "0", *args, log=root / "server.log")
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    def add_dock(self, dock_id: str) -> str:
+        """Register a dock; its bearer token."""
+        from openbwv.server.auth import DockTokens
+        from openbwv.server.service import open_metadata
+
+        db = open_metadata(self.home)
+        try:
+            return DockTokens(db).add_dock(dock_id)
+        finally:
+            db.close()
+
+    def enrol(self, device_id: str):
+        """Enrol a camera; the `DeviceStorage` it seals into (root/cameras/<device_id>)."""
+        from openbwv.enrol import enrol_device, load_device
+        from openbwv.sealed.storage import DeviceStorage
+
+        enrol_device(self.home, device_id)
+        key, server_public = load_device(self.home, device_id)
+        return DeviceStorage(self.root / "cameras" / device_id, key, server_public)
+
+    def check_receipt(self, receipt: bytes, device_id: str, info) -> None:
+        """The receipt verifies with the server's key and names exactly the segment `info`, at its size."""
+        checked = _server_kit().verifier(self.home).check_for(
+            receipt, device_id=device_id, sequence=info.sequence, segment_hash=info.segment_hash)
+        if checked.size != info.path.stat().st_size:
+            raise SystemExit(f"bench: the receipt for {device_id} #{info.sequence} says {checked.size} bytes, "
+                             f"the segment has {info.path.stat().st_size}")
+
+    def __enter__(self) -> "_EvidenceServer":
+        self.process.start()
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        code = self.process.stop()
+        if code != 0 and exc_type is None:
+            raise SystemExit(f"bench: `bwv server` exited {code} on SIGTERM, expected 0; the end of its log:\n"
+                             f"{self.process.log()[-3000:]}")
+
+
+def _seal_segments(storage, count: int, media_bytes: int) -> list:
+    """`count` segments of `media_bytes` of random media each, sealed one after the other into `storage`.
+
+    One clip, one chain, as a camera records them; the media goes in 1 MiB
+    appends.  Returns each segment's `SealedInfo`.
+    """
+    from openbwv.sealed.layout import RECORD_MEDIA
+
+    clip = uuid.uuid4()
+    sealed = []
+    for index in range(count):
+        start = PIPELINE_START_UTC_NS // 1000 + index * SEGMENT_SECONDS_US
+        segment = storage.open_segment(clip_id=clip, segment_index=index, start_utc_us=start)
+        for _ in range(media_bytes // MiB):
+            segment.append(RECORD_MEDIA, os.urandom(MiB))
+        sealed.append(segment.seal(start + SEGMENT_SECONDS_US))
+    return sealed
+
+
+def _upload(uploader, device_id: str, info, progress_callback: Callable[[int], None] = lambda sent: None) -> bytes:
+    """One sealed segment through the dock's uploader, as a bay sends it; the receipt."""
+    return uploader.upload(info.path, device_id, info.sequence, info.segment_hash.hex(), progress_callback)
+
+
+# The receiving end of the loopback copy, run as `python -c` so that it has a process (and a GIL) to itself,
+# as the server has.  argv: directory, piece size.  Per file: an 8-byte big-endian length, the bytes; it
+# answers b"k" once the file is synced.
+_LOOPBACK_SINK = r"""
+import os, socket, sys
+
+directory, piece = sys.argv[1], int(sys.argv[2])
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+conn, _ = listener.accept()
+buffer = memoryview(bytearray(piece))
+count = 0
+while len(head := conn.recv(8, socket.MSG_WAITALL)) == 8:
+    left = int.from_bytes(head, "big")
+    count += 1
+    fd = os.open(os.path.join(directory, f"{count}.copy"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    while left:
+        got = conn.recv_into(buffer, min(left, piece))
+        if not got:
+            sys.exit("loopback sink: the sender went away in the middle of a file")
+        view = buffer[:got]
+        while view:
+            view = view[os.write(fd, view):]
+        left -= got
+    os.fsync(fd)
+    os.close(fd)
+    conn.sendall(b"k")
+"""
+
+
+class _LoopbackCopy:
+    """The floor under any upload: the bytes of a file over a plain loopback TCP connection into a synced file.
+
+    No HTTP, no checksum, no verification, no database, no receipt.  The
+    sender reads the file in the uploader's chunk size and `sendall`s each
+    piece (TCP_NODELAY, as urllib3 sets it) on one connection kept open, as
+    the uploader keeps its session; the sink, its own process, `recv_into`s
+    1 MiB pieces and writes them to a new file in `directory`, fsyncs it once
+    at its end, and answers one byte, which `copy` waits for.
+    """
+
+    def __init__(self, directory: Path, chunk: int) -> None:
+        directory.mkdir(parents=True)
+        self.chunk = chunk
+        self.proc = subprocess.Popen([sys.executable, "-c", _LOOPBACK_SINK, str(directory), str(MiB)],
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        if not line.isdigit():
+            self.proc.kill()
+            raise SystemExit(f"bench: the loopback sink did not start: its first line is {line!r}")
+        self.sock = socket.create_connection(("127.0.0.1", int(line)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def copy(self, path: Path) -> None:
+        self.sock.sendall(path.stat().st_size.to_bytes(8, "big"))
+        with open(path, "rb", buffering=0) as f:
+            while piece := f.read(self.chunk):
+                self.sock.sendall(piece)
+        if self.sock.recv(1) != b"k":
+            raise SystemExit(f"bench: the loopback sink did not acknowledge {path.name} "
+                             f"(exit status {self.proc.poll()})")
+
+    def __enter__(self) -> "_LoopbackCopy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()  # the sink sees the end of the stream and exits
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+def _upload_reference(f: Figures) -> str:
+    return (f"1 dock (TusUploader, {UPLOADER_CHUNK // MiB} MiB PATCHes, state file) -> `bwv server` on loopback, "
+            f"{UPLOAD_SEGMENTS} x {UPLOAD_SEGMENT_MIB} MiB sealed segments one after the other, each until its "
+            f"receipt; R = {f['loopback_copy_mb_s']:.0f} MB/s")
+
+
+@benchmark(
+    "upload",
+    loopback_copy_mb_s=Figure(
+        "MB/s",
+        f"R: the same files over a plain loopback TCP connection: read and sendall in {UPLOADER_CHUNK // MiB} MiB "
+        "pieces; a sink process recv_into()s 1 MiB, writes to a file on the same file system, one fsync per file, "
+        "1-byte ack",
+    ),
+    upload_mb_s=Figure("MB/s", _upload_reference),
+    upload_vs_raw=Figure("ratio", "upload_mb_s / R, the two taking turns segment by segment", at_least=0.7),
+)
+def bench_upload() -> Figures:
+    """End-to-end upload throughput of one dock, against copying the same bytes over loopback.
+
+    A fresh home, one dock token, one enrolled camera; 1 GiB of random media
+    is sealed as that camera (64 segments of 16 MiB, not timed).  Then
+    `bwv server` starts and each segment goes up with `TusUploader.upload`,
+    the dock's own uploader configured as `bwv dock` configures it: from the
+    call to the receipt it returns, so creation, every PATCH (checksummed,
+    written and fsynced by the server before it answers), the server's
+    verification and storing of the segment, the signed receipt, and the
+    uploader's state file are all in.  Every receipt is checked afterwards.
+
+    The reference is the least any server could do with the same bytes:
+    `_LoopbackCopy`.  The two take turns a segment at a time (alternating
+    which goes first), so that the drifting speed of this shared machine and
+    its disk hits both alike; the throughputs are total bytes over the
+    summed times.
+    """
+    TusUploader = _uploader_class()
+    with tempfile.TemporaryDirectory(prefix="openbwv-bench-") as tmp:
+        root = Path(tmp)
+        server = _EvidenceServer(root)
+        token = server.add_dock("bench-dock-1")
+        storage = server.enrol("bench-cam-1")
+        device_id = storage.device.device_id
+        progress(f"upload: sealing {UPLOAD_SEGMENTS} x {UPLOAD_SEGMENT_MIB} MiB segments of random media (not timed)")
+        sealed = _seal_segments(storage, UPLOAD_SEGMENTS, UPLOAD_SEGMENT_MIB * MiB)
+        sizes = [info.path.stat().st_size for info in sealed]
+        total = sum(sizes)
+
+        clock = time.perf_counter
+        upload_s = copy_s = 0.0
+        receipts = []
+        with server, _LoopbackCopy(root / "copies", UPLOADER_CHUNK) as raw:
+            uploader = TusUploader(server.url, token, state_path=root / "dock" / "uploads.json")
+            for index, info in enumerate(sealed):
+                for side in ("copy", "upload") if index % 2 == 0 else ("upload", "copy"):
+                    started = clock()
+                    if side == "copy":
+                        raw.copy(info.path)
+                        copy_s += clock() - started
+                    else:
+                        receipts.append(_upload(uploader, device_id, info))
+                        upload_s += clock() - started
+                if (index + 1) % 16 == 0:
+                    done = sum(sizes[: index + 1])
+                    progress(f"upload: {index + 1}/{UPLOAD_SEGMENTS} segments: upload {done / MB / upload_s:.0f} MB/s, "
+                             f"loopback copy {done / MB / copy_s:.0f} MB/s")
+            if uploader.bytes_sent != total:
+                raise SystemExit(f"bench: the uploader sent {uploader.bytes_sent} bytes for {total} bytes of segments")
+        for info, receipt in zip(sealed, receipts, strict=True):
+            server.check_receipt(receipt, device_id, info)
+
+    upload = total / MB / upload_s
+    copy = total / MB / copy_s
+    progress(f"upload: per segment of {total / len(sealed) / MB:.1f} MB: upload "
+             f"{upload_s / len(sealed) * 1000:.0f} ms, loopback copy {copy_s / len(sealed) * 1000:.0f} ms")
+    return {"loopback_copy_mb_s": copy, "upload_mb_s": upload, "upload_vs_raw": upload / copy}
+
+
+class _StampedBody:
+    """A PATCH body handed to requests as a file, to learn when its last byte was handed to the socket.
+
+    requests sends a file-like body by reading it until it is empty; the
+    one read here returns all of it (urllib3 passes it to a single
+    `sendall`), so the empty read that follows comes right after the whole
+    body is in the kernel's hands.  Content-Length comes from `__len__`.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.length = len(data)
+        self.sent_at: float | None = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        data, self.data = self.data, b""
+        if not data and self.sent_at is None:
+            self.sent_at = time.perf_counter()
+        return data
+
+
+def _receipt_clock_uploader():
+    TusUploader = _uploader_class()
+
+    class ReceiptClock(TusUploader):
+        """The dock's uploader, timing each segment from its last byte sent to its receipt received.
+
+        The last byte of a segment travels in its final PATCH, and that
+        PATCH's 204 carries the receipt (Bwv-Receipt): the server answers it
+        only once the chunk is synced, its offset committed, and the whole
+        segment verified, stored and recorded.  So the time from the moment
+        that PATCH's body has all been sent (`_StampedBody`) to `requests`
+        returning its response is the wait for the receipt, as the dock sees
+        it; every other request goes through untouched.
+        """
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.receipt_s: list[float] = []
+            self._segment_size = -1
+
+        def upload(self, path, *args, **kwargs) -> bytes:
+            self._segment_size = Path(path).stat().st_size
+            return super().upload(path, *args, **kwargs)
+
+        def _request(self, method: str, url: str, **kw):
+            data = kw.get("data")
+            if method != "PATCH" or not data or int(kw["headers"]["Upload-Offset"]) + len(data) != self._segment_size:
+                return super()._request(method, url, **kw)
+            body = _StampedBody(data)
+            resp = super()._request(method, url, **{**kw, "data": body})
+            answered = time.perf_counter()
+            if resp.status_code == 204 and resp.headers.get("Bwv-Receipt") and body.sent_at is not None:
+                self.receipt_s.append(answered - body.sent_at)
+            return resp
+
+    return ReceiptClock
+
+
+def _p99(values: list[float]) -> float:
+    """The 99th percentile, nearest rank: the smallest value with at least 99 % of them at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, -(-99 * len(ordered) // 100) - 1)]
+
+
+@benchmark(
+    "ingest",
+    ingest_mb_s_16_docks=Figure(
+        "MB/s",
+        f"{INGEST_DOCKS} docks at once (a thread each: own token, camera and TusUploader), {INGEST_SEGMENTS} x "
+        f"{INGEST_SEGMENT_MIB} MiB segments each, one `bwv server --max-concurrent {INGEST_DOCKS}`; all bytes / "
+        "(start to last receipt)",
+    ),
+    ingest_p99_receipt_ms=Figure(
+        "ms",
+        lambda f: f"p99 (nearest rank) over the {INGEST_DOCKS * INGEST_SEGMENTS} segments of the same run: last body "
+                  "byte of the final PATCH handed to the socket -> its 204 with Bwv-Receipt back in the dock; "
+                  f"median {f['ingest_median_receipt_ms']:.0f} ms",
+    ),
+    ingest_median_receipt_ms=Figure("ms", "the median of the same"),
+)
+def bench_ingest() -> Figures:
+    """Aggregate ingest of a station's worth of docks into one server, and how long each waits for its receipts.
+
+    Sixteen docks, each a thread of this process with its own token, its
+    own enrolled camera and its own `TusUploader` (state file included),
+    upload their eight sealed segments (random media, sealed beforehand,
+    not timed) one after the other, all starting together at a barrier.
+    Throughput is every byte over the time from the barrier to the last
+    receipt.  The receipt latency of each segment is measured in the dock
+    (see `ReceiptClock` in `_receipt_clock_uploader`).  The docks share this
+    process, and the server its two cores with them, as a small station
+    server behind its docks would not; the figures are a floor.
+    """
+    import statistics
+    import threading
+
+    ReceiptClock = _receipt_clock_uploader()
+    with tempfile.TemporaryDirectory(prefix="openbwv-bench-") as tmp:
+        root = Path(tmp)
+        server = _EvidenceServer(root, "--max-concurrent", str(INGEST_DOCKS))
+        progress(f"ingest: sealing {INGEST_DOCKS} cameras x {INGEST_SEGMENTS} segments of {INGEST_SEGMENT_MIB} MiB "
+                 "(not timed)")
+        docks = []
+        for n in range(1, INGEST_DOCKS + 1):
+            token = server.add_dock(f"bench-dock-{n}")
+            storage = server.enrol(f"bench-cam-{n}")
+            docks.append((token, storage.device.device_id,
+                          _seal_segments(storage, INGEST_SEGMENTS, INGEST_SEGMENT_MIB * MiB)))
+        total = sum(info.path.stat().st_size for _, _, sealed in docks for info in sealed)
+
+        clock = time.perf_counter
+        receipts: list[list[bytes]] = [[] for _ in docks]
+        finished = [0.0] * len(docks)
+        errors: list[BaseException] = []
+        with server:
+            uploaders = [ReceiptClock(server.url, token, state_path=root / "docks" / str(n) / "uploads.json")
+                         for n, (token, _, _) in enumerate(docks)]
+            start = threading.Barrier(len(docks) + 1)
+
+            def dock(n: int) -> None:
+                _, device_id, sealed = docks[n]
+                start.wait()
+                try:
+                    for info in sealed:
+                        receipts[n].append(_upload(uploaders[n], device_id, info))
+                except BaseException as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+                finished[n] = clock()
+
+            threads = [threading.Thread(target=dock, args=(n,), name=f"bench-dock-{n + 1}") for n in range(len(docks))]
+            for thread in threads:
+                thread.start()
+            progress(f"ingest: {len(docks)} docks uploading {total / MB:.0f} MB")
+            start.wait()
+            started = clock()
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise SystemExit(f"bench: {len(errors)} dock(s) failed; the first: {errors[0]!r}")
+        elapsed = max(finished) - started
+        for (_, device_id, sealed), got in zip(docks, receipts, strict=True):
+            for info, receipt in zip(sealed, got, strict=True):
+                server.check_receipt(receipt, device_id, info)
+
+    waits = [s * 1000 for uploader in uploaders for s in uploader.receipt_s]
+    if len(waits) != INGEST_DOCKS * INGEST_SEGMENTS:
+        raise SystemExit(f"bench: timed {len(waits)} receipts, expected one per segment "
+                         f"({INGEST_DOCKS * INGEST_SEGMENTS}): a final PATCH was retried or not seen")
+    dock_s = sorted(t - started for t in finished)
+    progress(f"ingest: {total / MB / elapsed:.0f} MB/s in {elapsed:.2f} s; docks finished after {dock_s[0]:.2f}-"
+             f"{dock_s[-1]:.2f} s; receipt wait min {min(waits):.0f} ms, median {statistics.median(waits):.0f} ms, "
+             f"p99 {_p99(waits):.0f} ms, max {max(waits):.0f} ms")
+    return {"ingest_mb_s_16_docks": total / MB / elapsed, "ingest_p99_receipt_ms": _p99(waits),
+            "ingest_median_receipt_ms": statistics.median(waits)}
+
+
+class _ConnectionCut(Exception):
+    """The bench's stand-in for the network going away under an upload."""
+
+
+class _DockDied(Exception):
+    """The bench's stand-in for the dock process dying between two chunks."""
+
+
+class _CutBody:
+    """A PATCH body that sends its first `keep` bytes and then loses the connection (see `_StampedBody`).
+
+    urllib3 closes its connection on any exception while sending, so the
+    server sees the body end early, as when the dock's side of the
+    connection is lost; its `read_timeout` wait for a stalled one is not
+    what this measures.
+    """
+
+    def __init__(self, data: bytes, keep: int) -> None:
+        self.data = data[:keep]
+        self.length = len(data)
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.data:
+            raise _ConnectionCut(f"connection cut after {self.sent} of {self.length} body bytes")
+        data, self.data = self.data, b""
+        self.sent = len(data)
+        return data
+
+
+def _cutting_uploader():
+    TusUploader = _uploader_class()
+
+    class CuttingUploader(TusUploader):
+        """The dock's uploader on a connection that is cut once `cut_at` bytes of a segment have been sent.
+
+        The PATCH that would carry byte `cut_at` sends the bytes before it
+        and then raises `_ConnectionCut` out of `upload`, as the network
+        dropping mid-chunk would end the dock's attempt; `cut_bytes` is what
+        that PATCH put on the wire (`bytes_sent` counts finished PATCHes only).
+        """
+
+        def __init__(self, *args, cut_at: int, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.cut_at = cut_at
+            self.cut_bytes = 0
+
+        def _request(self, method: str, url: str, **kw):
+            data = kw.get("data")
+            if method == "PATCH" and data:
+                offset = int(kw["headers"]["Upload-Offset"])
+                if offset < self.cut_at < offset + len(data):
+                    body = _CutBody(data, self.cut_at - offset)
+                    try:
+                        return super()._request(method, url, **{**kw, "data": body})
+                    finally:
+                        self.cut_bytes += body.sent
+            return super()._request(method, url, **kw)
+
+    return CuttingUploader
+
+
+@benchmark(
+    "resume",
+    resume_resent_bytes=Figure(
+        "bytes",
+        f"one {RESUME_SEGMENT_MIB} MiB segment; the connection drops mid-PATCH once half of it is sent (halfway "
+        f"through a chunk); a new TusUploader on the same state file resumes; bytes sent by both - segment size; "
+        f"target one chunk = {UPLOADER_CHUNK} B (TusUploader's DEFAULT_CHUNK)",
+        at_most=UPLOADER_CHUNK,
+    ),
+    resume_resent_bytes_between_chunks=Figure(
+        "bytes",
+        "the same, but the dock dies between chunks: its progress callback raises after the PATCH that passes half "
+        "the segment; 0 expected (an acknowledged offset is durable)",
+    ),
+)
+def bench_resume() -> Figures:
+    """Bytes an interrupted upload sends twice, when a new uploader picks it up from the state file.
+
+    Two segments of one camera (random media, sealed beforehand).  The first
+    upload of each is interrupted halfway through the segment: for the
+    first by a cut connection in the middle of a PATCH body (`CuttingUploader`
+    in `_cutting_uploader`: the server keeps none of a checksummed chunk that
+    did not arrive whole, so the part sent is sent again), for the second by
+    the progress callback raising after an acknowledged PATCH, as a dock
+    killed between chunks (nothing should be sent again).  Then a fresh
+    `TusUploader` with the same state file, as the dock after a restart,
+    uploads the segment to its receipt (checked).  Resent bytes are all the
+    body bytes both uploaders put on the wire, minus the segment's size.
+    """
+    TusUploader = _uploader_class()
+    CuttingUploader = _cutting_uploader()
+    with tempfile.TemporaryDirectory(prefix="openbwv-bench-") as tmp:
+        root = Path(tmp)
+        server = _EvidenceServer(root)
+        token = server.add_dock("bench-dock-1")
+        storage = server.enrol("bench-cam-1")
+        device_id = storage.device.device_id
+        cut, between = _seal_segments(storage, 2, RESUME_SEGMENT_MIB * MiB)
+        resent = {}
+        with server:
+            size = cut.path.stat().st_size
+            state = root / "dock" / "cut.json"
+            first = CuttingUploader(server.url, token, state_path=state, cut_at=size // 2)
+            try:
+                _upload(first, device_id, cut)
+            except _ConnectionCut as e:
+                progress(f"resume: first upload of #{cut.sequence}: {e}; {first.bytes_sent} bytes acknowledged before")
+            else:
+                raise SystemExit("bench: the cut upload finished; the cut never happened")
+            second = TusUploader(server.url, token, state_path=state)
+            server.check_receipt(_upload(second, device_id, cut), device_id, cut)
+            resent["resume_resent_bytes"] = first.bytes_sent + first.cut_bytes + second.bytes_sent - size
+
+            size = between.path.stat().st_size
+            state = root / "dock" / "between.json"
+            first = TusUploader(server.url, token, state_path=state)
+
+            def die_past_half(sent: int) -> None:
+                if sent >= size // 2:
+                    raise _DockDied(f"the dock died with {sent} of {size} bytes acknowledged")
+
+            try:
+                _upload(first, device_id, between, die_past_half)
+            except _DockDied as e:
+                progress(f"resume: first upload of #{between.sequence}: {e}")
+            else:
+                raise SystemExit("bench: the interrupted upload finished; the progress callback never raised")
+            second = TusUploader(server.url, token, state_path=state)
+            server.check_receipt(_upload(second, device_id, between), device_id, between)
+            resent["resume_resent_bytes_between_chunks"] = first.bytes_sent + second.bytes_sent - size
+    progress(f"resume: resent {resent['resume_resent_bytes']} bytes after a cut mid-PATCH, "
+             f"{resent['resume_resent_bytes_between_chunks']} after a dock restart between chunks")
+    return resent
 
 
 # -- driver ------------------------------------------------------------------
