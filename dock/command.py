@@ -29,6 +29,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-file", type=Path, metavar="FILE",
                    help="file holding this dock's upload token (default: $BWV_DOCK_TOKEN)")
     p.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA certificate that signed the server's TLS certificate")
+    p.add_argument("--tls-client-cert", type=Path, metavar="FILE",
+                   help="this dock's client certificate, for a server that requires mutual TLS")
+    p.add_argument("--tls-client-key", type=Path, metavar="FILE", help="the key of --tls-client-cert")
     p.add_argument("--upload-dir", type=Path, metavar="DIR",
                    help="emulation: upload into DIR and sign receipts with the server keys in BWV_HOME/server/keys")
     p.add_argument("--once", action="store_true",
@@ -159,8 +162,11 @@ def _uploader(args: argparse.Namespace, home: Home):
             raise UsageError("the evidence server needs this dock's token: --token-file FILE or BWV_DOCK_TOKEN "
                              "(the server's operator creates it with `bwv server add-dock --id DOCK`)")
         try:
+            if bool(args.tls_client_cert) != bool(args.tls_client_key):
+                raise UsageError("--tls-client-cert and --tls-client-key go together")
+            cert = (str(args.tls_client_cert), str(args.tls_client_key)) if args.tls_client_cert else None
             return TusUploader(args.server, token, state_path=home.root / "dock" / "uploads.json",
-                               verify=str(args.tls_ca) if args.tls_ca else True)
+                               verify=str(args.tls_ca) if args.tls_ca else True, client_cert=cert)
         except ValueError as e:
             raise UsageError(str(e)) from None
     if args.upload_dir is None:

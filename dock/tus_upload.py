@@ -85,14 +85,14 @@ class TusUploader:
         if s is None:
             s = requests.Session()
             s.headers.update(self._headers)
-            s.verify = self._verify
-            s.cert = self._cert
             self._local.session = s
         return s
 
     def _request(self, method: str, url: str, **kw) -> requests.Response:
         try:
-            return self._session().request(method, url, timeout=self.timeout, **kw)
+            # verify/cert per request: set on the session only, requests would let
+            # REQUESTS_CA_BUNDLE in the environment override the force's own CA.
+            return self._session().request(method, url, timeout=self.timeout, verify=self._verify, cert=self._cert, **kw)
         except requests.RequestException as e:
             self._local.session = None  # a broken connection: start clean next time
             raise UploadUnavailable(f"evidence server {self.base} unreachable: {type(e).__name__}: {e}") from None

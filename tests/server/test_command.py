@@ -187,3 +187,26 @@ def test_systemd_accepts_the_server_unit(tmp_path):
     complaints = [line for line in (result.stdout + result.stderr).splitlines()
                   if line.strip() and "is not executable" not in line]
     assert complaints == []
+
+
+def test_the_dock_uploads_over_mutual_tls(tmp_path, pki):
+    """The dock's uploader presents its client certificate and checks the server's against the force's CA."""
+    from openbwv.dock.errors import UploadUnavailable
+    from openbwv.dock.tus_upload import TusUploader
+    from openbwv.enrol import enrol_device
+
+    from .conftest import add_dock
+    from .server_kit import DeviceChain, check_receipt
+
+    home = make_home(tmp_path / "home")
+    token = add_dock(home)
+    enrol_device(home, "cam-tls")
+    seg = DeviceChain(home, "cam-tls", tmp_path / "segs").seal()
+    args = ("--reserve-mb", "0", "--tls-cert", str(pki["server_cert"]), "--tls-key", str(pki["server_key"]),
+            "--tls-client-ca", str(pki["ca"]))
+    with ServerProcess(home.root, *args) as server:
+        up = TusUploader(server.url, token, verify=str(pki["ca"]), client_cert=(str(pki["client"]), str(pki["client"])))
+        check_receipt(home, up.upload(seg.path, seg.device_id, seg.sequence, seg.segment_hash, lambda n: None), seg)
+        with pytest.raises(UploadUnavailable):  # no client certificate: the handshake fails, nothing is sent
+            TusUploader(server.url, token, verify=str(pki["ca"])).upload(
+                seg.path, seg.device_id, seg.sequence, seg.segment_hash, lambda n: None)
