@@ -89,6 +89,7 @@ def wait_until(predicate, timeout: float, what: str) -> None:
 def run(home: Home, *, seconds: float = 12.0) -> int:
     from .dock.bay import Bay
     from .dock.config import BayConfig
+    from .dock.errors import LinkTimeout
     from .dock.ports import PTY_PREFIX, PtyPort
     from .dock.tus_upload import TusUploader
     from .firmware.camera import Camera
@@ -158,7 +159,15 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
             uploader = TusUploader(server.url, token, state_path=home.root / "dock" / "uploads.json")
             bay = Bay(BayConfig("bay-1", f"{PTY_PREFIX}{tty}", storage.directory), uploader, dock_id=DEMO_DOCK)
             wait_until(lambda: link_service.sessions, 10, "the camera serving the dock link")
-            session = bay.run_session(dock_port)
+            session = None
+            for attempt in range(1, 4):  # as the dock daemon does: a failed session is tried again
+                try:
+                    session = bay.run_session(dock_port)
+                    break
+                except LinkTimeout as e:
+                    say("dock", f"session {attempt} failed ({e}); trying again")
+            if session is None:
+                raise RuntimeError("demo: the dock could not talk to the camera")
             if session.clock is not None:
                 say("dock", f"clock synced: camera was {session.clock.offset_us / 1000:+.1f} ms off "
                             f"(round trip {session.clock.rtt_us / 1000:.1f} ms)")
