@@ -9,7 +9,10 @@ Two kinds of thread meet here:
 * the capture loop (`run()`) reads frames, encodes them, and hands packets to
   the pre-event buffer or, while a clip is open, to the clip writer; it also
   opens and closes clips when the state machine asked for it, and every
-  `TICK_S` feeds the machine a tick and the storage level.
+  `TICK_S` feeds the machine a tick and the storage level, and hands the
+  GNSS fixes that arrived since the last tick to the open clip (or, while
+  not recording, keeps them as long as the pre-event buffer keeps video, so
+  that the pre-event seconds of a clip have their location too).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -55,6 +59,7 @@ log = logging.getLogger("bwv.camera")
 
 TICK_S = 0.25
 FIRMWARE_VERSION = "openbwv-0.1"
+CLOCK_WARN_S = 2.0  # GNSS time and the camera clock further apart than this: said in the log
 
 
 def load_clock_state(path: Path) -> ClockState:
@@ -79,6 +84,7 @@ class CameraReport:
     frames: int = 0
     recorded_frames: int = 0
     bookmarks: int = 0
+    location_records: int = 0  # fixes and fix events sealed
     warnings: list[str] = field(default_factory=list)
     stop_reasons: list[str] = field(default_factory=list)
 
@@ -112,6 +118,10 @@ class Camera:
         self._clip_started_mono = 0.0
         self._stop = threading.Event()
         self._storage_level = space.OK
+        self.gnss = getattr(hw, "gnss", None)
+        # Fixes taken while not recording, for the pre-event part of the next clip (1 Hz over up to 122 s).
+        self._location_backlog: deque[dict] = deque(maxlen=4096)
+        self._clock_warned = False
         self.recording_started = threading.Event()  # for tests and `--seconds`
         self._wire_inputs()
 
@@ -206,6 +216,7 @@ class Camera:
                     next_tick = now + TICK_S
                     self.post(Tick(now))
                     self._check_storage()
+                    self._take_location()
                     if self._clip is not None:
                         self._clip.flush_if_due(frame.monotonic)
                 if self._stop.is_set() and self._clip is None and self._start_reason is None:
@@ -244,8 +255,17 @@ class Camera:
             clock=self.clock,
             info={"firmware": FIRMWARE_VERSION, "start_reason": reason,
                   "pre_event_seconds": self.config.prebuffer.seconds,
-                  "pre_event_held_seconds": round(held[-1].t_mono - held[0].t_mono, 3) if held else 0.0},
+                  "pre_event_held_seconds": round(held[-1].t_mono - held[0].t_mono, 3) if held else 0.0,
+                  "gnss": self.gnss.name if self.gnss is not None else "none"},
+            no_fix_reason=self._no_fix_reason,
         )
+        self._take_location()
+        since_us = (held[0].utc_us if held else time.time_ns() // 1000) - 1_000_000
+        for record in self._location_backlog:
+            if record.get("device_utc_us", 0) >= since_us:  # the fix just before the first frame, and after
+                clip.add_location(record)
+                self.report.location_records += 1
+        self._location_backlog.clear()
         self._clip = clip
         self._clip_started_mono = time.monotonic()
         self.report.clips.append(str(clip.clip_id))
@@ -270,6 +290,7 @@ class Camera:
         assert clip is not None
         with self._lock:
             reason = self._stop_reason or "shutdown"
+        self._take_location()
         clip.add_event({"type": "stop", "reason": reason, "utc_us": time.time_ns() // 1000})
         self.report.sealed.extend(clip.close())
         self._clip = None
@@ -277,6 +298,39 @@ class Camera:
             self._stop_reason = None
         log.info("clip %s closed: %d segment(s)", clip.clip_id, len(clip.stats.segments))
         self.post(ClipClosed(time.monotonic()))
+
+    # -- location --------------------------------------------------------------
+    def _take_location(self) -> None:
+        """The fixes and fix events since the last tick: into the open clip, else into the pre-event backlog."""
+        if self.gnss is None:
+            return
+        items = self.gnss.take_fixes()
+        if not items:
+            return
+        records = [item.to_record() for item in items]
+        self._check_clock(items)
+        if self._clip is not None:
+            for record in records:
+                self._clip.add_location(record)
+            self.report.location_records += len(records)
+            return
+        self._location_backlog.extend(records)
+        horizon = time.time_ns() // 1000 - int((self.config.prebuffer.seconds + 2) * 1e6)
+        while self._location_backlog and self._location_backlog[0].get("device_utc_us", 0) < horizon:
+            self._location_backlog.popleft()
+
+    def _check_clock(self, items) -> None:
+        """GNSS time is a second clock, independent of the dock's sync: say so when they disagree."""
+        offsets = [i.clock_offset_us for i in items if hasattr(i, "clock_offset_us")]
+        if offsets and abs(offsets[-1]) > CLOCK_WARN_S * 1e6 and not self._clock_warned:
+            self._clock_warned = True
+            log.warning("camera clock differs from GNSS time by %+.1f s (GNSS minus camera); "
+                        "both times are sealed with every fix", offsets[-1] / 1e6)
+
+    def _no_fix_reason(self) -> str | None:
+        if self.gnss is None:
+            return "no GNSS receiver configured"
+        return self.gnss.no_fix_reason()
 
     # -- storage ---------------------------------------------------------------
     def _measure_storage(self) -> str:

@@ -6,6 +6,11 @@ segment.  At least every `flush_seconds` of capture time it writes what it has
 as a chunk and fsyncs the file, so a crash or power cut loses at most that
 much video; the open segment is sealed from what survived at the next start.
 A new segment begins at the first keyframe after `segment_seconds`.
+
+Location (GNSS fixes and fix events, `add_location`) travels as LOCATION
+records inside the same encrypted chunks.  A segment sealed without a single
+fix says so with a final `{"no_fix": true, "reason": ...}` line, so that
+"no fix" and "no location recorded" can never be confused.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, Callable
 
 import av
 
@@ -25,6 +30,17 @@ from ..sealed.writer import SealedInfo
 from .packets import EncodedPacket
 
 log = logging.getLogger("bwv.camera.clip")
+
+# LOCATION payloads are padded to a multiple of this many bytes with a blank
+# line: chunk lengths are clear, and the length of a line of digits must not
+# hint at a place (a minus sign is a hemisphere).
+LOCATION_PAD = 256
+
+
+def pad_location(payload: str) -> str:
+    """JSON lines, then spaces and a newline up to a multiple of LOCATION_PAD (readers skip blank lines)."""
+    short = -len(payload.encode()) % LOCATION_PAD
+    return payload + (" " * (short - 1) + "\n" if short else "")
 
 
 @dataclass(frozen=True)
@@ -70,9 +86,11 @@ class _OpenSegment:
     sink: _TsSink
     start_mono: float
     index: int
+    start_utc_us: int = 0
     packets: int = 0
     last_utc_us: int = 0
     last_mono: float = 0.0
+    fixes: int = 0  # location fixes sealed in this segment so far
 
 
 @dataclass
@@ -95,7 +113,10 @@ class ClipWriter:
         flush_seconds: float = 1.0,
         clock: ClockState = ClockState(),
         info: dict[str, Any] | None = None,
+        no_fix_reason: Callable[[], str | None] | None = None,
     ):
+        """`no_fix_reason`, when given, turns on the explicit no-fix record: it is asked, at the seal of a
+        segment that holds no fix, why there was none (None: "no fix arrived during this segment")."""
         if not 1.0 <= segment_seconds <= 3600:
             raise ValueError(f"segment length {segment_seconds} s outside 1..3600")
         if not 0.05 <= flush_seconds <= 1.0:
@@ -111,6 +132,8 @@ class ClipWriter:
         self._seg: _OpenSegment | None = None
         self._last_flush_mono = 0.0
         self._pending: dict[int, list[str]] = {RECORD_EVENTS: [], RECORD_LOCATION: []}
+        self._pending_fixes = 0
+        self.no_fix_reason = no_fix_reason
         self._frame_us = 1_000_000 // max(1, video.fps)
         self.closed = False
 
@@ -124,8 +147,10 @@ class ClipWriter:
         self._pending[RECORD_EVENTS].append(json.dumps(event, separators=(",", ":")))
 
     def add_location(self, fix: dict[str, Any]) -> None:
-        """A GNSS fix; travels only inside the encrypted chunks, never in the clear header."""
+        """A GNSS fix or fix event; travels only inside the encrypted chunks, never in the clear header."""
         self._pending[RECORD_LOCATION].append(json.dumps(fix, separators=(",", ":")))
+        if "lat" in fix:
+            self._pending_fixes += 1
 
     # -- media ----------------------------------------------------------------
     def write(self, pkt: EncodedPacket) -> list[SealedInfo]:
@@ -168,8 +193,13 @@ class ClipWriter:
             self.stats.media_bytes += len(data)
         for rtype, lines in self._pending.items():
             if lines:
-                seg.stored.append(rtype, ("\n".join(lines) + "\n").encode())
+                payload = "\n".join(lines) + "\n"
+                if rtype == RECORD_LOCATION:
+                    payload = pad_location(payload)
+                seg.stored.append(rtype, payload.encode())
                 lines.clear()
+        seg.fixes += self._pending_fixes
+        self._pending_fixes = 0
         seg.stored.flush()
         self._last_flush_mono = seg.last_mono
         self.stats.flushes += 1
@@ -208,7 +238,7 @@ class ClipWriter:
         container = av.open(sink, "w", format="mpegts", container_options={"flush_packets": "1"})
         stream = container.add_stream("h264", rate=Fraction(self.video.fps))
         stream.width, stream.height = self.video.width, self.video.height
-        self._seg = _OpenSegment(stored, container, stream, sink, pkt.t_mono, index)
+        self._seg = _OpenSegment(stored, container, stream, sink, pkt.t_mono, index, start_utc_us=pkt.utc_us)
         self._last_flush_mono = pkt.t_mono
         log.debug("segment %d of clip %s opened (sequence %d)", index, self.clip_id, stored.writer.preamble.sequence)
 
@@ -216,6 +246,9 @@ class ClipWriter:
         seg = self._seg
         assert seg is not None
         seg.container.close()  # writes any trailing TS packets into the sink
+        if self.no_fix_reason is not None and seg.fixes + self._pending_fixes == 0:
+            self.add_location({"no_fix": True, "reason": self.no_fix_reason() or "no fix arrived during this segment",
+                               "from_utc_us": seg.start_utc_us, "to_utc_us": seg.last_utc_us + self._frame_us})
         self.flush()
         info = seg.stored.seal(seg.last_utc_us + self._frame_us, int(seg.last_mono * 1e9))
         self.stats.segments.append(info)

@@ -57,13 +57,22 @@ def _configure(p: argparse.ArgumentParser) -> None:
     the pre-event buffer), short press while recording = bookmark, hold 3 s =
     stop. Docking stops recording cleanly.
 
-    Emulation (--emulate) uses gpiozero's mock pins and a synthetic picture;
+    Location: a GNSS fix at least once a second (receiver UTC, camera UTC,
+    latitude, longitude, HDOP, quality) is sealed inside the encrypted part of
+    each segment, never in its clear header; a segment without a fix says so.
+    On a Pi the receiver is the board file's ([gnss]: the header UART), or
+    --gnss serial --gnss-device /dev/ttyACM0 for a USB one, or --gnss gpsd.
+
+    Emulation (--emulate) uses gpiozero's mock pins, a synthetic picture and a
+    synthetic walk from Westminster Bridge (--gnss FILE replays an NMEA log
+    instead, through a pty, at its own pace; --gnss none: no receiver);
     --hw-trace FILE records every LED, beep and button change as JSON lines.
     """,
     """
     examples:
       bwv camera --emulate --headless --source synthetic --record --seconds 30
       bwv camera --emulate --video-size 1280x720 --hw-trace /tmp/trace.jsonl
+      bwv camera --emulate --headless --gnss drive.nmea --record --seconds 60
       bwv camera --config /etc/openbwv/camera.toml          (on a Pi, from systemd)
 
     exit status: 0 on a clean stop; 1 if the camera faulted or could not seal.
@@ -147,6 +156,7 @@ def run_camera(args: argparse.Namespace, home: Home) -> int:
         print(f"camera {device_id}: {hw.camera.width}x{hw.camera.height} at {hw.camera.fps:g} fps, "
               f"pre-event {config.prebuffer.seconds:g} s, segments {config.video.segment_seconds:g} s, "
               f"storage {storage.directory}", flush=True)
+        print(f"gnss: {hw.gnss.name if hw.gnss is not None else 'none'}", flush=True)
         if args.record:
             camera.record(True, "command")
         try:
@@ -175,13 +185,26 @@ def run_camera(args: argparse.Namespace, home: Home) -> int:
                 dock.close()
         if window is not None:
             window.close()
+        gnss_summary = _gnss_summary(hw.gnss) if hw.gnss is not None else None
     for info in report.sealed:
         print(f"sealed {info.path.name}  clip {str(info.preamble.clip_id)[:8]} part {info.preamble.segment_index}  "
               f"{info.path.stat().st_size / 1e6:.2f} MB", flush=True)
     print(f"{len(report.clips)} clip(s), {len(report.sealed)} segment(s) sealed, {report.frames} frames captured, "
           f"{report.bookmarks} bookmark(s)" + (f", warnings: {', '.join(report.warnings)}" if report.warnings else ""))
+    if gnss_summary:
+        print(gnss_summary)
     faulted = camera.machine.mode.name == "FAULT"
     return EXIT_PROBLEMS if faulted else EXIT_OK
+
+
+def _gnss_summary(gnss) -> str:
+    """One line on what the receiver sent: fixes, and what was dropped and why."""
+    c = gnss.counters
+    dropped = {"bad checksum": c.bad_checksum, "truncated": c.truncated, "malformed": c.malformed,
+               "garbage bytes": c.garbage_bytes}
+    problems = ", ".join(f"{n} {what}" for what, n in dropped.items() if n)
+    return (f"gnss: {c.fixes} fix(es), {c.no_fix_epochs} epoch(s) without a fix, {c.sentences} sentence(s)"
+            + (f"; skipped: {problems}" if problems else ""))
 
 
 def _dock_service(port_path, storage, server_pub, device_id, clock_path, on_clock_set):

@@ -12,17 +12,21 @@ camera source and the sound output too)::
         hw.sound.beep(2700, 0.1)              # returns at once
         frame = hw.camera.read()              # BGR uint8, with capture times
         hw.emulator.press_button()            # emulation only: the test's hand
+        for item in hw.gnss.take_fixes():     # Fix and FixEvent since the last call
+            ...
 
 Modules: ``board`` (board files), ``gpio`` (pin factories, devices, pin
-tracing), ``emulator``, ``camera_source``, ``sound``, ``trace`` and
-``trace_analysis``, ``config``, ``hardware`` (this facade), ``errors``.
+tracing), ``emulator``, ``camera_source``, ``sound``, ``nmea`` (NMEA 0183 to
+fixes, pure), ``gnss`` (GNSS receivers), ``gnss_emulator`` (log replay and
+synthetic tracks through a pty), ``trace`` and ``trace_analysis``,
+``config``, ``hardware`` (this facade), ``errors``.
 Picamera2, lgpio, RPi.GPIO and simpleaudio are imported only when the
 backend that needs them is chosen.
 """
 
 from .board import Board, PinSpec, available_boards, load_board
 from .camera_source import Frame, FrameSource, OpenCvSource, Picamera2Source, SyntheticSource
-from .config import CameraConfig, HardwareConfig, add_hardware_arguments, config_from_arguments
+from .config import CameraConfig, GnssConfig, HardwareConfig, add_hardware_arguments, config_from_arguments
 from .emulator import Emulator
 from .errors import (
     BackendUnavailable,
@@ -30,6 +34,8 @@ from .errors import (
     CameraError,
     CameraOpenFailed,
     EndOfStream,
+    GnssConfigError,
+    GnssError,
     HardwareConfigError,
     HardwareError,
     InvalidTone,
@@ -39,15 +45,18 @@ from .errors import (
     TraceFormatError,
     UnknownBackend,
 )
+from .gnss import GnssSource, GpsdReceiver, NmeaReceiver, open_gnss
 from .hardware import Hardware, open_hardware
+from .nmea import Fix, FixEvent, NmeaCounters, NmeaDecoder
 from .sound import BuzzerSound, SilentSound, SimpleaudioSound, Sound
 from .trace import HardwareTrace
 
 __all__ = [
     "BackendUnavailable", "Board", "BoardFileError", "BuzzerSound", "CameraConfig", "CameraError",
-    "CameraOpenFailed", "Emulator", "EndOfStream", "Frame", "FrameSource", "Hardware", "HardwareConfig",
+    "CameraOpenFailed", "Emulator", "EndOfStream", "Fix", "FixEvent", "Frame", "FrameSource", "GnssConfig",
+    "GnssConfigError", "GnssError", "GnssSource", "GpsdReceiver", "Hardware", "HardwareConfig",
     "HardwareConfigError", "HardwareError", "HardwareTrace", "InvalidTone", "OpenCvSource", "Picamera2Source",
-    "PinSpec", "SilentSound", "SimpleaudioSound", "Sound", "SoundError", "SyntheticSource", "TraceAnalysisError",
+    "NmeaCounters", "NmeaDecoder", "NmeaReceiver", "PinSpec", "SilentSound", "SimpleaudioSound", "Sound", "SoundError", "SyntheticSource", "TraceAnalysisError",
     "TraceError", "TraceFormatError", "UnknownBackend", "add_hardware_arguments", "available_boards",
-    "config_from_arguments", "load_board", "open_hardware",
+    "config_from_arguments", "load_board", "open_gnss", "open_hardware",
 ]

@@ -37,6 +37,7 @@ Fail = Callable[[str], BoardFileError]
 
 _PIN_KEYS = {"bcm", "header", "active_high", "pull", "pwm", "bounce_time", "function", "part", "resistor"}
 _BOARD_KEYS = {"name", "model", "pin_factory", "mock_revision", "reserved"}
+_GNSS_KEYS = {"device", "baud", "function", "part", "wiring"}
 # Device-tree model strings (``/proc/device-tree/model``) and the board file for each.
 _MODEL_PREFIXES = (("Raspberry Pi 5", "pi5"), ("Raspberry Pi 4", "pi4"))
 
@@ -74,6 +75,17 @@ class PinSpec:
 
 
 @dataclass(frozen=True)
+class GnssSpec:
+    """The GNSS receiver the board carries: which serial port it talks on, and how fast."""
+
+    device: str  # "/dev/serial0": the header UART, BCM 14 (TXD) and 15 (RXD)
+    baud: int
+    function: str = ""
+    part: str = ""
+    wiring: str = ""
+
+
+@dataclass(frozen=True)
 class Board:
     """A parsed, checked board file."""
 
@@ -85,6 +97,7 @@ class Board:
     pins: Mapping[str, PinSpec]
     triggers: Mapping[str, PinSpec]
     reserved: frozenset[int] = field(default_factory=frozenset)
+    gnss: GnssSpec | None = None  # None: no receiver on the board (a USB one may still be configured)
 
     def pin(self, name: str) -> PinSpec:
         """The pin of a device or trigger by name, with an error naming the ones that exist."""
@@ -140,9 +153,9 @@ def parse_board(data: Mapping[str, object], *, source: str = "<board>") -> Board
     def fail(message: str) -> BoardFileError:
         return BoardFileError(message, path=source)
 
-    unknown_sections = set(data) - {"board", "pins", "triggers"}
+    unknown_sections = set(data) - {"board", "pins", "triggers", "gnss"}
     if unknown_sections:
-        raise fail(f"unknown section(s) {sorted(unknown_sections)}; expected [board], [pins.*], [triggers.*]")
+        raise fail(f"unknown section(s) {sorted(unknown_sections)}; expected [board], [pins.*], [triggers.*], [gnss]")
     head = _table(data.get("board"), "[board]", fail)
     _no_unknown_keys(head, _BOARD_KEYS, "[board]", fail)
     name = _string(head, "name", "[board]", fail)
@@ -185,6 +198,8 @@ def parse_board(data: Mapping[str, object], *, source: str = "<board>") -> Board
     if not pins["buzzer"].pwm:
         raise fail("[pins.buzzer] must have pwm = true: the buzzer plays tones")
 
+    gnss = _gnss(data["gnss"], fail) if "gnss" in data else None
+
     return Board(
         name=name,
         model=model,
@@ -194,7 +209,22 @@ def parse_board(data: Mapping[str, object], *, source: str = "<board>") -> Board
         pins=MappingProxyType(pins),
         triggers=MappingProxyType(triggers),
         reserved=reserved,
+        gnss=gnss,
     )
+
+
+def _gnss(raw: object, fail: Fail) -> GnssSpec:
+    table = _table(raw, "[gnss]", fail)
+    _no_unknown_keys(table, _GNSS_KEYS, "[gnss]", fail)
+    device = _string(table, "device", "[gnss]", fail)
+    baud = _int(table, "baud", "[gnss]", fail)
+    if not 300 <= baud <= 921_600:
+        raise fail(f"[gnss] baud is {baud}; expected a serial speed from 300 to 921600, e.g. 9600")
+    text = {k: table.get(k, "") for k in ("function", "part", "wiring")}
+    for key, value in text.items():
+        if not isinstance(value, str):
+            raise fail(f"[gnss] {key} is {value!r}; expected a string")
+    return GnssSpec(device, baud, **text)
 
 
 def detect_board(model_file: Path = Path("/proc/device-tree/model")) -> str:

@@ -16,8 +16,17 @@ setting                    environment            default
 ``--fps``                  ``BWV_FPS``            ``30``
 ``--sound``                ``BWV_SOUND``          ``buzzer``
 ``--triggers``             ``BWV_TRIGGERS``       none (comma-separated names)
+``--gnss SOURCE|FILE``     ``BWV_GNSS``           emulated: ``synthetic``; pi: the board's receiver
+``--gnss-device PORT``     ``BWV_GNSS_DEVICE``    (serial: the board file's; gpsd: ``127.0.0.1:2947``)
+``--gnss-baud N``          ``BWV_GNSS_BAUD``      the board file's, else 9600
 ``--hw-trace FILE``        ``BWV_HW_TRACE``       no trace
 =========================  =====================  ===============================
+
+``--gnss`` takes a source name (``serial``, ``gpsd``, ``synthetic``,
+``replay``, ``none``) or the path of an NMEA log, which means ``replay`` of
+that file.  ``synthetic`` and ``replay`` invent or repeat positions, so they
+are refused on the real backend: a camera must never seal an emulated place
+as evidence.
 """
 
 from __future__ import annotations
@@ -28,11 +37,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping
 
-from .errors import HardwareConfigError, UnknownBackend
+from .errors import GnssConfigError, HardwareConfigError, UnknownBackend
 
 BACKENDS = ("emulated", "pi")
 CAMERA_SOURCES = ("synthetic", "opencv", "picamera2", "none")
 SOUND_OUTPUTS = ("buzzer", "simpleaudio", "silent")
+GNSS_SOURCES = ("serial", "gpsd", "synthetic", "replay", "none")
+EMULATED_GNSS_SOURCES = ("synthetic", "replay")
 DEFAULT_EMULATED_BOARD = "pi5"
 
 
@@ -58,12 +69,43 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class GnssConfig:
+    """Which GNSS receiver, how to reach it, and (emulation) where the synthetic wearer walks."""
+
+    source: str | None = None  # None: the backend's default (emulated: synthetic; pi: the board file's receiver, if any)
+    device: str | None = None  # serial: port or pyserial URL; replay: NMEA log file; gpsd: HOST:PORT
+    baud: int | None = None  # serial: None = the board file's, else 9600
+    start_lat: float = 51.5007  # synthetic: start point (Westminster Bridge), speed and heading
+    start_lon: float = -0.1246
+    speed_mps: float = 1.4  # walking; 13.4 is 30 mph
+    heading_deg: float = 90.0
+
+    def check(self, backend: str) -> None:
+        if self.source is not None and self.source not in GNSS_SOURCES:
+            raise UnknownBackend("GNSS source", self.source, GNSS_SOURCES)
+        if self.source in EMULATED_GNSS_SOURCES and backend != "emulated":
+            raise GnssConfigError(
+                f"GNSS source {self.source!r} invents or repeats positions; backend {backend!r} was chosen, "
+                f"expected 'emulated' (a camera must never seal an emulated place as evidence)"
+            )
+        if self.baud is not None and (isinstance(self.baud, bool) or not isinstance(self.baud, int)
+                                      or not 300 <= self.baud <= 921_600):
+            raise GnssConfigError(f"GNSS baud rate {self.baud!r} is not usable; expected 300 to 921600, e.g. 9600")
+        if not (-90 < self.start_lat < 90 and -180 <= self.start_lon <= 180):
+            raise GnssConfigError(f"synthetic GNSS start {self.start_lat}, {self.start_lon} is not a latitude "
+                                  "and longitude; expected e.g. 51.5007, -0.1246")
+        if not 0 <= self.speed_mps <= 100:
+            raise GnssConfigError(f"synthetic GNSS speed {self.speed_mps} m/s out of range; expected 0 to 100")
+
+
+@dataclass(frozen=True)
 class HardwareConfig:
     """Everything :func:`openbwv.hw.open_hardware` needs to build a camera's hardware."""
 
     backend: str = "emulated"
     board: str = "auto"
     camera: CameraConfig = field(default_factory=CameraConfig)
+    gnss: GnssConfig = field(default_factory=GnssConfig)
     sound: str = "buzzer"
     triggers: tuple[str, ...] = ()
     trace_path: Path | None = None
@@ -76,6 +118,7 @@ class HardwareConfig:
         if self.sound not in SOUND_OUTPUTS:
             raise UnknownBackend("sound", self.sound, SOUND_OUTPUTS)
         self.camera.check()
+        self.gnss.check(self.backend)
         if self.trace_path is not None and self.backend != "emulated":
             raise HardwareConfigError(
                 f"a hardware trace ({self.trace_path}) records the emulated hardware's pins; "
@@ -89,11 +132,19 @@ class HardwareConfig:
             return self.camera.source
         return "picamera2" if self.backend == "pi" else "synthetic"
 
+    @property
+    def gnss_source(self) -> str | None:
+        """The GNSS source in effect; None on the real backend means "the board file's receiver, if it has one"."""
+        if self.gnss.source is not None:
+            return self.gnss.source
+        return "synthetic" if self.backend == "emulated" else None
+
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], *, where: str = "[hardware]") -> "HardwareConfig":
         """Build from a config-file table, e.g. a ``[hardware]`` section read with tomllib.
 
-        ``camera`` may be a sub-table with the keys of :class:`CameraConfig`.
+        ``camera`` and ``gnss`` may be sub-tables with the keys of
+        :class:`CameraConfig` and :class:`GnssConfig`.
         Unknown keys are errors: a misspelt ``trigers`` must not silently
         leave auto-start disabled.
         """
@@ -109,6 +160,13 @@ class HardwareConfig:
         unknown = set(camera) - camera_allowed
         if unknown:
             raise HardwareConfigError(f"{where}.camera has unknown key(s) {sorted(unknown)}; expected some of {sorted(camera_allowed)}")
+        gnss = values.pop("gnss", {})
+        if not isinstance(gnss, Mapping):
+            raise HardwareConfigError(f"{where} gnss is {gnss!r}; expected a table")
+        gnss_allowed = {f.name for f in fields(GnssConfig)}
+        unknown = set(gnss) - gnss_allowed
+        if unknown:
+            raise HardwareConfigError(f"{where}.gnss has unknown key(s) {sorted(unknown)}; expected some of {sorted(gnss_allowed)}")
         if "triggers" in values:
             triggers = values["triggers"]
             if not isinstance(triggers, (list, tuple)) or not all(isinstance(t, str) for t in triggers):
@@ -116,7 +174,7 @@ class HardwareConfig:
             values["triggers"] = tuple(triggers)
         if values.get("trace_path") is not None:
             values["trace_path"] = Path(str(values["trace_path"]))
-        config = cls(camera=CameraConfig(**camera), **values)  # type: ignore[arg-type]
+        config = cls(camera=CameraConfig(**camera), gnss=GnssConfig(**gnss), **values)  # type: ignore[arg-type]
         config.check()
         return config
 
@@ -137,6 +195,12 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fps", type=float, help="frames per second (BWV_FPS)")
     group.add_argument("--sound", choices=SOUND_OUTPUTS, help="sound output (BWV_SOUND)")
     group.add_argument("--triggers", help="comma-separated auto-start triggers to enable, e.g. holster,taser (BWV_TRIGGERS)")
+    group.add_argument("--gnss", metavar="SOURCE|FILE",
+                       help="GNSS receiver: serial, gpsd, synthetic, none, or an NMEA log FILE to replay "
+                            "(emulation); default: synthetic walk emulated, the board's receiver on a Pi (BWV_GNSS)")
+    group.add_argument("--gnss-device", metavar="PORT",
+                       help="GNSS port: /dev/serial0, /dev/ttyACM0, a pyserial URL; gpsd: HOST:PORT (BWV_GNSS_DEVICE)")
+    group.add_argument("--gnss-baud", type=int, metavar="N", help="GNSS serial speed (default 9600) (BWV_GNSS_BAUD)")
     group.add_argument("--hw-trace", metavar="FILE", help="write every emulated LED, beep and button change to FILE as JSON lines (BWV_HW_TRACE)")
 
 
@@ -148,7 +212,8 @@ def config_from_arguments(
     cli = {
         "backend": args.hw_backend, "board": args.board, "source": args.camera, "device": args.camera_device,
         "video_size": args.video_size, "fps": args.fps, "sound": args.sound, "triggers": args.triggers,
-        "trace_path": args.hw_trace,
+        "trace_path": args.hw_trace, "gnss_device": getattr(args, "gnss_device", None),
+        "gnss_baud": getattr(args, "gnss_baud", None), "gnss": getattr(args, "gnss", None),
     }
     values.update({k: v for k, v in cli.items() if v is not None})
     return _apply(base or HardwareConfig(), values)
@@ -157,7 +222,8 @@ def config_from_arguments(
 _ENV = {
     "BWV_HW_BACKEND": "backend", "BWV_BOARD": "board", "BWV_CAMERA": "source", "BWV_CAMERA_DEVICE": "device",
     "BWV_VIDEO_SIZE": "video_size", "BWV_FPS": "fps", "BWV_SOUND": "sound", "BWV_TRIGGERS": "triggers",
-    "BWV_HW_TRACE": "trace_path",
+    "BWV_HW_TRACE": "trace_path", "BWV_GNSS_DEVICE": "gnss_device", "BWV_GNSS_BAUD": "gnss_baud",
+    "BWV_GNSS": "gnss",
 }
 
 
@@ -168,7 +234,9 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, object]:
 def _apply(config: HardwareConfig, values: Mapping[str, object]) -> HardwareConfig:
     top: dict[str, object] = {}
     camera: dict[str, object] = {}
-    for key, value in values.items():
+    gnss: dict[str, object] = {}
+    # "gnss" last: "--gnss FILE" names the log, whatever BWV_GNSS_DEVICE says.
+    for key, value in sorted(values.items(), key=lambda kv: kv[0] == "gnss"):
         if key in ("backend", "board", "sound"):
             top[key] = str(value)
         elif key == "triggers":
@@ -184,7 +252,20 @@ def _apply(config: HardwareConfig, values: Mapping[str, object]) -> HardwareConf
                 raise HardwareConfigError(f"fps is {value!r}; expected a number like 30") from None
         elif key == "video_size":
             camera["width"], camera["height"] = _video_size(str(value))
-    config = replace(config, camera=replace(config.camera, **camera), **top)  # type: ignore[arg-type]
+        elif key == "gnss":
+            if str(value) in GNSS_SOURCES:
+                gnss["source"] = str(value)
+            else:
+                gnss["source"], gnss["device"] = "replay", str(value)
+        elif key == "gnss_device":
+            gnss["device"] = str(value)
+        elif key == "gnss_baud":
+            try:
+                gnss["baud"] = int(value)  # type: ignore[arg-type]
+            except ValueError:
+                raise GnssConfigError(f"GNSS baud rate is {value!r}; expected a number like 9600") from None
+    config = replace(config, camera=replace(config.camera, **camera), gnss=replace(config.gnss, **gnss),
+                     **top)  # type: ignore[arg-type]
     config.check()
     return config
 

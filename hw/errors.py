@@ -61,6 +61,14 @@ class InvalidTone(SoundError, ValueError):
     """A tone outside what the sound output can play (frequency or duration out of range)."""
 
 
+class GnssError(HardwareError):
+    """The GNSS receiver could not be set up as configured."""
+
+
+class GnssConfigError(GnssError, HardwareConfigError):
+    """A GNSS choice that cannot be built: a serial source without a port, a log file that is not there."""
+
+
 class TraceError(HardwareError):
     """A hardware trace could not be written, or a trace being read is not in the expected format."""
 

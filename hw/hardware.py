@@ -1,7 +1,7 @@
 """The camera's hardware in one object, built from a :class:`HardwareConfig`.
 
 The firmware asks for ``open_hardware(config)`` and gets buttons, LEDs, a
-sound output and a camera source; whether they are a Raspberry Pi's or an
+sound output, a camera source and a GNSS receiver; whether they are a Raspberry Pi's or an
 emulation is decided by the config alone, and the firmware code is the same
 either way.  In emulation, ``hw.emulator`` gives tests the other side: press
 the button, dock the camera, read the pins.
@@ -21,6 +21,7 @@ from .camera_source import FrameSource, OpenCvSource, Picamera2Source, Synthetic
 from .config import DEFAULT_EMULATED_BOARD, HardwareConfig
 from .emulator import Emulator
 from .errors import HardwareConfigError
+from .gnss import GnssSource, open_gnss
 from .gpio import (
     GpioDevices,
     PinTracer,
@@ -43,7 +44,8 @@ class Hardware:
     ``is_pressed``); ``dock_detect`` and each of ``triggers`` a
     ``DigitalInputDevice`` (``when_activated``, ``when_deactivated``,
     ``is_active``); ``buzzer`` the raw PWM device under ``sound`` (use
-    ``sound.beep``); ``camera`` a :class:`FrameSource` or None.
+    ``sound.beep``); ``camera`` a :class:`FrameSource` or None; ``gnss`` a
+    :class:`~openbwv.hw.gnss.GnssSource` (``take_fixes()``) or None.
     """
 
     backend: str
@@ -59,6 +61,7 @@ class Hardware:
     camera: FrameSource | None
     pin_factory: Factory
     emulator: Emulator | None = None
+    gnss: GnssSource | None = None
     trace: HardwareTrace | None = None
     _gpio: GpioDevices | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
@@ -69,6 +72,8 @@ class Hardware:
             return
         self._closed = True
         try:
+            if self.gnss is not None:
+                self.gnss.close()
             self.sound.close()
             if self.camera is not None:
                 self.camera.close()
@@ -103,6 +108,8 @@ def open_hardware(config: HardwareConfig | None = None) -> Hardware:
     factory: Factory | None = None
     gpio: GpioDevices | None = None
     sound: Sound | None = None
+    camera: FrameSource | None = None
+    gnss: GnssSource | None = None
     try:
         if config.backend == "emulated":
             if config.trace_path is not None:
@@ -127,7 +134,10 @@ def open_hardware(config: HardwareConfig | None = None) -> Hardware:
 
         sound = _open_sound(config, gpio, trace)
         camera = _open_camera(config)
+        gnss = open_gnss(config, board)
     except BaseException:
+        if camera is not None:
+            camera.close()
         if sound is not None:
             sound.close()
         if gpio is not None:
@@ -152,6 +162,7 @@ def open_hardware(config: HardwareConfig | None = None) -> Hardware:
         camera=camera,
         pin_factory=factory,
         emulator=emulator,
+        gnss=gnss,
         trace=trace,
         _gpio=gpio,
     )

@@ -90,7 +90,7 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
     from .dock.bay import Bay
     from .dock.config import BayConfig
     from .dock.errors import LinkTimeout
-    from .dock.ports import PTY_PREFIX, PtyPort
+    from .dock.ports import PTY_PREFIX
     from .dock.tus_upload import TusUploader
     from .firmware.camera import Camera
     from .firmware.config import load_config
@@ -116,7 +116,10 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
         before = storage.head.sequence
         _, server_pub = load_device(home, DEMO_DEVICE)
         tty = work / "bay-1.tty"
-        dock_port = PtyPort.create(tty)
+        # The bay owns its end of the serial link (in emulation it creates the pty at `tty`):
+        # made before the camera is docked, so the camera opens the bay's pty and no other.
+        uploader = TusUploader(server.url, token, state_path=home.root / "dock" / "uploads.json")
+        bay = Bay(BayConfig("bay-1", f"{PTY_PREFIX}{tty}", storage.directory), uploader, dock_id=DEMO_DOCK)
         clock_path = home.device_dir(DEMO_DEVICE) / "clock.json"
         trace_path = work / "hw-trace.jsonl"
         config = load_config(None, **{"prebuffer.seconds": 0, "video.segment_seconds": 4,
@@ -156,13 +159,11 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
             hw.emulator.set_docked(True)
             wait_until(lambda: camera.machine.mode is Mode.DOCKED, 10, "docking")
             say("dock", f"camera docked in bay-1 (serial link on {tty}, storage {storage.directory})")
-            uploader = TusUploader(server.url, token, state_path=home.root / "dock" / "uploads.json")
-            bay = Bay(BayConfig("bay-1", f"{PTY_PREFIX}{tty}", storage.directory), uploader, dock_id=DEMO_DOCK)
             wait_until(lambda: link_service.sessions, 10, "the camera serving the dock link")
             session = None
             for attempt in range(1, 4):  # as the dock daemon does: a failed session is tried again
                 try:
-                    session = bay.run_session(dock_port)
+                    session = bay.run_session()
                     break
                 except LinkTimeout as e:
                     say("dock", f"session {attempt} failed ({e}); trying again")
@@ -180,7 +181,7 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
             camera.stop()
             runner.join(30)
             link_service.close()
-            dock_port.close()
+            bay.close()
 
         registry = DeviceRegistry(home.registry_dir)
         store = home.server_dir / "store"
