@@ -1391,7 +1391,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run only this benchmark (or the one producing this figure); repeat or comma-separate for several",
     )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and their figures, run nothing")
+    parser.add_argument("--show", action="store_true", help="print the table of the figures already recorded, run nothing")
     args = parser.parse_args(argv)
+
+    if args.show:
+        recorded = load_figures(args.out)
+        print(table({k: v for k, v in recorded.items() if isinstance(v, (int, float))}))
+        return 0
 
     if args.list:
         for name in BENCHMARKS:
