@@ -21,7 +21,9 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -182,34 +184,52 @@ class TusUploader:
               progress: ProgressCallback) -> bytes | None:
         resyncs = 0
         receipt: bytes | None = None
-        with open(path, "rb") as f:
-            while offset < size or (size == 0 and receipt is None):
-                f.seek(offset)
-                data = f.read(self.chunk_size)
-                digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
-                resp = self._request("PATCH", url, data=data, headers={
-                    "Content-Type": "application/offset+octet-stream",
-                    "Upload-Offset": str(offset),
-                    "Upload-Checksum": f"sha256 {digest}",
-                })
-                self.bytes_sent += len(data)
-                if resp.status_code == 204:
-                    offset = int(resp.headers["Upload-Offset"])
-                    progress(offset)
-                    if resp.headers.get("Bwv-Receipt"):
-                        receipt = base64.b64decode(resp.headers["Bwv-Receipt"])
-                    if size == 0:
-                        break
-                    continue
-                if resp.status_code in (409, 423, 460) and resyncs < MAX_RESYNCS:
-                    # Offset disagreement, a concurrent request, or a damaged chunk: ask where we are.
-                    resyncs += 1
-                    head = self._request("HEAD", url)
-                    if head.status_code not in (200, 204):
-                        self._fail(head, what)
-                    if head.headers.get("Bwv-Receipt"):
-                        return base64.b64decode(head.headers["Bwv-Receipt"])
-                    offset = int(head.headers.get("Upload-Offset", offset))
-                    continue
-                self._fail(resp, what)
+        fd = os.open(path, os.O_RDONLY)
+
+        def chunk(at: int) -> tuple[int, bytes, str]:
+            data = os.pread(fd, self.chunk_size, at)
+            return at, data, base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+        # The next chunk is read and hashed in a thread while this one is on the wire
+        # (pread and hashlib release the GIL): the dock's own work overlaps the server's.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-read") as reader:
+            ahead: Future | None = None
+            try:
+                while offset < size or (size == 0 and receipt is None):
+                    at, data, digest = ahead.result() if ahead is not None else chunk(offset)
+                    ahead = None
+                    if at != offset:
+                        at, data, digest = chunk(offset)
+                    if offset + len(data) < size:
+                        ahead = reader.submit(chunk, offset + len(data))
+                    resp = self._request("PATCH", url, data=data, headers={
+                        "Content-Type": "application/offset+octet-stream",
+                        "Upload-Offset": str(offset),
+                        "Upload-Checksum": f"sha256 {digest}",
+                    })
+                    self.bytes_sent += len(data)
+                    if resp.status_code == 204:
+                        offset = int(resp.headers["Upload-Offset"])
+                        progress(offset)
+                        if resp.headers.get("Bwv-Receipt"):
+                            receipt = base64.b64decode(resp.headers["Bwv-Receipt"])
+                        if size == 0:
+                            break
+                        continue
+                    if resp.status_code in (409, 423, 460) and resyncs < MAX_RESYNCS:
+                        # Offset disagreement, a concurrent request, or a damaged chunk: ask where we are.
+                        resyncs += 1
+                        head = self._request("HEAD", url)
+                        if head.status_code not in (200, 204):
+                            self._fail(head, what)
+                        if head.headers.get("Bwv-Receipt"):
+                            return base64.b64decode(head.headers["Bwv-Receipt"])
+                        offset = int(head.headers.get("Upload-Offset", offset))
+                        continue
+                    self._fail(resp, what)
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
+                reader.shutdown(wait=True)
+                os.close(fd)
         return receipt
