@@ -295,7 +295,8 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
-PROGRAM_COMMANDS = ("openbwv.firmware.command", "openbwv.server.command", "openbwv.dock.command")
+PROGRAM_COMMANDS = ("openbwv.firmware.command", "openbwv.server.command", "openbwv.server.search_command",
+                    "openbwv.dock.command")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,8 @@ Routes (docs/upload-protocol.md is the published description)::
     DELETE  /tus/<id>                              terminate an upload (never held evidence)
     GET     /api/v1/receipts/<device_id>/<seq>     a receipt issued earlier
     GET     /api/v1/segments/<segment_hash>        what the server holds about a segment
+    GET     /api/v1/search?lat&lon&radius_m&from&to  clips recorded within radius_m of a point, then
+    GET     /api/v1/clips/<clip_id>/track.gpx      a clip's GNSS track as GPX 1.1
 
 Middlewares, outermost first: one log line per request; every error as JSON
 ``{"error": reason}``; the dock's bearer token; and for tus, the
@@ -27,6 +29,8 @@ from aiohttp import web
 
 from .. import __version__
 from ..sealed.layout import DEVICE_ID_RE
+from .geoindex import QueryInvalid, SearchQuery, iso_utc
+from .gpx import clip_gpx
 from .errors import BadRequest, NotFound, PreconditionFailed, ServerError
 from .service import EvidenceService
 from .tus import HASH_RE, SEQUENCE_RE, TUS_VERSION, TusEndpoint
@@ -36,6 +40,7 @@ log = logging.getLogger("bwv.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE = web.AppKey("service", EvidenceService)
 MAX_JSON_BODY = 64 * 1024  # nothing but PATCH takes a body, and PATCH streams
+CLIP_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
@@ -163,6 +168,34 @@ class ApiEndpoint:
             raise NotFound(f"no segment {segment_hash.lower()} is held here")
         return web.json_response(seg.public())
 
+    async def search(self, request: web.Request) -> web.Response:
+        """Clips with a GNSS fix within radius_m of (lat, lon) between from and to (all inclusive)."""
+        q = request.query
+        try:
+            query = SearchQuery.parse(q.get("lat"), q.get("lon"), q.get("radius_m"), q.get("from"), q.get("to"))
+        except QueryInvalid as e:
+            raise BadRequest(f"search: {e}") from None
+        matches = await asyncio.to_thread(self.service.db.search_tracks, query.lat, query.lon, query.radius_m,
+                                          query.from_utc_us, query.to_utc_us)
+        request["note"] = f"search found {len(matches)} clip(s)"
+        return web.json_response({
+            "query": {"lat": query.lat, "lon": query.lon, "radius_m": query.radius_m,
+                      "from": iso_utc(query.from_utc_us), "to": iso_utc(query.to_utc_us)},
+            "clips": [m.public() | {"first_utc": iso_utc(m.first_utc_us), "last_utc": iso_utc(m.last_utc_us)}
+                      for m in matches],
+        })
+
+    async def track_gpx(self, request: web.Request) -> web.Response:
+        clip_id = request.match_info["clip_id"]
+        if not CLIP_ID_RE.match(clip_id):
+            raise BadRequest(f"clip id {clip_id[:80]!r} is not a UUID (8-4-4-4-12 lowercase hexadecimal)")
+        segments = await asyncio.to_thread(self.service.db.clip_track, clip_id)
+        if not segments:
+            raise NotFound(f"no segment of clip {clip_id} is held here")
+        request["note"] = f"track of clip {clip_id}: {sum(len(s.fixes) for s in segments)} fix(es)"
+        return web.Response(body=clip_gpx(clip_id, segments), content_type="application/gpx+xml",
+                            headers={"Content-Disposition": f'attachment; filename="{clip_id}.gpx"'})
+
 
 def build_app(service: EvidenceService) -> web.Application:
     app = web.Application(
@@ -181,6 +214,9 @@ def build_app(service: EvidenceService) -> web.Application:
     app.router.add_get("/api/v1/health", api.health)
     app.router.add_get("/api/v1/receipts/{device_id}/{sequence}", api.receipt)
     app.router.add_get("/api/v1/segments/{segment_hash}", api.segment)
+    # Search and tracks take the docks' bearer tokens for now; who may search is the roles issue's.
+    app.router.add_get("/api/v1/search", api.search)
+    app.router.add_get("/api/v1/clips/{clip_id}/track.gpx", api.track_gpx)
     app.on_response_prepare.append(_tus_response_headers)
     return app
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from . import geoindex
 from .errors import Conflict, ConfigError, InsufficientStorage, StoreError
 
 # Each migration takes the schema from version N-1 to N.  Never edit one that
@@ -70,6 +71,33 @@ MIGRATIONS: list[tuple[int, str]] = [
             receipt       TEXT NOT NULL,
             UNIQUE (device_id, sequence)
         );
+        """,
+    ),
+    (
+        2,
+        # Where footage was recorded (geoindex.py): one row per GNSS fix, the same id in an
+        # R*Tree of integer boxes (microdegrees; seconds since 2000-01-01), and per segment
+        # whether its track could be read.
+        """
+        CREATE TABLE segment_tracks (
+            segment_hash  TEXT PRIMARY KEY REFERENCES segments(segment_hash),
+            status        TEXT NOT NULL,
+            fixes         INTEGER NOT NULL,
+            note          TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE track_points (
+            id            INTEGER PRIMARY KEY,
+            segment_hash  TEXT NOT NULL REFERENCES segments(segment_hash),
+            device_id     TEXT NOT NULL,
+            clip_id       TEXT NOT NULL,
+            utc_us        INTEGER NOT NULL,
+            lat           REAL NOT NULL CHECK (lat BETWEEN -90 AND 90),
+            lon           REAL NOT NULL CHECK (lon BETWEEN -180 AND 180),
+            hdop          REAL
+        );
+        CREATE INDEX track_points_by_segment ON track_points(segment_hash);
+        CREATE INDEX segments_by_clip ON segments(clip_id);
+        CREATE VIRTUAL TABLE track_rtree USING rtree_i32(id, min_lat, max_lat, min_lon, max_lon, min_t, max_t);
         """,
     ),
 ]
@@ -348,9 +376,11 @@ class MetadataStore:
         *,
         upload_id: str | None = None,
         successor_status: tuple[str, str] | None = None,
+        track: geoindex.SegmentTrack | None = None,
     ) -> None:
-        """Record a held segment in one transaction: the row, the re-evaluated status of the
-        segment after it (`successor_status` = (its hash, new status)), and the upload marked complete."""
+        """Record a held segment in one transaction: the row, its indexed `track`, the re-evaluated
+        status of the segment after it (`successor_status` = (its hash, new status)), and the upload
+        marked complete."""
         with self._transaction() as db:
             db.execute(
                 f"INSERT INTO segments ({_SEGMENT_COLUMNS}) VALUES ({', '.join('?' * 15)})",
@@ -358,6 +388,8 @@ class MetadataStore:
                  rec.start_utc_us, rec.end_utc_us, rec.size, int(rec.recovered), rec.chain_status,
                  rec.received_utc, rec.dock, rec.blob_key, rec.receipt),
             )
+            if track is not None:
+                geoindex.store_track(db, rec.segment_hash, rec.device_id, rec.clip_id, track)
             if successor_status is not None:
                 db.execute("UPDATE segments SET chain_status = ? WHERE segment_hash = ?",
                            (successor_status[1], successor_status[0]))
@@ -375,6 +407,27 @@ class MetadataStore:
             'UPDATE uploads SET state = ?, "offset" = length, updated_utc = ? WHERE id = ?',
             (UPLOAD_COMPLETE, updated_utc, upload_id),
         )
+
+    # ------------------------------------------------------------------ tracks (geoindex.py)
+    def search_tracks(self, lat: float, lon: float, radius_m: float, from_utc_us: int,
+                      to_utc_us: int) -> list[geoindex.ClipMatch]:
+        """Clips with a fix within `radius_m` of (lat, lon) between the two times (both inclusive)."""
+        try:
+            return geoindex.search(self._reader(), lat, lon, radius_m, from_utc_us, to_utc_us)
+        except sqlite3.Error as e:
+            raise StoreError(f"evidence database {self.path}: {e}") from None
+
+    def clip_track(self, clip_id: str) -> list[geoindex.TrackSegment]:
+        """A clip's held segments in order, each with its fixes; empty if no segment of it is held."""
+        try:
+            return geoindex.clip_track(self._reader(), clip_id)
+        except sqlite3.Error as e:
+            raise StoreError(f"evidence database {self.path}: {e}") from None
+
+    def track_status(self, segment_hash: str) -> tuple[str, int, str] | None:
+        """(status, fixes indexed, note) of a held segment's track; None if not recorded."""
+        rows = self._query("SELECT status, fixes, note FROM segment_tracks WHERE segment_hash = ?", (segment_hash,))
+        return tuple(rows[0]) if rows else None
 
     def device_summaries(self) -> list[DeviceSummary]:
         rows = self._query(

@@ -48,6 +48,7 @@ from ..sealed.receipt import Receipt, encode, issue
 from .blobstore import BlobStore
 from .db import CHAIN_LINKED, MetadataStore, SegmentRecord, gap_status
 from .errors import ForkRejected, StoreError, VerificationFailed
+from .geoindex import TRACK_UNREADABLE, read_track
 
 log = logging.getLogger("bwv.server.ingest")
 
@@ -165,6 +166,8 @@ class Ingestor:
         """
         seg = self.verify(path, claim)
         key = seg.segment_hash.hex()
+        # Decrypted before the file moves into the store, indexed in the segment's own transaction.
+        track = read_track(Path(path), self.keys, self.server_keys)
         link = ChainLink(seg.device_id, seg.sequence, seg.preamble.prev_hash, seg.segment_hash, "this upload")
         with self._chain_lock:
             held = self.db.segment(key)
@@ -215,9 +218,12 @@ class Ingestor:
             change = None
             if succ is not None and successor_status != succ.chain_status:
                 change = (succ.segment_hash, successor_status)
-            self.db.add_segment(record, upload_id=upload_id, successor_status=change)
+            self.db.add_segment(record, upload_id=upload_id, successor_status=change, track=track)
         if status != CHAIN_LINKED:
             log.warning("%s #%d held with a flagged chain: %s", seg.device_id, seg.sequence, status)
+        if track.status == TRACK_UNREADABLE:
+            log.error("%s #%d held, but its track is unreadable and not indexed: %s", seg.device_id, seg.sequence,
+                      track.note)
         if change is not None:
             log.info("%s #%d: chain status now %s (an earlier segment arrived)", seg.device_id, succ.sequence,
                      change[1])

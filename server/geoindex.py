@@ -1,0 +1,363 @@
+"""Where footage was recorded: the index of GNSS fixes, and "clips within R metres of here, then".
+
+A segment's LOCATION records (docs/sealed-segment-format.md §7.1) are
+encrypted to the server, so only the server can index them: at ingest the
+records are decrypted and every fix becomes a row of ``track_points`` and a
+point in the R*Tree ``track_rtree``.  The schema itself is migration 2 in
+db.py; this module holds what is done with it.
+
+The R*Tree is a coarse filter, the answer is exact.  ``track_rtree`` is an
+``rtree_i32`` (integers, so nothing is rounded to a 32-bit float):
+coordinates in microdegrees, time in whole seconds since 2000-01-01 (an
+int32 reaches 2068), each point's box rounded outward.  The query box is the
+search circle's bounding box, also rounded outward; every candidate is then
+checked against the exact time window (in µs, in SQL) and the exact distance
+(haversine, here), so a fix 1 m outside the radius or 1 µs outside the window
+is never a match.
+
+Limits, stated rather than hidden: distances are on a sphere of the mean
+Earth radius (haversine; the WGS 84 ellipsoid differs by up to 0.5 %, far
+below GNSS error at the radii searched); the radius is at most
+`MAX_RADIUS_M`.  A circle that crosses the antimeridian is searched as two
+boxes; one that reaches a pole is searched over every longitude.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from ..sealed.errors import KeyFileError, SegmentError
+from ..sealed.keys import ServerKeyPair
+from ..sealed.layout import RECORD_LOCATION
+from ..sealed.reader import KeyLookup, decrypt_records
+
+log = logging.getLogger("bwv.server.geoindex")
+
+EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG), the sphere haversine distances are on
+MAX_RADIUS_M = 50_000.0
+MICRO = 1_000_000
+RTREE_EPOCH_US = 946_684_800 * MICRO  # 2000-01-01T00:00:00Z: seconds from here fit an int32 until 2068
+_I32 = (-(2**31), 2**31 - 1)
+
+TRACK_INDEXED = "indexed"  # at least one fix, all in the index
+TRACK_NO_FIX = "no fix"  # the LOCATION records hold no fix (or there are none)
+TRACK_UNREADABLE = "track unreadable"  # the records could not be decrypted or read: the segment is held regardless
+
+
+# --------------------------------------------------------------------------- geometry
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres between two WGS 84 points, on a sphere of the mean radius."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def destination(lat: float, lon: float, bearing_deg: float, distance_m: float) -> tuple[float, float]:
+    """The point `distance_m` from (lat, lon) along the initial `bearing_deg`, on the same sphere
+    (the inverse of `haversine_m`; lon normalised to [-180, 180))."""
+    d = distance_m / EARTH_RADIUS_M
+    p1, l1, b = math.radians(lat), math.radians(lon), math.radians(bearing_deg)
+    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(b))
+    l2 = l1 + math.atan2(math.sin(b) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
+    return math.degrees(p2), (math.degrees(l2) + 540.0) % 360.0 - 180.0
+
+
+@dataclass(frozen=True)
+class Box:
+    """A lat/lon rectangle in degrees, min <= max on both axes (never crossing the antimeridian)."""
+
+    min_lat: float
+    max_lat: float
+    min_lon: float
+    max_lon: float
+
+
+def bounding_boxes(lat: float, lon: float, radius_m: float) -> list[Box]:
+    """Boxes that together contain every point within `radius_m` of (lat, lon): one, or two when the
+    circle crosses the antimeridian.  A circle reaching a pole gets every longitude."""
+    # A little slack: the exact haversine check comes after, so too large is only slower.
+    d = radius_m / EARTH_RADIUS_M * 1.000001
+    dlat = math.degrees(d)
+    lo, hi = lat - dlat, lat + dlat
+    if lo <= -90.0 or hi >= 90.0 or math.cos(math.radians(lat)) <= math.sin(d):
+        return [Box(max(lo, -90.0), min(hi, 90.0), -180.0, 180.0)]
+    dlon = math.degrees(math.asin(math.sin(d) / math.cos(math.radians(lat))))
+    west, east = lon - dlon, lon + dlon
+    if west < -180.0:
+        return [Box(lo, hi, west + 360.0, 180.0), Box(lo, hi, -180.0, east)]
+    if east > 180.0:
+        return [Box(lo, hi, west, 180.0), Box(lo, hi, -180.0, east - 360.0)]
+    return [Box(lo, hi, west, east)]
+
+
+def _clamp32(v: int) -> int:
+    return max(_I32[0], min(_I32[1], v))
+
+
+def _micro_floor(deg: float) -> int:
+    return math.floor(deg * MICRO)
+
+
+def _micro_ceil(deg: float) -> int:
+    return math.ceil(deg * MICRO)
+
+
+def _t_floor(utc_us: int) -> int:
+    return _clamp32((utc_us - RTREE_EPOCH_US) // MICRO)
+
+
+def _t_ceil(utc_us: int) -> int:
+    return _clamp32(-((RTREE_EPOCH_US - utc_us) // MICRO))
+
+
+# --------------------------------------------------------------------------- a search, checked
+MAX_WINDOW = timedelta(days=31)
+
+
+class QueryInvalid(ValueError):
+    """A search parameter out of range or unreadable; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    lat: float
+    lon: float
+    radius_m: float
+    from_utc_us: int
+    to_utc_us: int
+
+    @classmethod
+    def parse(cls, lat: str | None, lon: str | None, radius_m: str | None, start: str | None,
+              end: str | None) -> "SearchQuery":
+        """Check every parameter as text from outside (HTTP query, command line)."""
+        la = _float("lat", lat, -90.0, 90.0)
+        lo = _float("lon", lon, -180.0, 180.0)
+        r = _float("radius_m", radius_m, 0.0, MAX_RADIUS_M)
+        if r <= 0:
+            raise QueryInvalid(f"radius_m must be more than 0 metres (got {radius_m})")
+        t0, t1 = parse_utc("from", start), parse_utc("to", end)
+        if t1 < t0:
+            raise QueryInvalid(f"'to' ({end}) is before 'from' ({start})")
+        if t1 - t0 > MAX_WINDOW:
+            raise QueryInvalid(f"the window from {start} to {end} is {t1 - t0}; at most {MAX_WINDOW.days} days")
+        return cls(la, lo, r, to_utc_us(t0), to_utc_us(t1))
+
+
+def _float(name: str, text: str | None, lo: float, hi: float) -> float:
+    if text is None or not text.strip():
+        raise QueryInvalid(f"{name} is missing")
+    try:
+        v = float(text)
+    except ValueError:
+        raise QueryInvalid(f"{name} {text[:40]!r} is not a number") from None
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise QueryInvalid(f"{name} {text[:40]} is out of range: {lo:g} to {hi:g}")
+    return v
+
+
+def parse_utc(name: str, text: str | None) -> datetime:
+    """An ISO 8601 time with its offset (Z or +hh:mm): a search must not depend on the server's zone."""
+    if text is None or not text.strip():
+        raise QueryInvalid(f"{name} is missing (an ISO 8601 time such as 2025-11-25T14:30:00Z)")
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise QueryInvalid(f"{name} {text[:40]!r} is not an ISO 8601 time (e.g. 2025-11-25T14:30:00Z)") from None
+    if t.tzinfo is None:
+        raise QueryInvalid(f"{name} {text[:40]!r} has no time zone; add Z for UTC or an offset like +01:00")
+    return t.astimezone(timezone.utc)
+
+
+def to_utc_us(t: datetime) -> int:
+    delta = t - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * MICRO + delta.microseconds
+
+
+def iso_utc(utc_us: int) -> str:
+    """µs since 1970 as ISO 8601 UTC with a Z (milliseconds shown only when not whole seconds)."""
+    t = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=utc_us)
+    spec = "seconds" if utc_us % MICRO == 0 else "microseconds" if utc_us % 1000 else "milliseconds"
+    return t.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------- reading a segment's track
+@dataclass(frozen=True)
+class Fix:
+    utc_us: int
+    lat: float
+    lon: float
+    hdop: float | None = None
+
+
+@dataclass(frozen=True)
+class SegmentTrack:
+    """What a segment's LOCATION records said: its fixes, and whether they could be read at all."""
+
+    status: str
+    fixes: tuple[Fix, ...] = ()
+    note: str = ""
+
+
+def parse_location_lines(text: str) -> tuple[list[Fix], list[str]]:
+    """The fixes among §7.1 JSON lines, in order, and a note per line that was not understood.
+    Events and ``no_fix`` lines are not places; blank (padding) lines are skipped."""
+    fixes: list[Fix] = []
+    problems: list[str] = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            problems.append(f"line {n}: not JSON")
+            continue
+        if not isinstance(doc, dict) or "lat" not in doc:
+            continue  # an event, a no_fix line, or something newer: not a place
+        lat, lon, t, hdop = doc.get("lat"), doc.get("lon"), doc.get("utc_us"), doc.get("hdop")
+        if not (_number(lat) and _number(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
+            problems.append(f"line {n}: lat/lon {lat!r},{lon!r} out of range")
+            continue
+        if not isinstance(t, int) or isinstance(t, bool) or not 0 < t < 2**62:
+            problems.append(f"line {n}: utc_us {t!r} is not a time in µs")
+            continue
+        fixes.append(Fix(t, float(lat), float(lon), float(hdop) if _number(hdop) else None))
+    return fixes, problems
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def read_track(path: Path, keys: KeyLookup, server: ServerKeyPair) -> SegmentTrack:
+    """Decrypt a verified segment's LOCATION records and parse its fixes.  Never raises: a segment
+    is evidence whether or not its track can be read, so a failure is a status, not an exception."""
+    try:
+        text = "".join(
+            payload.decode("utf-8") for rtype, payload in decrypt_records(path, keys, server)
+            if rtype == RECORD_LOCATION
+        )
+    except (SegmentError, KeyFileError, UnicodeDecodeError, OSError) as e:
+        return SegmentTrack(TRACK_UNREADABLE, note=f"{type(e).__name__}: {e}")
+    fixes, problems = parse_location_lines(text)
+    note = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+    return SegmentTrack(TRACK_INDEXED if fixes else TRACK_NO_FIX, tuple(fixes), note)
+
+
+# --------------------------------------------------------------------------- the index (SQL)
+def store_track(db: sqlite3.Connection, segment_hash: str, device_id: str, clip_id: str,
+                track: SegmentTrack) -> None:
+    """Index a segment's fixes; call inside the transaction that records the segment."""
+    db.execute("INSERT INTO segment_tracks (segment_hash, status, fixes, note) VALUES (?, ?, ?, ?)",
+               (segment_hash, track.status, len(track.fixes), track.note))
+    insert_points(db, ((segment_hash, device_id, clip_id, f) for f in track.fixes))
+
+
+def insert_points(db: sqlite3.Connection, rows) -> None:
+    """Bulk insert (segment_hash, device_id, clip_id, Fix) into the points table and the R*Tree."""
+    for segment_hash, device_id, clip_id, f in rows:
+        cur = db.execute(
+            "INSERT INTO track_points (segment_hash, device_id, clip_id, utc_us, lat, lon, hdop) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", (segment_hash, device_id, clip_id, f.utc_us, f.lat, f.lon, f.hdop))
+        db.execute("INSERT INTO track_rtree VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (cur.lastrowid, *rtree_box(f)))
+
+
+def rtree_box(f: Fix) -> tuple[int, int, int, int, int, int]:
+    """A fix's R*Tree entry: (min_lat, max_lat, min_lon, max_lon, min_t, max_t), rounded outward."""
+    return (_micro_floor(f.lat), _micro_ceil(f.lat), _micro_floor(f.lon), _micro_ceil(f.lon),
+            _t_floor(f.utc_us), _t_ceil(f.utc_us))
+
+
+@dataclass
+class ClipMatch:
+    """A clip with fixes inside the search circle and window."""
+
+    device_id: str
+    clip_id: str
+    segment_hashes: list[str] = field(default_factory=list)
+    first_utc_us: int = 0
+    last_utc_us: int = 0
+    closest_m: float = math.inf
+    fixes: int = 0
+
+    def public(self) -> dict:
+        return {
+            "device_id": self.device_id,
+            "clip_id": self.clip_id,
+            "segment_hashes": self.segment_hashes,
+            "first_utc_us": self.first_utc_us,
+            "last_utc_us": self.last_utc_us,
+            "closest_m": round(self.closest_m, 2),
+            "matching_fixes": self.fixes,
+        }
+
+
+_CANDIDATES = (
+    "SELECT p.segment_hash, p.device_id, p.clip_id, p.utc_us, p.lat, p.lon FROM track_rtree r "
+    "JOIN track_points p ON p.id = r.id "
+    "WHERE r.max_lat >= ? AND r.min_lat <= ? AND r.max_lon >= ? AND r.min_lon <= ? "
+    "AND r.max_t >= ? AND r.min_t <= ? AND p.utc_us BETWEEN ? AND ?"
+)
+
+
+def search(db: sqlite3.Connection, lat: float, lon: float, radius_m: float,
+           from_utc_us: int, to_utc_us: int) -> list[ClipMatch]:
+    """Clips with at least one fix within `radius_m` of (lat, lon) (inclusive) and with
+    from_utc_us <= utc_us <= to_utc_us, ordered by first matching time."""
+    clips: dict[tuple[str, str], ClipMatch] = {}
+    for box in bounding_boxes(lat, lon, radius_m):
+        args = (_micro_floor(box.min_lat), _micro_ceil(box.max_lat), _micro_floor(box.min_lon),
+                _micro_ceil(box.max_lon), _t_floor(from_utc_us), _t_ceil(to_utc_us), from_utc_us, to_utc_us)
+        for segment_hash, device_id, clip_id, t, plat, plon in db.execute(_CANDIDATES, args):
+            d = haversine_m(lat, lon, plat, plon)
+            if d > radius_m:
+                continue
+            m = clips.get((device_id, clip_id))
+            if m is None:
+                m = clips[(device_id, clip_id)] = ClipMatch(device_id, clip_id, first_utc_us=t, last_utc_us=t)
+            if segment_hash not in m.segment_hashes:
+                m.segment_hashes.append(segment_hash)
+            m.first_utc_us, m.last_utc_us = min(m.first_utc_us, t), max(m.last_utc_us, t)
+            m.closest_m = min(m.closest_m, d)
+            m.fixes += 1
+    return sorted(clips.values(), key=lambda m: (m.first_utc_us, m.device_id, m.clip_id))
+
+
+@dataclass(frozen=True)
+class TrackSegment:
+    """One segment of a clip, and its fixes in the order the camera took them."""
+
+    segment_hash: str
+    device_id: str
+    sequence: int
+    segment_index: int
+    status: str | None  # None: held before the index existed
+    fixes: list[Fix]
+
+
+def clip_track(db: sqlite3.Connection, clip_id: str) -> list[TrackSegment]:
+    """Every held segment of a clip, in segment order, with its fixes (empty: no segment held)."""
+    out: list[TrackSegment] = []
+    for segment_hash, device_id, sequence, index, status in db.execute(
+        "SELECT s.segment_hash, s.device_id, s.sequence, s.segment_index, t.status FROM segments s "
+        "LEFT JOIN segment_tracks t ON t.segment_hash = s.segment_hash "
+        "WHERE s.clip_id = ? ORDER BY s.device_id, s.segment_index, s.sequence", (clip_id,)
+    ).fetchall():
+        fixes = [Fix(t, la, lo, h) for t, la, lo, h in db.execute(
+            "SELECT utc_us, lat, lon, hdop FROM track_points WHERE segment_hash = ? ORDER BY id", (segment_hash,))]
+        out.append(TrackSegment(segment_hash, device_id, sequence, index, status, fixes))
+    return out
+
+
+__all__ = [
+    "Box", "ClipMatch", "QueryInvalid", "SearchQuery", "iso_utc", "parse_utc", "to_utc_us", "EARTH_RADIUS_M", "Fix", "MAX_RADIUS_M", "SegmentTrack", "TRACK_INDEXED",
+    "TRACK_NO_FIX", "TRACK_UNREADABLE", "TrackSegment", "bounding_boxes", "clip_track", "destination",
+    "haversine_m", "insert_points", "parse_location_lines", "read_track", "rtree_box", "search", "store_track",
+]
