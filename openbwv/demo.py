@@ -78,6 +78,34 @@ def dock_token(home: Home) -> str:
         db.close()
 
 
+def find_by_place_and_time(home: Home, server_url: str, token: str, clip_id: str) -> bool:
+    """As a member of the public's request would: a point on the route and a time window, no camera id."""
+    import requests
+
+    from .server.geoindex import iso_utc
+    from .server.service import open_metadata
+
+    db = open_metadata(home)
+    try:
+        fixes = [f for seg in db.clip_track(clip_id) for f in seg.fixes]
+    finally:
+        db.close()
+    if not fixes:
+        say("search", "the clip has no GNSS fixes to search by")
+        return False
+    mid = fixes[len(fixes) // 2]
+    params = {"lat": f"{mid.lat:.6f}", "lon": f"{mid.lon:.6f}", "radius_m": "25",
+              "from": iso_utc(mid.utc_us - 120_000_000), "to": iso_utc(mid.utc_us + 120_000_000)}
+    resp = requests.get(f"{server_url}/api/v1/search", params=params, timeout=10,
+                        headers={"Authorization": f"Bearer {token}"})
+    clips = resp.json().get("clips", []) if resp.ok else []
+    hit = any(c["clip_id"] == clip_id for c in clips)
+    say("search", f"the route has {len(fixes)} sealed GNSS fixes; searching within 25 m of "
+                  f"{params['lat']},{params['lon']} from {params['from']} to {params['to']}: "
+                  f"{len(clips)} clip(s) found" + (", ours among them" if hit else ", NOT ours"))
+    return hit
+
+
 def wait_until(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -192,6 +220,7 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
         say("verify", f"server holds {len(held)} segment(s) of {DEMO_DEVICE} "
                       f"(#{min(s.sequence for s in held)}..#{max(s.sequence for s in held)}), "
                       f"all verified with public keys only; {len(verified.problems)} problem(s)")
+        found = find_by_place_and_time(home, server.url, token, report.clips[0])
 
     keys = ServerKeyPair.load(home.server_keys_dir)
     new_hashes = {i.segment_hash for i in sealed}
@@ -202,7 +231,7 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
                     f"{clip.duration_s or 0:.1f} s -> {clip.mp4_path}")
     problems = len(verified.problems) + len(opened.problems) + len(opened.verify.problems)
     ok = (problems == 0 and len(opened.clips) == 1 and not left and session.clear
-          and len(paths) == len(sealed))
+          and len(paths) == len(sealed) and found)
     print(f"demo {'succeeded' if ok else 'FAILED'} in {time.monotonic() - t0:.1f} s; "
           f"everything is under {home.root}")
     return 0 if ok else 1

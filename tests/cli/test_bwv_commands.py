@@ -164,3 +164,4 @@ def test_demo_records_docks_uploads_frees_and_opens(tmp_path, capfd, monkeypatch
     assert f"camera freed {sealed} against the server's signed receipts" in out
     assert "camera storage now holds 0 sealed segment(s): clear" in out
     assert f"server holds {sealed} segment(s) of demo-cam-01 (#1..#{sealed}), all verified" in out
+    assert "clip(s) found, ours among them" in out  # found again by a point on the route and a time window
