@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kit import wait_for
+
 import time
 from pathlib import Path
 
@@ -15,15 +17,6 @@ from openbwv.registry import DeviceRegistry
 from openbwv.sealed.keys import ServerKeyPair
 from openbwv.sealed.reader import verify_file
 from openbwv.verification import verify_paths
-
-
-def wait_for(predicate, timeout=20.0, step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
 
 
 def opened_frames(home, paths, tmp_path) -> tuple[int, list]:

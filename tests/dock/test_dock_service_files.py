@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from kit import systemd_verify_complaints
+
 import configparser
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,4 @@ def test_the_udev_rule_names_cameras_by_usb_path_not_by_arrival_order():
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_accepts_the_dock_unit(tmp_path):
-    copy = tmp_path / UNIT.name
-    shutil.copy(UNIT, copy)
-    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60)
-    complaints = [line for line in (result.stdout + result.stderr).splitlines()
-                  if line.strip() and "is not executable" not in line]
-    assert complaints == []
+    assert systemd_verify_complaints(UNIT, tmp_path) == []

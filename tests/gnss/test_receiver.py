@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import kit
+
 import argparse
 import json
 import random
@@ -25,13 +27,8 @@ from openbwv.hw.nmea import EVENT_FIX_ACQUIRED, EVENT_FIX_LOST, EVENT_FIX_REGAIN
 T0 = 1_764_086_400_000_000
 
 
-def wait_for(predicate, timeout=5.0, step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
+def wait_for(predicate, timeout=5.0):
+    return kit.wait_for(predicate, timeout)
 
 
 class Collector:

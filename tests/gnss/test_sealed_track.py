@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kit import wait_for
+
 import json
 import struct
 import time
@@ -24,15 +26,6 @@ from openbwv.sealed.layout import CHUNK_HEAD_LEN, FRAME_CHUNK, RECORD_LOCATION, 
 from openbwv.sealed.reader import decrypt_records
 
 from .conftest import DEVICE, RunningCamera, camera_fixtures
-
-
-def wait_for(predicate, timeout=20.0, step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
 
 
 def spy_on_receiver(cam: RunningCamera) -> list:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kit import systemd_verify_complaints
+
 import datetime
 import hashlib
 import http.client
@@ -181,12 +183,7 @@ def test_the_systemd_unit_runs_bwv_server_as_a_dedicated_user_and_restarts():
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_accepts_the_server_unit(tmp_path):
-    copy = tmp_path / UNIT.name
-    shutil.copy(UNIT, copy)
-    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60)
-    complaints = [line for line in (result.stdout + result.stderr).splitlines()
-                  if line.strip() and "is not executable" not in line]
-    assert complaints == []
+    assert systemd_verify_complaints(UNIT, tmp_path) == []
 
 
 def test_the_dock_uploads_over_mutual_tls(tmp_path, pki):
