@@ -1450,7 +1450,27 @@ def table(figures: Figures) -> str:
     return "\n".join(lines)
 
 
+def load_plugins() -> None:
+    """Register the benchmarks kept beside this file as ``scripts/bench_<area>.py``.
+
+    A plugin does ``from bench import Figure, benchmark, progress``; this module
+    is made importable under that name first, so that a plugin registers into
+    the same tables whether bench.py runs as a script or is imported."""
+    import importlib.util
+
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    for path in sorted(Path(__file__).resolve().parent.glob("bench_*.py")):
+        name = f"bench_plugins.{path.stem}"
+        if name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
 def main(argv: list[str] | None = None) -> int:
+    load_plugins()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench.json", help="JSON file of figures to merge into")
     parser.add_argument(

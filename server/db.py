@@ -101,6 +101,9 @@ MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
 ]
+MIGRATIONS.sort(key=lambda m: m[0])
+if [m[0] for m in MIGRATIONS] != list(range(1, len(MIGRATIONS) + 1)):
+    raise RuntimeError(f"schema migrations must be numbered 1..N without gaps, got {[m[0] for m in MIGRATIONS]}")
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 UPLOAD_RECEIVING = "receiving"
