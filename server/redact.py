@@ -1,0 +1,941 @@
+"""Face redaction for subject-access exports: every face blurred except the requester's.
+
+A member of the public may ask to see the footage of themselves.  The export
+must not disclose anyone else, so every face the detector finds is blurred,
+except faces that staff mark as the requester's (a *keep* box: a time range and
+a rectangle).  Staff also draw *manual* boxes that are blurred whatever the
+detector says: the faces it misses, screens, documents, number plates.
+
+The contract, and where each part of it lives:
+
+* Detection (`FaceDetector`) uses the Haar cascades shipped in the
+  opencv-python-headless 4.x wheel (frontal default and alt2, profile on the
+  frame and on its mirror image), so it runs offline with nothing downloaded.
+  It runs on a downscaled copy of the luma plane, about ten times a second
+  rather than on every frame, because it is by far the slowest stage.
+* The decision of what to blur (`RedactionPlanner`) is pure: detections and
+  times in, rectangles out.  Detectors flicker, and one frame with a face left
+  clear is a disclosure, so a detection is *held*: blurred from `HOLD_S`
+  before to `HOLD_S` after the frame it was seen in, and frames between two
+  examined frames also get the box swept from one detection to its match in
+  the next.  Every face box is enlarged by `MARGIN` on each side (Haar boxes
+  stop at the hairline and the chin).  A face is left clear only if its centre
+  lies inside a keep box active at that frame's time: when in doubt, blur.
+* The blur (`obscure`) reduces each region to about `CELLS` cells across its
+  shorter side and then box-blurs those cells together.  Nothing finer than a
+  cell survives, which a light Gaussian blur cannot promise.
+* `redact_video` decodes whatever PyAV reads (the camera's MPEG-TS, or the
+  .ts/.mp4 that `bwv open` writes), re-encodes with libx264 (yuv420p, the same
+  size and frame rate and timing) into an MP4 with its index at the front,
+  written to a temporary name beside the destination, synced and renamed, so
+  a failure never leaves a partial export under the destination's name.
+
+**Audio is removed, not redacted.**  Voices and spoken names cannot be
+redacted here, and an export must not disclose them unredacted, so any audio
+(and any data or subtitle stream) is dropped and the report says so.
+
+Times in keep and manual boxes are seconds from the first frame of the video,
+as a player shows them; boxes are in pixels of the source frame.  Staff must
+review the output: the limits of Haar detection (small, turned or occluded
+faces) are in docs/redaction.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import os
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import av
+import cv2
+import numpy as np
+
+HOLD_S = 0.5  # a detection is blurred this long before and after the frame it was seen in
+MARGIN = 0.3  # face boxes grow by this fraction of their width/height on every side (Haar boxes stop short of hair and chin)
+SWEEP_REACH = 2.0  # face sizes a face may move between two examined frames and still be swept
+SWEEP_WAIT_S = 1.0  # how long a frame waits for the next examined frame (bounds the frames held in memory)
+CELLS = 6  # a blurred region keeps at most this many cells across its shorter side
+# The export's encoder: the camera's codec, a quality-based rate (an export is
+# watched, not streamed), and a preset quick enough for long clips.
+X264_OPTIONS: dict[str, str] = {"preset": "veryfast", "crf": "20"}
+OUTPUT_PIX_FMT = "yuv420p"
+
+FRONTAL_CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")
+PROFILE_CASCADES = ("haarcascade_profileface.xml",)
+
+# FFmpeg demuxers that turn text files (.txt, .nfo, ANSI art) into "video": a text file handed
+# over by mistake must be refused, not exported as pictures of its characters.
+_TEXT_FORMATS = {"tty", "bin", "xbin", "adf", "idf"}
+
+_EPS = 1e-6  # seconds: frame times come from rational timestamps turned to floats
+
+
+# -- errors --------------------------------------------------------------------
+
+
+class RedactionError(Exception):
+    """A redaction could not be done; nothing was written under the destination's name."""
+
+
+class CascadeUnavailable(RedactionError):
+    """The Haar cascade files are missing or unreadable (e.g. OpenCV 5 wheels, which ship none)."""
+
+
+class UnreadableVideo(RedactionError):
+    """The source is missing, is not a video PyAV can decode, or fails part-way through decoding."""
+
+
+class InvalidBox(RedactionError, ValueError):
+    """A keep or manual box that cannot be what staff meant: empty, inside out in time, or off the frame."""
+
+
+# -- boxes ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle in pixels of the source frame: columns x..x+w-1, rows y..y+h-1."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y", "w", "h"):
+            value = getattr(self, name)
+            if isinstance(value, bool):
+                raise InvalidBox(f"box {name}={value!r}: expected a whole number of pixels")
+            try:
+                object.__setattr__(self, name, operator.index(value))  # numpy ints become int
+            except TypeError:
+                raise InvalidBox(f"box {name}={value!r}: expected a whole number of pixels") from None
+        if self.w <= 0 or self.h <= 0:
+            raise InvalidBox(f"box at ({self.x}, {self.y}) has size {self.w}x{self.h}: width and height must be positive")
+
+    @property
+    def right(self) -> int:
+        return self.x + self.w
+
+    @property
+    def bottom(self) -> int:
+        return self.y + self.h
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.x + self.w / 2, self.y + self.h / 2)
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    def contains_point(self, px: float, py: float) -> bool:
+        return self.x <= px < self.right and self.y <= py < self.bottom
+
+    def intersection(self, other: Box) -> int:
+        """Overlapping area in pixels (0 if apart)."""
+        iw = min(self.right, other.right) - max(self.x, other.x)
+        ih = min(self.bottom, other.bottom) - max(self.y, other.y)
+        return iw * ih if iw > 0 and ih > 0 else 0
+
+    def iou(self, other: Box) -> float:
+        inter = self.intersection(other)
+        return inter / (self.area + other.area - inter) if inter else 0.0
+
+    def union(self, other: Box) -> Box:
+        """The smallest box holding both."""
+        x, y = min(self.x, other.x), min(self.y, other.y)
+        return Box(x, y, max(self.right, other.right) - x, max(self.bottom, other.bottom) - y)
+
+    def inside(self, width: int, height: int) -> bool:
+        return self.x >= 0 and self.y >= 0 and self.right <= width and self.bottom <= height
+
+    def clipped(self, width: int, height: int) -> Box | None:
+        """The part inside a width x height frame, or None if there is none."""
+        x0, y0 = max(0, self.x), max(0, self.y)
+        x1, y1 = min(width, self.right), min(height, self.bottom)
+        return Box(x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
+
+    def enlarged(self, fraction: float, width: int, height: int) -> Box:
+        """Grown by `fraction` of its size on every side, then clipped to the frame."""
+        dx, dy = math.ceil(self.w * fraction), math.ceil(self.h * fraction)
+        grown = Box(self.x - dx, self.y - dy, self.w + 2 * dx, self.h + 2 * dy).clipped(width, height)
+        if grown is None:
+            raise ValueError(f"{self} lies outside the {width}x{height} frame")
+        return grown
+
+    def to_dict(self) -> dict[str, int]:
+        return {"x": self.x, "y": self.y, "w": self.w, "h": self.h}
+
+
+@dataclass(frozen=True)
+class TimedBox:
+    """A staff-drawn box that applies from `start_s` to `end_s` inclusive (seconds from the first frame)."""
+
+    start_s: float
+    end_s: float
+    box: Box
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.box, Box):
+            raise InvalidBox(f"timed box holds {self.box!r}, expected a Box")
+        for name in ("start_s", "end_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidBox(f"timed box {name}={value!r}: expected a finite number of seconds")
+        if self.start_s < 0:
+            raise InvalidBox(f"timed box starts at {self.start_s} s: times count from the first frame, 0 s")
+        if self.end_s < self.start_s:
+            raise InvalidBox(f"timed box ends at {self.end_s} s, before it starts at {self.start_s} s")
+
+    def active_at(self, time_s: float) -> bool:
+        return self.start_s - _EPS <= time_s <= self.end_s + _EPS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_s": self.start_s, "end_s": self.end_s, **self.box.to_dict()}
+
+
+def merge_boxes(boxes: Iterable[Box], *, min_iou: float = 0.5) -> list[Box]:
+    """Boxes with those that largely overlap (IoU >= min_iou, or one inside the other) joined.
+
+    Only close overlaps are joined: the bounding box of two boxes that merely
+    touch could reach across a face between them that is meant to stay clear.
+    """
+    out: list[Box] = []
+    for box in sorted(boxes, key=lambda b: -b.area):
+        merged = True
+        while merged:
+            merged = False
+            for i, other in enumerate(out):
+                if other.iou(box) >= min_iou or other.intersection(box) in (box.area, other.area):
+                    box = other.union(box)
+                    del out[i]
+                    merged = True
+                    break
+        out.append(box)
+    return out
+
+
+# -- the blur ------------------------------------------------------------------
+
+
+def obscure(plane: np.ndarray, box: Box, *, cells: int = CELLS) -> None:
+    """Destroy the detail of `box` in a 2-D uint8 `plane`, in place.
+
+    The region is averaged down to at most `cells` cells across its shorter
+    side (cells of at least 2x2 pixels), blown back up and box-blurred by one
+    cell.  The result depends only
+    on those cell averages (the blur never reads outside the region), so no
+    sharpening or model can bring back features finer than a cell: for a face,
+    a few dozen colour averages are all that is left.
+    """
+    if plane.ndim != 2:
+        raise ValueError(f"obscure works on one plane (2-D); found shape {plane.shape}")
+    box = box.clipped(plane.shape[1], plane.shape[0])
+    if box is None:
+        return
+    region = plane[box.y : box.bottom, box.x : box.right]
+    cell = max(2, math.ceil(min(box.w, box.h) / cells))
+    across, down = max(1, round(box.w / cell)), max(1, round(box.h / cell))
+    small = cv2.resize(region, (across, down), interpolation=cv2.INTER_AREA)
+    blocky = cv2.resize(small, (box.w, box.h), interpolation=cv2.INTER_NEAREST)
+    k = cell | 1
+    region[...] = cv2.blur(blocky, (k, k), borderType=cv2.BORDER_REPLICATE) if k > 1 else blocky
+
+
+def obscure_yuv420(planes: tuple[np.ndarray, np.ndarray, np.ndarray], box: Box, *, cells: int = CELLS) -> None:
+    """`obscure` on a 4:2:0 frame: the luma plane and, at half size, both chroma planes.
+
+    The box is first widened to even coordinates, so that every chroma sample
+    it touches is covered: colour would otherwise leak at the edges.
+    """
+    y_plane, u_plane, v_plane = planes
+    height, width = y_plane.shape
+    x0, y0 = box.x & ~1, box.y & ~1
+    x1, y1 = min(width, box.right + (box.right & 1)), min(height, box.bottom + (box.bottom & 1))
+    even = Box(x0, y0, x1 - x0, y1 - y0)
+    obscure(y_plane, even, cells=cells)
+    half = Box(x0 // 2, y0 // 2, max(1, (x1 - x0) // 2), max(1, (y1 - y0) // 2))
+    obscure(u_plane, half, cells=cells)
+    obscure(v_plane, half, cells=cells)
+
+
+# -- detection -----------------------------------------------------------------
+
+
+class FaceDetector:
+    """Faces in a grey frame, found by OpenCV's Haar cascades.
+
+    Frontal faces by two cascades (their misses differ), faces turned to one
+    side by the profile cascade, and to the other side by the same cascade on
+    the mirrored frame.  Detection runs on a copy scaled down to
+    `detect_width` (a 720p frame is halved) because its cost grows with the
+    pixel count; `min_face` is the smallest face width sought, in source
+    pixels.  `rate_hz` is how often `redact_video` examines a frame: the hold
+    window covers the frames in between, so it must come at least twice per
+    `HOLD_S`.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_face: int = 40,
+        detect_width: int = 640,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 3,
+        rate_hz: float | None = 10.0,
+        frontal: Sequence[str] = FRONTAL_CASCADES,
+        profile: Sequence[str] = PROFILE_CASCADES,
+        cascade_dir: Path | None = None,
+    ) -> None:
+        if min_face < 8 or detect_width < 64 or scale_factor <= 1.0 or min_neighbors < 0:
+            raise ValueError(
+                f"detector settings min_face={min_face} detect_width={detect_width} scale_factor={scale_factor} "
+                f"min_neighbors={min_neighbors}: need min_face >= 8, detect_width >= 64, scale_factor > 1, min_neighbors >= 0"
+            )
+        if rate_hz is not None and rate_hz * HOLD_S < 1:
+            raise ValueError(f"rate_hz={rate_hz}: the hold window of {HOLD_S} s needs at least {1 / HOLD_S:g} examined frames a second")
+        if not frontal and not profile:
+            raise ValueError("a detector needs at least one cascade")
+        self.min_face = min_face
+        self.detect_width = detect_width
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.rate_hz = rate_hz
+        directory = cascade_dir if cascade_dir is not None else _shipped_cascade_dir()
+        self._frontal = [_load_cascade(directory / name) for name in frontal]
+        self._profile = [_load_cascade(directory / name) for name in profile]
+        self.cascades = tuple(frontal) + tuple(profile)
+
+    def settings(self) -> dict[str, Any]:
+        """What a manifest needs to say how faces were found."""
+        return {
+            "method": "opencv-haar",
+            "opencv": cv2.__version__,
+            "cascades": list(self.cascades),
+            "profile_mirrored": bool(self._profile),
+            "min_face_px": self.min_face,
+            "detect_width": self.detect_width,
+            "scale_factor": self.scale_factor,
+            "min_neighbors": self.min_neighbors,
+            "rate_hz": self.rate_hz,
+        }
+
+    def detect(self, grey: np.ndarray) -> list[Box]:
+        """Face boxes in source pixels for a 2-D uint8 frame (luma or grey), overlapping finds joined."""
+        if grey.ndim != 2 or grey.dtype != np.uint8:
+            raise ValueError(f"detect wants a 2-D uint8 grey frame; found shape {grey.shape}, dtype {grey.dtype}")
+        height, width = grey.shape
+        scale = min(1.0, self.detect_width / width)
+        if scale < 1.0:
+            small = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        else:
+            small = grey
+        small = cv2.equalizeHist(small)
+        side = max(1, round(self.min_face * scale))
+        min_size = (side, side)
+        found: list[tuple[int, int, int, int]] = []
+        for cascade in self._frontal:
+            found.extend(self._run(cascade, small, min_size))
+        if self._profile:
+            mirrored = cv2.flip(small, 1)
+            sw = small.shape[1]
+            for cascade in self._profile:
+                found.extend(self._run(cascade, small, min_size))
+                found.extend((sw - x - w, y, w, h) for x, y, w, h in self._run(cascade, mirrored, min_size))
+        boxes = []
+        for x, y, w, h in found:
+            box = Box(math.floor(x / scale), math.floor(y / scale), math.ceil(w / scale), math.ceil(h / scale))
+            clipped = box.clipped(width, height)
+            if clipped is not None:
+                boxes.append(clipped)
+        return merge_boxes(boxes, min_iou=0.3)
+
+    def _run(self, cascade: Any, image: np.ndarray, min_size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+        found = cascade.detectMultiScale(image, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=min_size)
+        return [tuple(int(v) for v in r) for r in found]  # type: ignore[misc]
+
+
+def _shipped_cascade_dir() -> Path:
+    data = getattr(cv2, "data", None)
+    directory = getattr(data, "haarcascades", None)
+    if not directory:
+        raise CascadeUnavailable(
+            f"OpenCV {cv2.__version__} has no cv2.data.haarcascades: face detection needs the Haar cascades that "
+            "opencv-python-headless 4.x wheels ship (OpenCV 5 wheels ship none); the project pins 4.14.0.94"
+        )
+    return Path(directory)
+
+
+def _load_cascade(path: Path) -> Any:
+    if not hasattr(cv2, "CascadeClassifier"):
+        raise CascadeUnavailable(
+            f"OpenCV {cv2.__version__} has no CascadeClassifier (removed in OpenCV 5): pin opencv-python-headless 4.x"
+        )
+    if not path.is_file():
+        raise CascadeUnavailable(f"Haar cascade {path} is missing: expected the file opencv-python-headless 4.x ships")
+    try:
+        cascade = cv2.CascadeClassifier(str(path))
+    except (cv2.error, SystemError):  # a malformed file raises (wrapped in SystemError by the binding)
+        raise CascadeUnavailable(f"Haar cascade {path} did not load: the file is not a cascade OpenCV can read") from None
+    if cascade.empty():
+        raise CascadeUnavailable(f"Haar cascade {path} did not load: the file is not a cascade OpenCV can read")
+    return cascade
+
+
+# -- the decision: what to blur in each frame -----------------------------------
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """What to do with one frame, and why (for the report)."""
+
+    index: int
+    time_s: float
+    examined: bool  # the detector ran on this frame
+    faces: tuple[Box, ...]  # faces the detector found in this very frame
+    faces_kept: tuple[Box, ...]  # of those, the ones left clear by a keep box
+    blur: tuple[Box, ...]  # the regions to obscure: held faces with margin, sweeps, manual boxes
+    keep_active: tuple[int, ...]  # indices of keep boxes active at this frame's time
+    manual_applied: tuple[int, ...]  # indices of manual boxes obscured in this frame
+
+
+@dataclass
+class _Seen:
+    index: int
+    time_s: float
+    faces: tuple[Box, ...] | None  # None: not examined
+
+
+class RedactionPlanner:
+    """Turns per-frame detections into per-frame blur regions; no I/O, no clock.
+
+    Feed frames in order with `push(time_s, faces)` (`faces=None` for a frame
+    the detector did not examine); plans come back once every detection that
+    can affect them has arrived, i.e. about `hold_s` late, and `finish()`
+    returns the rest.  For a frame at time t:
+
+    * every face found in a frame within `hold_s` of t is a candidate (the
+      hold: flicker in the detector does not unblur a face);
+    * for a frame that was not examined, each face in the examined frame just
+      before is joined with its best match in the one just after, and that
+      swept box is a candidate too (a face that moves between examinations
+      stays covered);
+    * a candidate is left clear only if its centre lies in a keep box active
+      at t (a swept box only if both ends do); every other candidate is
+      enlarged by `margin` and blurred;
+    * every manual box active at t is blurred as drawn.
+
+    Keep and manual boxes are checked against the frame size up front: a box
+    reaching off the frame usually means coordinates for another resolution.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        *,
+        keep: Sequence[TimedBox] = (),
+        manual: Sequence[TimedBox] = (),
+        hold_s: float = HOLD_S,
+        margin: float = MARGIN,
+    ) -> None:
+        if width <= 0 or height <= 0:
+            raise ValueError(f"frame size {width}x{height}: must be positive")
+        if hold_s < 0 or margin < 0:
+            raise ValueError(f"hold_s={hold_s}, margin={margin}: neither may be negative")
+        self.width, self.height = width, height
+        self.keep = tuple(_checked_boxes("keep", keep, width, height))
+        self.manual = tuple(_checked_boxes("manual", manual, width, height))
+        self.hold_s = hold_s
+        self.margin = margin
+        self._pending: deque[_Seen] = deque()  # frames not yet planned
+        self._examined: deque[_Seen] = deque()  # examined frames still within reach of a pending one
+        self._next_index = 0
+        self._last_time: float | None = None
+
+    def push(self, time_s: float, faces: Sequence[Box] | None) -> list[FramePlan]:
+        """Add the next frame; returns the plans of the frames now settled, in order."""
+        if not math.isfinite(time_s) or (self._last_time is not None and time_s <= self._last_time):
+            raise ValueError(f"frame {self._next_index} at {time_s} s: frame times must increase (last was {self._last_time} s)")
+        seen = _Seen(self._next_index, time_s, None if faces is None else tuple(faces))
+        self._next_index += 1
+        self._last_time = time_s
+        self._pending.append(seen)
+        if seen.faces is not None:
+            self._examined.append(seen)
+        plans = []
+        # A pending frame is settled once no later frame can be within the hold of it
+        # and an examined frame after it is known (its sweep needs both ends), or,
+        # for a caller that examines that rarely, once it has waited SWEEP_WAIT_S for one.
+        while self._pending:
+            waited = time_s - self._pending[0].time_s
+            if waited < self.hold_s - _EPS or (waited <= SWEEP_WAIT_S and not self._has_examined_after(self._pending[0])):
+                break
+            plans.append(self._plan(self._pending.popleft()))
+        self._forget()
+        return plans
+
+    def finish(self) -> list[FramePlan]:
+        """The plans of every frame still waiting (the end of the video)."""
+        plans = [self._plan(seen) for seen in self._pending]
+        self._pending.clear()
+        return plans
+
+    def _has_examined_after(self, seen: _Seen) -> bool:
+        return seen.faces is not None or (bool(self._examined) and self._examined[-1].index > seen.index)
+
+    def _forget(self) -> None:
+        """Drop examined frames that can no longer affect a pending frame (keeping one before it, for sweeps)."""
+        if not self._pending:
+            horizon_index, horizon_time = self._next_index, self._last_time or 0.0
+        else:
+            horizon_index, horizon_time = self._pending[0].index, self._pending[0].time_s
+        while (
+            len(self._examined) >= 2
+            and self._examined[1].index < horizon_index
+            and self._examined[0].time_s < horizon_time - self.hold_s - _EPS
+        ):
+            self._examined.popleft()
+
+    def _plan(self, seen: _Seen) -> FramePlan:
+        t = seen.time_s
+        keep_active = tuple(i for i, k in enumerate(self.keep) if k.active_at(t))
+        keep_boxes = [self.keep[i].box for i in keep_active]
+
+        def kept(face: Box) -> bool:
+            cx, cy = face.centre
+            return any(k.contains_point(cx, cy) for k in keep_boxes)
+
+        candidates: list[tuple[Box, bool]] = []  # (box, left clear)
+        for other in self._examined:
+            if abs(other.time_s - t) <= self.hold_s + _EPS:
+                assert other.faces is not None
+                candidates.extend((face, kept(face)) for face in other.faces)
+        if seen.faces is None:
+            before = next((e for e in reversed(self._examined) if e.index < seen.index), None)
+            after = next((e for e in self._examined if e.index > seen.index), None)
+            if before is not None and after is not None:
+                for a, b in self._sweeps(before, after):
+                    candidates.append((a.union(b), kept(a) and kept(b)))
+
+        blur = [box.enlarged(self.margin, self.width, self.height) for box, clear in candidates if not clear]
+        manual_applied = tuple(i for i, m in enumerate(self.manual) if m.active_at(t))
+        blur.extend(self.manual[i].box for i in manual_applied)
+        own = seen.faces or ()
+        return FramePlan(
+            index=seen.index,
+            time_s=t,
+            examined=seen.faces is not None,
+            faces=own,
+            faces_kept=tuple(face for face in own if kept(face)),
+            blur=tuple(merge_boxes(blur)),
+            keep_active=keep_active,
+            manual_applied=manual_applied,
+        )
+
+    def _sweeps(self, before: _Seen, after: _Seen) -> list[tuple[Box, Box]]:
+        """Each face in `before` paired with the nearest face in `after` that could be the same one.
+
+        "Could be": of a similar size (within a factor of 2) and no further
+        than `SWEEP_REACH` face sizes away, centre to centre.  A wrong pairing
+        only blurs more; a missed one leaves the held boxes to cover the face.
+        """
+        assert before.faces is not None and after.faces is not None
+        pairs = []
+        for a in before.faces:
+            best, best_distance = None, math.inf
+            for b in after.faces:
+                size = max(a.w, a.h, b.w, b.h)
+                if not 0.5 <= b.area / a.area <= 2.0:
+                    continue
+                distance = math.dist(a.centre, b.centre)
+                if distance <= SWEEP_REACH * size and distance < best_distance:
+                    best, best_distance = b, distance
+            if best is not None:
+                pairs.append((a, best))
+        return pairs
+
+
+def _checked_boxes(kind: str, boxes: Sequence[TimedBox], width: int, height: int) -> list[TimedBox]:
+    checked = []
+    for i, timed in enumerate(boxes):
+        if not isinstance(timed, TimedBox):
+            raise InvalidBox(f"{kind} box {i} is {timed!r}, expected a TimedBox")
+        b = timed.box
+        if not b.inside(width, height):
+            raise InvalidBox(
+                f"{kind} box {i} ({b.x}, {b.y}, {b.w}x{b.h}) reaches outside the {width}x{height} frame: "
+                f"boxes are in pixels of the source video, x 0..{width}, y 0..{height}"
+            )
+        checked.append(timed)
+    return checked
+
+
+# -- the report ----------------------------------------------------------------
+
+
+@dataclass
+class SecondSummary:
+    """One second of video (seconds from the first frame, rounded down), for the manifest."""
+
+    second: int
+    frames: int = 0
+    frames_examined: int = 0
+    faces_detected: int = 0
+    faces_kept: int = 0
+    regions_blurred: int = 0
+    frames_with_blur: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
+class BoxUse:
+    """How one keep or manual box was used: frames it was active in, faces it left clear (keep only)."""
+
+    index: int
+    box: TimedBox
+    frames_active: int = 0
+    faces_kept: int = 0
+
+    def to_dict(self, *, keep: bool) -> dict[str, Any]:
+        d: dict[str, Any] = {"index": self.index, **self.box.to_dict(), "frames_active": self.frames_active}
+        if keep:
+            d["faces_kept"] = self.faces_kept
+        return d
+
+
+@dataclass
+class RedactionReport:
+    """What an export did, for the export's manifest and for the staff who review it."""
+
+    source: str
+    output: str
+    width: int
+    height: int
+    fps: float
+    frames: int = 0
+    frames_examined: int = 0
+    faces_detected: int = 0  # faces found, summed over examined frames
+    faces_kept: int = 0  # of those, left clear by a keep box
+    regions_blurred: int = 0  # regions obscured, summed over frames
+    frames_with_blur: int = 0
+    keep: list[BoxUse] = field(default_factory=list)
+    manual: list[BoxUse] = field(default_factory=list)
+    audio_streams_removed: int = 0
+    other_streams_removed: int = 0
+    source_sha256: str = ""
+    output_sha256: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    per_second: list[SecondSummary] = field(default_factory=list)
+
+    @property
+    def keep_boxes_honoured(self) -> int:
+        """Keep boxes that left at least one detected face clear (one that did not may be mis-drawn)."""
+        return sum(1 for use in self.keep if use.faces_kept)
+
+    @property
+    def manual_boxes_applied(self) -> int:
+        """Manual boxes obscured in at least one frame (one that was not lies outside the video's time)."""
+        return sum(1 for use in self.manual if use.frames_active)
+
+    @property
+    def audio_removed(self) -> bool:
+        return self.audio_streams_removed > 0
+
+    def notes(self) -> list[str]:
+        notes = []
+        if self.audio_removed:
+            notes.append(
+                f"audio removed: the source had {self.audio_streams_removed} audio stream(s); "
+                "audio is not redacted, so it is not exported"
+            )
+        if self.other_streams_removed:
+            notes.append(f"{self.other_streams_removed} data/subtitle stream(s) of the source not exported")
+        for use in self.keep:
+            if not use.faces_kept:
+                notes.append(f"keep box {use.index} left no detected face clear: check where and when it was drawn")
+        for use in self.manual:
+            if not use.frames_active:
+                notes.append(f"manual box {use.index} covers no frame: its time range lies outside the video")
+        return notes
+
+    def add(self, plan: FramePlan) -> None:
+        self.frames += 1
+        self.frames_examined += plan.examined
+        self.faces_detected += len(plan.faces)
+        self.faces_kept += len(plan.faces_kept)
+        self.regions_blurred += len(plan.blur)
+        self.frames_with_blur += bool(plan.blur)
+        for i in plan.keep_active:
+            use = self.keep[i]
+            use.frames_active += 1
+            use.faces_kept += sum(1 for face in plan.faces_kept if use.box.box.contains_point(*face.centre))
+        for i in plan.manual_applied:
+            self.manual[i].frames_active += 1
+        second = int(plan.time_s + _EPS)
+        while len(self.per_second) <= second:
+            self.per_second.append(SecondSummary(len(self.per_second)))
+        s = self.per_second[second]
+        s.frames += 1
+        s.frames_examined += plan.examined
+        s.faces_detected += len(plan.faces)
+        s.faces_kept += len(plan.faces_kept)
+        s.regions_blurred += len(plan.blur)
+        s.frames_with_blur += bool(plan.blur)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only, ready for `json.dumps`."""
+        return {
+            "source": self.source,
+            "source_sha256": self.source_sha256,
+            "output": self.output,
+            "output_sha256": self.output_sha256,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "frames": self.frames,
+            "frames_examined": self.frames_examined,
+            "faces_detected": self.faces_detected,
+            "faces_kept": self.faces_kept,
+            "regions_blurred": self.regions_blurred,
+            "frames_with_blur": self.frames_with_blur,
+            "keep_boxes_honoured": self.keep_boxes_honoured,
+            "manual_boxes_applied": self.manual_boxes_applied,
+            "keep_boxes": [use.to_dict(keep=True) for use in self.keep],
+            "manual_boxes": [use.to_dict(keep=False) for use in self.manual],
+            "audio_removed": self.audio_removed,
+            "audio_streams_removed": self.audio_streams_removed,
+            "other_streams_removed": self.other_streams_removed,
+            "notes": self.notes(),
+            "settings": self.settings,
+            "per_second": [s.to_dict() for s in self.per_second],
+        }
+
+
+# -- the video -----------------------------------------------------------------
+
+
+def sha256_file(path: Path, *, piece: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, for the export manifest."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(piece):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def redact_video(
+    src: Path,
+    dst: Path,
+    *,
+    keep: Sequence[TimedBox] = (),
+    manual: Sequence[TimedBox] = (),
+    detector: FaceDetector | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RedactionReport:
+    """Write to `dst` an H.264 MP4 of `src` with every face blurred but those in `keep`, and `manual` blurred too.
+
+    Frames map one to one, at the source's size, frame rate and timing; audio
+    and other streams are dropped (see the module docstring).  `progress` is
+    called after each written frame with (frames done, frames expected), the
+    second figure an estimate from the container, 0 if it does not say.
+    Raises `UnreadableVideo`, `InvalidBox` or `RedactionError` before writing
+    anything when the input or a box is wrong; on any failure the temporary
+    file is removed and `dst` is left as it was.
+    """
+    src, dst = Path(src), Path(dst)
+    keep, manual = tuple(keep), tuple(manual)
+    if not src.is_file():
+        raise UnreadableVideo(f"{src}: no such file" if not src.exists() else f"{src}: not a regular file")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise RedactionError(f"{dst}: the export would overwrite its own source")
+    if not dst.parent.is_dir():
+        raise RedactionError(f"{dst.parent}: no such directory to write the export into")
+    if detector is None:
+        detector = FaceDetector()
+
+    source = _open_source(src)
+    tmp: Path | None = None
+    try:
+        video = _SourceVideo(source, src)
+        planner = RedactionPlanner(video.width, video.height, keep=keep, manual=manual)
+        every = 1 if detector.rate_hz is None else max(1, int(video.fps / detector.rate_hz + _EPS))
+        if every / video.fps > HOLD_S + _EPS:
+            raise RedactionError(f"the detector examines every {every} frames at {video.fps:g} fps: gaps longer than the {HOLD_S} s hold")
+        report = RedactionReport(
+            source=str(src),
+            output=str(dst),
+            width=video.width,
+            height=video.height,
+            fps=video.fps,
+            keep=[BoxUse(i, k) for i, k in enumerate(keep)],
+            manual=[BoxUse(i, m) for i, m in enumerate(manual)],
+            audio_streams_removed=len(source.streams.audio),
+            other_streams_removed=len(source.streams) - 1 - len(source.streams.audio),
+            settings={
+                "hold_s": HOLD_S,
+                "margin": MARGIN,
+                "cells": CELLS,
+                "examine_every_frames": every,
+                "detector": detector.settings(),
+                "encoder": {"codec": "libx264", "pix_fmt": OUTPUT_PIX_FMT, **X264_OPTIONS, "container": "mp4", "faststart": True},
+            },
+        )
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            ostream = out.add_stream("libx264", rate=video.rate, options=dict(X264_OPTIONS))
+            ostream.width, ostream.height, ostream.pix_fmt = video.width, video.height, OUTPUT_PIX_FMT
+            ostream.codec_context.time_base = 1 / video.rate
+            # Frames wait here, decoded, until the planner has seen the detections after them.
+            held: dict[int, tuple[np.ndarray, int]] = {}  # frame index -> (yuv420p array, output pts)
+
+            def emit(plans: list[FramePlan]) -> None:
+                for plan in plans:
+                    yuv, pts = held.pop(plan.index)
+                    planes = _planes(yuv, video.width, video.height)
+                    for region in plan.blur:
+                        obscure_yuv420(planes, region)
+                    frame = av.VideoFrame.from_ndarray(yuv, format=OUTPUT_PIX_FMT)
+                    frame.pts, frame.time_base = pts, 1 / video.rate
+                    out.mux(ostream.encode(frame))
+                    report.add(plan)
+                    if progress is not None:
+                        progress(report.frames, max(video.expected_frames, report.frames))
+
+            for index, (time_s, pts, yuv) in enumerate(video.frames()):
+                held[index] = (yuv, pts)
+                examine = index % every == 0
+                faces = detector.detect(_planes(yuv, video.width, video.height)[0]) if examine else None
+                emit(planner.push(time_s, faces))
+            emit(planner.finish())
+            out.mux(ostream.encode(None))
+        _sync_file(tmp)
+        os.replace(tmp, dst)
+        tmp = None
+        _sync_dir(dst.parent)
+    except av.FFmpegError as e:
+        raise RedactionError(f"{src} -> {dst}: {e}") from None
+    finally:
+        source.close()
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    report.source_sha256 = sha256_file(src)
+    report.output_sha256 = sha256_file(dst)
+    return report
+
+
+def _open_source(src: Path) -> Any:
+    try:
+        source = av.open(str(src), "r")
+    except av.FFmpegError as e:
+        raise UnreadableVideo(f"{src}: not a video file PyAV can read ({e})") from None
+    if set(source.format.name.split(",")) & _TEXT_FORMATS:
+        source.close()
+        raise UnreadableVideo(f"{src}: not a video file PyAV can read (FFmpeg reads it as text, format {source.format.name!r})")
+    return source
+
+
+class _SourceVideo:
+    """The first video stream of an open container: its checked geometry and rate, and its frames as yuv420p."""
+
+    def __init__(self, container: Any, src: Path) -> None:
+        if not container.streams.video:
+            raise UnreadableVideo(f"{src}: no video stream (streams: {[s.type for s in container.streams]})")
+        self.container, self.src = container, src
+        self.stream = container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.width, self.height = self.stream.codec_context.width, self.stream.codec_context.height
+        if self.width <= 0 or self.height <= 0 or self.width % 2 or self.height % 2:
+            raise UnreadableVideo(f"{src}: frame size {self.width}x{self.height}; need an even width and height for 4:2:0 H.264")
+        rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
+        if not rate or rate <= 0:
+            raise UnreadableVideo(f"{src}: the video stream does not say its frame rate")
+        self.rate = Fraction(rate).limit_denominator(1_001_000)
+        self.fps = float(self.rate)
+        self.expected_frames = self._expected_frames()
+
+    def frames(self) -> Iterable[tuple[float, int, np.ndarray]]:
+        """(seconds from the first frame, output pts in 1/rate units, yuv420p array) for every frame.
+
+        Output timestamps follow the source's, so that a moment in the export
+        is at the same time as in the original; a frame with no timestamp, or
+        one that does not advance, is placed a frame period after the last.
+        """
+        first: float | None = None
+        last_time, last_pts, count = -math.inf, -1, 0
+        for frame in self._decoded():
+            if (frame.width, frame.height) != (self.width, self.height):
+                raise UnreadableVideo(
+                    f"{self.src}: frame {count} is {frame.width}x{frame.height}, the stream began at {self.width}x{self.height}"
+                )
+            t = float(frame.time) if frame.time is not None else count / self.fps
+            if first is None:
+                first = t
+            t -= first
+            if t <= last_time:
+                t = last_time + 1 / self.fps
+            pts = max(last_pts + 1, round(t * self.rate))
+            last_time, last_pts = t, pts
+            if frame.format.name != OUTPUT_PIX_FMT:
+                frame = frame.reformat(format=OUTPUT_PIX_FMT)
+            yield t, pts, frame.to_ndarray()
+            count += 1
+        if count == 0:
+            raise UnreadableVideo(f"{self.src}: the video stream holds no frame that decodes")
+
+    def _decoded(self) -> Iterable[av.VideoFrame]:
+        """The stream's frames; a decode failure part-way becomes `UnreadableVideo` naming the file."""
+        frames = self.container.decode(self.stream)
+        count = 0
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                return
+            except av.FFmpegError as e:
+                raise UnreadableVideo(f"{self.src}: decoding failed after {count} frame(s): {e}") from None
+            count += 1
+            yield frame
+
+    def _expected_frames(self) -> int:
+        """The frame count the container promises (for progress only), 0 if it does not say."""
+        if self.stream.frames:
+            return int(self.stream.frames)
+        if self.stream.duration is not None and self.stream.time_base is not None:
+            return round(float(self.stream.duration * self.stream.time_base) * self.fps)
+        if self.container.duration is not None:
+            return round(self.container.duration / 1_000_000 * self.fps)
+        return 0
+
+
+def _planes(yuv: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes in PyAV's yuv420p ndarray (the three planes end to end, cut into rows of `width`)."""
+    flat = yuv.reshape(-1)
+    luma, chroma = width * height, (width // 2) * (height // 2)
+    y = flat[:luma].reshape(height, width)
+    u = flat[luma : luma + chroma].reshape(height // 2, width // 2)
+    v = flat[luma + chroma : luma + 2 * chroma].reshape(height // 2, width // 2)
+    return y, u, v
+
+
+def _sync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
