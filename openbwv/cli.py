@@ -297,6 +297,7 @@ def common_options() -> argparse.ArgumentParser:
 
 
 PROGRAM_COMMANDS = ("openbwv.firmware.command", "openbwv.server.command", "openbwv.server.search_command",
+                    "openbwv.server.lifecycle_command",
                     "openbwv.dock.command")
 
 

@@ -1,20 +1,13 @@
 """The evidence server's HTTP application: routes, and what every request passes through.
 
-Routes (docs/upload-protocol.md is the published description)::
-
-    GET     /api/v1/health                         no token
-    OPTIONS /tus/  /tus/<id>                       no token: the server's capabilities
-    POST    /tus/                                  create an upload (or 200 + receipt: already held)
-    HEAD    /tus/<id>                              the durable offset
-    PATCH   /tus/<id>                              append bytes; the last byte ingests and returns the receipt
-    DELETE  /tus/<id>                              terminate an upload (never held evidence)
-    GET     /api/v1/receipts/<device_id>/<seq>     a receipt issued earlier
-    GET     /api/v1/segments/<segment_hash>        what the server holds about a segment
-    GET     /api/v1/search?lat&lon&radius_m&from&to  clips recorded within radius_m of a point, then
-    GET     /api/v1/clips/<clip_id>/track.gpx      a clip's GNSS track as GPX 1.1
+The routes, and who may call each, are the table in routes.py (published as
+docs/openapi.json and docs/access-control.md; the tus protocol in
+docs/upload-protocol.md).  Docks carry their dock token; staff a user token
+from POST /api/v1/login.
 
 Middlewares, outermost first: one log line per request; every error as JSON
-``{"error": reason}``; the dock's bearer token; and for tus, the
+``{"error": reason}``; who is calling and whether their role allows the route
+(refusals audited); and for tus, the
 ``Tus-Resumable`` precondition.
 """
 
@@ -31,7 +24,11 @@ from .. import __version__
 from ..sealed.layout import DEVICE_ID_RE
 from .geoindex import QueryInvalid, SearchQuery, iso_utc
 from .gpx import clip_gpx
-from .errors import BadRequest, NotFound, PreconditionFailed, ServerError
+from .auth import bearer_text
+from .errors import BadRequest, Forbidden, NotFound, PreconditionFailed, ServerError, Unauthorized
+from .routes import ROUTES, Route
+from .staff_api import StaffEndpoint
+from .users import DOCK, OFFICER
 from .service import EvidenceService
 from .tus import HASH_RE, SEQUENCE_RE, TUS_VERSION, TusEndpoint
 
@@ -39,6 +36,7 @@ log = logging.getLogger("bwv.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE = web.AppKey("service", EvidenceService)
+ROUTE_TABLE = web.AppKey("routes", dict)
 MAX_JSON_BODY = 64 * 1024  # nothing but PATCH takes a body, and PATCH streams
 CLIP_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -46,10 +44,6 @@ _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 def _is_tus(request: web.Request) -> bool:
     return request.path == "/tus" or request.path.startswith("/tus/")
-
-
-def _is_public(request: web.Request) -> bool:
-    return request.method == "OPTIONS" or request.path == "/api/v1/health"
 
 
 def error_response(status: int, reason: str, headers: dict[str, str] | None = None,
@@ -68,7 +62,8 @@ async def log_requests(request: web.Request, handler: Handler) -> web.StreamResp
     level = logging.WARNING if response.status >= 400 and response.status not in (404, 503) else logging.INFO
     if response.status >= 500 and response.status != 503:
         level = logging.ERROR
-    log.log(level, "%s %s %s %s -> %d%s", request.remote or "-", request.get("dock", "-"), request.method,
+    who = request.get("principal")
+    log.log(level, "%s %s %s %s -> %d%s", request.remote or "-", who.actor if who else "-", request.method,
             request.path, response.status, f"  {note}" if note else "")
     return response
 
@@ -104,12 +99,37 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Resolve the dock from its bearer token (401 otherwise), except for public requests.
-    A request for no route at all is answered 404/405 before any token is asked for."""
+    """Who is calling (a dock token or a user token), and may they?  Every route names the
+    permission it needs (routes.py); a refusal is answered 401/403 and audited.  A request for
+    no route at all is answered 404/405 before any token is asked for."""
     if request.match_info.http_exception is not None:
         raise request.match_info.http_exception
-    if not _is_public(request):
-        request["dock"] = request.app[SERVICE].tokens.authenticate(request.headers.get("Authorization"))
+    route: Route | None = request.app[ROUTE_TABLE].get(request.match_info.route.resource.canonical
+                                                         if request.match_info.route.resource else "", {}).get(
+        request.method)
+    if request.method == "OPTIONS" or route is None or route.permission is None:
+        return await handler(request)
+    service = request.app[SERVICE]
+    try:
+        who = await asyncio.to_thread(service.authenticate, request.headers.get("Authorization"))
+    except Unauthorized as e:
+        await asyncio.to_thread(service.record_denial, "anonymous", request.method, request.path, e.reason, 401)
+        raise
+    request["principal"] = who
+    request["token"] = bearer_text(request.headers.get("Authorization"))
+    if who.role == DOCK:
+        request["dock"] = who.name
+    if not who.may(route.permission):
+        reason = (f"{who.actor} ({who.role}) may not {request.method} {request.path}: it needs "
+                  f"'{route.permission}', held by {', '.join(route.roles())}")
+        await asyncio.to_thread(service.record_denial, who.actor, request.method, request.path, reason, 403)
+        raise Forbidden(reason)
+    if route.own_footage and who.role == OFFICER and "clip_id" in request.match_info:
+        clip_id = request.match_info.get("clip_id", "")
+        if not await asyncio.to_thread(service.officer_may_see, who.name, clip_id):
+            reason = f"{who.actor} (officer) may see only footage from devices assigned to them; clip {clip_id[:40]} is not"
+            await asyncio.to_thread(service.record_denial, who.actor, request.method, request.path, reason, 403)
+            raise Forbidden(reason)
     return await handler(request)
 
 
@@ -178,6 +198,9 @@ class ApiEndpoint:
         matches = await asyncio.to_thread(self.service.db.search_tracks, query.lat, query.lon, query.radius_m,
                                           query.from_utc_us, query.to_utc_us)
         request["note"] = f"search found {len(matches)} clip(s)"
+        await asyncio.to_thread(self.service.audit, request["principal"].actor, "search", "clips", {
+            "lat": query.lat, "lon": query.lon, "radius_m": query.radius_m, "from": iso_utc(query.from_utc_us),
+            "to": iso_utc(query.to_utc_us), "found": len(matches)})
         return web.json_response({
             "query": {"lat": query.lat, "lon": query.lon, "radius_m": query.radius_m,
                       "from": iso_utc(query.from_utc_us), "to": iso_utc(query.to_utc_us)},
@@ -193,6 +216,8 @@ class ApiEndpoint:
         if not segments:
             raise NotFound(f"no segment of clip {clip_id} is held here")
         request["note"] = f"track of clip {clip_id}: {sum(len(s.fixes) for s in segments)} fix(es)"
+        await asyncio.to_thread(self.service.audit, request["principal"].actor, "view", f"clip:{clip_id}",
+                                {"what": "track (GPX)"})
         return web.Response(body=clip_gpx(clip_id, segments), content_type="application/gpx+xml",
                             headers={"Content-Disposition": f'attachment; filename="{clip_id}.gpx"'})
 
@@ -202,21 +227,19 @@ def build_app(service: EvidenceService) -> web.Application:
         middlewares=[log_requests, json_errors, authenticate, tus_resumable], client_max_size=MAX_JSON_BODY
     )
     app[SERVICE] = service
-    tus = TusEndpoint(service)
-    api = ApiEndpoint(service)
-    for path in ("/tus", "/tus/"):
+    endpoints = {"tus": TusEndpoint(service), "api": ApiEndpoint(service), "staff": StaffEndpoint(service)}
+    table: dict[str, dict[str, Route]] = {}
+    for route in ROUTES:
+        owner, name = route.handler.split(".")
+        handler = getattr(endpoints[owner], name)
+        paths = [route.path] + (["/tus"] if route.path == "/tus/" else [])
+        for path in paths:
+            app.router.add_route(route.method, path, handler)
+            table.setdefault(path, {})[route.method] = route
+    tus = endpoints["tus"]
+    for path in ("/tus", "/tus/", "/tus/{upload_id}"):
         app.router.add_route("OPTIONS", path, tus.options)
-        app.router.add_route("POST", path, tus.create)
-    app.router.add_route("OPTIONS", "/tus/{upload_id}", tus.options)
-    app.router.add_route("HEAD", "/tus/{upload_id}", tus.head)
-    app.router.add_route("PATCH", "/tus/{upload_id}", tus.patch)
-    app.router.add_route("DELETE", "/tus/{upload_id}", tus.delete)
-    app.router.add_get("/api/v1/health", api.health)
-    app.router.add_get("/api/v1/receipts/{device_id}/{sequence}", api.receipt)
-    app.router.add_get("/api/v1/segments/{segment_hash}", api.segment)
-    # Search and tracks take the docks' bearer tokens for now; who may search is the roles issue's.
-    app.router.add_get("/api/v1/search", api.search)
-    app.router.add_get("/api/v1/clips/{clip_id}/track.gpx", api.track_gpx)
+    app[ROUTE_TABLE] = table
     app.on_response_prepare.append(_tus_response_headers)
     return app
 
@@ -232,9 +255,26 @@ async def serve(service: EvidenceService, announce: Callable[[str], None], stop:
         host, port = runner.addresses[0][:2]
         shown = f"[{host}]" if ":" in host else host
         announce(f"{config.scheme}://{shown}:{port}")
+        checkpoints = asyncio.create_task(_sign_audit_periodically(service, stop))
         await stop.wait()
+        await checkpoints
     finally:
         await runner.cleanup()
+
+
+async def _sign_audit_periodically(service: EvidenceService, stop: asyncio.Event) -> None:
+    """Sign the audit log's head every `checkpoint_interval_s`, and once more on the way out."""
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), service.config.checkpoint_interval_s)
+        except TimeoutError:
+            pass
+        try:
+            await asyncio.to_thread(service.checkpoint)
+        except Exception:
+            log.exception("could not sign an audit checkpoint (verification will say where the log stands)")
+        if stop.is_set():
+            return
 
 
 __all__ = ["ApiEndpoint", "build_app", "error_response", "serve"]

@@ -21,6 +21,7 @@ from .errors import BadRequest, Unauthorized
 TOKEN_PREFIX = "bwvd_"
 TOKEN_RE = re.compile(r"^bwvd_[A-Za-z0-9_-]{43}\Z")  # prefix + 32 random bytes, base64url
 MAX_AUTHORIZATION = 512
+USER_TOKEN_PREFIX = "bwvu_"
 DOCK_ID_RE = DEVICE_ID_RE  # same alphabet and bound as device ids
 
 
@@ -45,9 +46,18 @@ def bearer_token(header: str | None) -> str:
     if scheme.lower() != "bearer":
         raise Unauthorized(f"Authorization scheme {scheme[:20]!r} is not supported; use 'Bearer <token>'")
     token = token.strip()
-    if not TOKEN_RE.match(token):
-        raise Unauthorized("the bearer token is not a dock token (expected 'bwvd_' and 43 base64url characters)")
+    if not TOKEN_RE.match(token) and not token.startswith(USER_TOKEN_PREFIX):
+        raise Unauthorized("the bearer token is not a dock token (expected 'bwvd_' and 43 base64url characters) "
+                           "nor a user token ('bwvu_', from POST /api/v1/login or `bwv user token`)")
     return token
+
+
+def bearer_text(header: str | None) -> str:
+    """The token of a well-formed Authorization header, or "" (for code that already authenticated)."""
+    if not header or len(header) > MAX_AUTHORIZATION:
+        return ""
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class DockTokens:
@@ -74,4 +84,4 @@ class DockTokens:
         return dock
 
 
-__all__ = ["DockTokens", "bearer_token", "new_token", "token_digest"]
+__all__ = ["DockTokens", "bearer_text", "bearer_token", "new_token", "token_digest"]

@@ -15,6 +15,7 @@ in place.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from ..sealed.durable import durable_rename, fsync_dir
+from ..sealed.errors import SegmentError
+from ..sealed.reader import read_preamble
 from .errors import InsufficientStorage, StoreError
 
 KEY_RE = re.compile(r"^[0-9a-f]{64}\Z")
@@ -47,7 +50,13 @@ class BlobStore(Protocol):
     def size(self, key: str) -> int: ...
 
     def delete(self, key: str) -> None:
-        """Remove a blob (for retention, later; ingest never deletes held evidence)."""
+        """Remove a blob (ingest never deletes held evidence)."""
+
+    def shred(self, key: str, *, sync: bool = True) -> str | None:
+        """Destroy the blob's wrapped key, then the blob (the retention sweep; see LocalBlobStore)."""
+
+    def sync_all(self) -> None:
+        """Make every shred since the last call durable."""
 
     def free_bytes(self) -> int:
         """Space left for new blobs, in bytes (what admission control compares with its reserve)."""
@@ -134,9 +143,65 @@ class LocalBlobStore:
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
 
+    def shred(self, key: str, *, sync: bool = True) -> str | None:
+        """Crypto-shred a held segment: overwrite its wrapped segment key with zeros, make that
+        durable, then remove the file.  Returns the SHA-256 of the wrapped key destroyed, None if
+        the blob was already gone, "" if its preamble could not be read (the file is removed anyway).
+
+        The media is encrypted under that key and the key exists nowhere else, so blocks of the
+        file recovered from the disk later (file carving) are ciphertext nobody can open, the
+        server key included.  With `sync=False` the caller makes the writes and the unlink
+        durable itself (`sync_all`), which lets a sweep pay for one flush per batch, not per file.
+        """
+        path = self.path(key)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            os.chmod(path, 0o600)
+            fd = os.open(path, os.O_RDWR)
+        try:
+            with os.fdopen(fd, "r+b", closefd=False) as f:
+                try:
+                    preamble, raw = read_preamble(f)
+                    wrapped = preamble.wrapped_key
+                    digest = hashlib.sha256(wrapped).hexdigest()
+                    offset = len(raw) - len(wrapped)
+                except SegmentError:
+                    digest, offset, wrapped = "", 0, b""
+                if wrapped:
+                    os.pwrite(fd, bytes(len(wrapped)), offset)
+                    if sync:
+                        os.fsync(fd)
+        finally:
+            os.close(fd)
+        path.unlink()
+        if sync:
+            fsync_dir(path.parent)
+        return digest
+
+    def sync_all(self) -> None:
+        """Flush everything written to the store's file system (one call for a batch of shreds)."""
+        _syncfs(self.root)
+
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
+
+
+def _syncfs(directory: Path) -> None:
+    """syncfs(2) on the file system holding `directory` (only that one), through libc; sync(2)
+    where libc has no syncfs."""
+    import ctypes
+
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if not hasattr(libc, "syncfs") or libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
 
 
 __all__ = ["BlobStore", "LocalBlobStore", "check_key"]

@@ -34,7 +34,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="largest upload accepted, announced as Tus-Max-Size (default 4096)")
     p.add_argument("--idle-timeout", type=float, metavar="S", dest="idle_timeout_s",
                    help="a PATCH body that stalls S seconds counts as a cut connection (default 60)")
-    sub = p.add_subparsers(dest="server_what", metavar="{add-dock,status}")
+    sub = p.add_subparsers(dest="server_what", metavar="{add-dock,status,api-docs}")
     a = sub.add_parser("add-dock", help="create a dock's upload token (shown once)",
                        formatter_class=p.formatter_class, parents=[common_options()],
                        description="Create a random bearer token for a dock and print it once.\n"
@@ -45,6 +45,11 @@ def _configure(p: argparse.ArgumentParser) -> None:
     sub.add_parser("status", help="segments held per device, flagged chain gaps, uploads in progress",
                    formatter_class=p.formatter_class, parents=[common_options()],
                    description="Summarise the evidence held under BWV_HOME/server without starting the server.")
+    d = sub.add_parser("api-docs", help="write the OpenAPI description and the endpoint x role table",
+                       formatter_class=p.formatter_class, parents=[common_options()],
+                       description="Write docs/openapi.json (OpenAPI 3.1) and docs/access-control.md (every "
+                                   "endpoint x every role), generated from the server's route table.")
+    d.add_argument("--out", type=Path, default=Path("docs"), metavar="DIR", help="where (default: %(default)s)")
 
 
 @command(
@@ -88,6 +93,8 @@ def run_server(args: argparse.Namespace, home: Home) -> int:
         return _add_dock(args, home)
     if what == "status":
         return _status(home)
+    if what == "api-docs":
+        return _api_docs(args)
     return _serve(args, home)
 
 
@@ -107,12 +114,25 @@ def _add_dock(args: argparse.Namespace, home: Home) -> int:
     return EXIT_OK
 
 
+def _api_docs(args: argparse.Namespace) -> int:
+    from .api_docs import access_matrix, openapi_text
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "openapi.json").write_text(openapi_text())
+    (args.out / "access-control.md").write_text(access_matrix())
+    print(f"wrote {args.out / 'openapi.json'} and {args.out / 'access-control.md'}")
+    return EXIT_OK
+
+
 def _status(home: Home) -> int:
     db = _open_db(home)
     try:
         summaries = db.device_summaries()
         uploads = db.uploads()
         docks = db.docks()
+        from . import lifecycle
+        clips = lifecycle.counts_by_state(db.reader())
+        deleted = db.reader().execute("SELECT COUNT(*) FROM tombstones").fetchone()[0]
     finally:
         db.close()
     print(f"evidence server at {home.server_dir}: {sum(s.segments for s in summaries)} segment(s) "
@@ -130,6 +150,8 @@ def _status(home: Home) -> int:
                   f"since {u.created_utc}")
     flagged = sum(len(s.flagged) for s in summaries)
     print(f"{flagged} flagged chain gap(s)")
+    print(f"clips: {clips.get('held', 0)} held, {clips.get('deleted', 0)} deleted by policy "
+          f"({deleted} segment tombstone(s)), {clips.get('deleting', 0)} being deleted")
     return EXIT_OK
 
 

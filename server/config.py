@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ssl
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .retention import RetentionPolicy
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -32,6 +33,8 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set: mutual TLS, clients must present a certificate it signed
+    checkpoint_interval_s: float = 600.0  # how often the audit log's head is signed
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # the [retention] table
 
     def __post_init__(self) -> None:
         checks = [
@@ -40,6 +43,8 @@ class ServerConfig:
             (self.reserve_bytes >= 0, "the free-space reserve cannot be negative"),
             (1 <= self.max_upload_bytes <= 1024 * GIB, "the maximum upload must be between 1 byte and 1 TiB"),
             (0.1 <= self.idle_timeout_s <= 3600, f"idle timeout {self.idle_timeout_s} s outside 0.1..3600"),
+            (1 <= self.checkpoint_interval_s <= 86_400,
+             f"audit checkpoint interval {self.checkpoint_interval_s} s outside 1..86400"),
             ((self.tls_cert is None) == (self.tls_key is None), "--tls-cert and --tls-key go together"),
             (self.tls_client_ca is None or self.tls_cert is not None, "--tls-client-ca needs --tls-cert and --tls-key"),
         ]
@@ -86,6 +91,7 @@ _FILE_KEYS = {
     "reserve_mb": (int, float),
     "max_upload_mb": (int, float),
     "idle_timeout_s": (int, float),
+    "checkpoint_interval_s": (int, float),
     "tls_cert": str,
     "tls_key": str,
     "tls_client_ca": str,
@@ -115,6 +121,7 @@ def settings(
     tls_cert: str | Path | None = None,
     tls_key: str | Path | None = None,
     tls_client_ca: str | Path | None = None,
+    checkpoint_interval_s: float | None = None,
 ) -> dict[str, Any]:
     """User-facing settings (MB, HOST:PORT) as ServerConfig fields; None means "not given"."""
     out: dict[str, Any] = {}
@@ -128,10 +135,23 @@ def settings(
         out["max_upload_bytes"] = int(max_upload_mb * MIB)
     if idle_timeout_s is not None:
         out["idle_timeout_s"] = float(idle_timeout_s)
+    if checkpoint_interval_s is not None:
+        out["checkpoint_interval_s"] = float(checkpoint_interval_s)
     for name, value in (("tls_cert", tls_cert), ("tls_key", tls_key), ("tls_client_ca", tls_client_ca)):
         if value is not None:
             out[name] = Path(value)
     return out
+
+
+def load_retention(config_file: Path | None) -> RetentionPolicy:
+    """Only the ``[retention]`` table (for the commands that need no listening server)."""
+    if config_file is None or not Path(config_file).is_file():
+        return RetentionPolicy()
+    try:
+        doc = tomllib.loads(Path(config_file).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{config_file}: {e}") from None
+    return RetentionPolicy.from_table(doc.get("retention"), f"{config_file} [retention]")
 
 
 def load_config(config_file: Path | None, overrides: Mapping[str, Any]) -> ServerConfig:
@@ -146,9 +166,10 @@ def load_config(config_file: Path | None, overrides: Mapping[str, Any]) -> Serve
         if not isinstance(table, dict):
             raise ConfigError(f"{config_file}: [server] must be a table")
         values.update(settings_from_table(table, f"{config_file} [server]"))
+        values["retention"] = RetentionPolicy.from_table(doc.get("retention"), f"{config_file} [retention]")
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(ServerConfig)}
     return ServerConfig(**{k: v for k, v in values.items() if k in known})
 
 
-__all__ = ["ServerConfig", "load_config", "parse_listen", "settings"]
+__all__ = ["ServerConfig", "load_config", "load_retention", "parse_listen", "settings"]

@@ -20,17 +20,62 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from datetime import datetime
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Union
 
-from . import geoindex
+from . import audit, geoindex, lifecycle, sar, users
 from .errors import Conflict, ConfigError, InsufficientStorage, StoreError
 
 # Each migration takes the schema from version N-1 to N.  Never edit one that
-# has shipped: add the next.
-MIGRATIONS: list[tuple[int, str]] = [
+# has shipped: add the next.  A migration is SQL text (statements separated by
+# ';'), or a function of the connection when converting the data needs Python;
+# either way it runs in one transaction with the version it reaches.
+Migration = Union[str, Callable[[sqlite3.Connection], None]]
+
+
+def _run_sql(db: sqlite3.Connection, sql: str) -> None:
+    """Each ';'-separated statement in turn, in the caller's transaction (not executescript,
+    which commits first)."""
+    for statement in sql.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _index_tracks_by_span(db: sqlite3.Connection) -> None:
+    """Migration 3: the track index by span (geoindex.py) instead of by fix.
+
+    Migration 2 gave every fix a row of ``track_points`` and a box in ``track_rtree``: a
+    million ten-second segments were ten million boxes, too slow to fill and to search.  Each
+    segment's fixes, in the order they were indexed, become spans of packed fixes
+    (``track_spans``) with one box each (``track_span_rtree``); then the per-fix tables go.
+    ``segment_tracks`` (status, fix count, note per segment) is kept as it is."""
+    _run_sql(db, """
+        CREATE TABLE track_spans (
+            id            INTEGER PRIMARY KEY,
+            segment_hash  TEXT NOT NULL REFERENCES segments(segment_hash),
+            first_fix     INTEGER NOT NULL CHECK (first_fix >= 0),
+            device_id     TEXT NOT NULL,
+            clip_id       TEXT NOT NULL,
+            records       BLOB NOT NULL CHECK (length(records) > 0 AND length(records) % 32 = 0),
+            UNIQUE (segment_hash, first_fix)
+        );
+        CREATE VIRTUAL TABLE track_span_rtree USING rtree_i32(id, min_lat, max_lat, min_lon, max_lon, min_t, max_t);
+    """)
+    points = db.execute(
+        "SELECT segment_hash, device_id, clip_id, utc_us, lat, lon, hdop FROM track_points ORDER BY segment_hash, id"
+    )
+    by_segment = ((segment_hash, list(rows)) for segment_hash, rows in groupby(points, key=itemgetter(0)))
+    geoindex.insert_tracks(db, ((segment_hash, rows[0][1], rows[0][2], [geoindex.Fix(*row[3:]) for row in rows])
+                                for segment_hash, rows in by_segment))
+    _run_sql(db, "DROP TABLE track_rtree; DROP TABLE track_points")
+
+
+MIGRATIONS: list[tuple[int, Migration]] = [
     (
         1,
         """
@@ -100,6 +145,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE VIRTUAL TABLE track_rtree USING rtree_i32(id, min_lat, max_lat, min_lon, max_lon, min_t, max_t);
         """,
     ),
+    (3, _index_tracks_by_span),
+    # The audit trail (audit.py): hash-chained records and signed checkpoints.
+    (4, audit.SCHEMA),
+    # The lifecycle (lifecycle.py, sar.py): clips, categories, marks, requests and their holds,
+    # tombstones; and per segment the digest of its wrapped key, for the tombstone of a shred.
+    (5, lifecycle.SCHEMA + ";\n" + sar.SCHEMA + ";\nALTER TABLE segments ADD COLUMN wrapped_key_sha256 TEXT"),
+    # Staff accounts and their tokens (users.py).
+    (6, users.SCHEMA),
 ]
 MIGRATIONS.sort(key=lambda m: m[0])
 if [m[0] for m in MIGRATIONS] != list(range(1, len(MIGRATIONS) + 1)):
@@ -249,6 +302,15 @@ class MetadataStore:
         except sqlite3.Error as e:
             raise StoreError(f"evidence database {self.path}: {e}") from None
 
+    def transaction(self) -> "contextmanager[sqlite3.Connection]":
+        """One write transaction (BEGIN IMMEDIATE): for the lifecycle modules, which take the
+        connection and append their audit records in it."""
+        return self._transaction()
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (WAL: never waits for a writer)."""
+        return self._reader()
+
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
@@ -271,13 +333,14 @@ class MetadataStore:
                 f"{self.path} is at schema version {current}, this server knows up to {SCHEMA_VERSION}: "
                 "it was written by a newer OpenBWV; upgrade this server rather than risk the records"
             )
-        for version, sql in MIGRATIONS:
+        for version, migration in MIGRATIONS:
             if version <= current:
                 continue
             with self._transaction() as db:
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                if callable(migration):
+                    migration(db)
+                else:
+                    _run_sql(db, migration)
                 db.execute("UPDATE schema_version SET version = ?", (version,))
 
     @property
@@ -359,8 +422,34 @@ class MetadataStore:
         )
         return _segment(rows[0] if rows else None)
 
+    def tombstone_at(self, device_id: str, sequence: int) -> tuple[str, str] | None:
+        """(segment hash, deleted when) if the device's segment `sequence` was deleted by policy."""
+        rows = self._query("SELECT segment_hash, deleted_utc FROM tombstones WHERE device_id = ? AND sequence = ?",
+                           (device_id, sequence))
+        return tuple(rows[0]) if rows else None
+
     def neighbours(self, device_id: str, sequence: int) -> tuple[SegmentRecord | None, SegmentRecord | None]:
-        """The device's held segments just before and just after `sequence`."""
+        """The device's segments just before and just after `sequence`: held ones, or the
+        tombstones of ones deleted by policy (a deleted segment still links its chain)."""
+        before, after = self._held_neighbours(device_id, sequence)
+        for row in self._query(
+            "SELECT segment_hash, device_id, sequence, prev_hash, clip_id, segment_index, start_utc_us, end_utc_us, "
+            "size, 0, 'deleted by policy', received_utc, '', '', receipt FROM tombstones WHERE device_id = ? AND "
+            "sequence = (SELECT MAX(sequence) FROM tombstones WHERE device_id = ? AND sequence < ?) "
+            "UNION ALL "
+            "SELECT segment_hash, device_id, sequence, prev_hash, clip_id, segment_index, start_utc_us, end_utc_us, "
+            "size, 0, 'deleted by policy', received_utc, '', '', receipt FROM tombstones WHERE device_id = ? AND "
+            "sequence = (SELECT MIN(sequence) FROM tombstones WHERE device_id = ? AND sequence > ?)",
+            (device_id, device_id, sequence, device_id, device_id, sequence),
+        ):
+            t = _segment(row)
+            if t.sequence < sequence and (before is None or t.sequence > before.sequence):
+                before = t
+            elif t.sequence > sequence and (after is None or t.sequence < after.sequence):
+                after = t
+        return before, after
+
+    def _held_neighbours(self, device_id: str, sequence: int) -> tuple[SegmentRecord | None, SegmentRecord | None]:
         before = self._query(
             f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE device_id = ? AND sequence < ? "
             "ORDER BY sequence DESC LIMIT 1",
@@ -380,10 +469,11 @@ class MetadataStore:
         upload_id: str | None = None,
         successor_status: tuple[str, str] | None = None,
         track: geoindex.SegmentTrack | None = None,
+        wrapped_key_sha256: str | None = None,
     ) -> None:
-        """Record a held segment in one transaction: the row, its indexed `track`, the re-evaluated
-        status of the segment after it (`successor_status` = (its hash, new status)), and the upload
-        marked complete."""
+        """Record a held segment in one transaction: the row, its clip's lifecycle record, its
+        indexed `track`, the re-evaluated status of the segment after it (`successor_status` =
+        (its hash, new status)), the upload marked complete, and the audit record of the upload."""
         with self._transaction() as db:
             db.execute(
                 f"INSERT INTO segments ({_SEGMENT_COLUMNS}) VALUES ({', '.join('?' * 15)})",
@@ -391,6 +481,14 @@ class MetadataStore:
                  rec.start_utc_us, rec.end_utc_us, rec.size, int(rec.recovered), rec.chain_status,
                  rec.received_utc, rec.dock, rec.blob_key, rec.receipt),
             )
+            if wrapped_key_sha256 is not None:
+                db.execute("UPDATE segments SET wrapped_key_sha256 = ? WHERE segment_hash = ?",
+                           (wrapped_key_sha256, rec.segment_hash))
+            received_us = geoindex.to_utc_us(datetime.fromisoformat(rec.received_utc))
+            lifecycle.record_segment(db, rec.clip_id, rec.device_id, rec.start_utc_us, rec.end_utc_us, received_us)
+            audit.append(db, actor=f"dock:{rec.dock}", action="upload", target=f"segment:{rec.segment_hash}",
+                         detail={"device": rec.device_id, "sequence": rec.sequence, "clip": rec.clip_id,
+                                 "size": rec.size, "chain": rec.chain_status})
             if track is not None:
                 geoindex.store_track(db, rec.segment_hash, rec.device_id, rec.clip_id, track)
             if successor_status is not None:

@@ -42,6 +42,13 @@ class Unauthorized(ServerError):
         super().__init__(reason, headers={"WWW-Authenticate": 'Bearer realm="openbwv"'})
 
 
+class Forbidden(ServerError):
+    """An authenticated caller whose role does not allow the request (audited as a denial)."""
+
+    status = 403
+    title = "Forbidden"
+
+
 class NotFound(ServerError):
     """No such upload, receipt or segment (or not this dock's upload: the server does not say which)."""
 

@@ -2,18 +2,33 @@
 
 A segment's LOCATION records (docs/sealed-segment-format.md §7.1) are
 encrypted to the server, so only the server can index them: at ingest the
-records are decrypted and every fix becomes a row of ``track_points`` and a
-point in the R*Tree ``track_rtree``.  The schema itself is migration 2 in
-db.py; this module holds what is done with it.
+records are decrypted and the segment's fixes are indexed in the transaction
+that records the segment.  The schema is migration 3 in db.py (it replaced
+migration 2's row and R*Tree box per fix); this module holds what is done
+with it.
 
-The R*Tree is a coarse filter, the answer is exact.  ``track_rtree`` is an
-``rtree_i32`` (integers, so nothing is rounded to a 32-bit float):
+The index is by *span*, not by fix: a segment's track is cut, in the order
+the camera took the fixes, into spans of at most `SPAN_MAX_FIXES` fixes
+covering at most `SPAN_MAX_US` of GNSS time and `SPAN_MAX_DEG` of latitude
+and of longitude (a ten-second segment at 1 Hz is one span).  Each span is
+one row of ``track_spans``, holding its fixes packed as `FIX_RECORD`s, and
+one box in the R*Tree ``track_span_rtree``: the bounding box of its fixes in
+space and time.  A million ten-second segments are then a million boxes
+rather than ten million (bulk-indexed in about half a minute, where the
+box per fix took more than five) and a matching segment is one row read,
+not ten.  The limits keep a long or fast track (a one-hour segment, a car)
+from becoming one box that every search over its hour and its kilometres
+has to open; a track that jumps across the antimeridian is cut there too,
+since a span wider than `SPAN_MAX_DEG` never forms.
+
+The R*Tree is a coarse filter, the answer is exact.  ``track_span_rtree`` is
+an ``rtree_i32`` (integers, so nothing is rounded to a 32-bit float):
 coordinates in microdegrees, time in whole seconds since 2000-01-01 (an
-int32 reaches 2068), each point's box rounded outward.  The query box is the
-search circle's bounding box, also rounded outward; every candidate is then
-checked against the exact time window (in µs, in SQL) and the exact distance
-(haversine, here), so a fix 1 m outside the radius or 1 µs outside the window
-is never a match.
+int32 reaches 2068), each span's box rounded outward.  The query box is the
+search circle's bounding box, also rounded outward; every fix of every
+candidate span is then checked against the exact time window (in µs) and the
+exact distance (haversine), so a fix 1 m outside the radius or 1 µs outside
+the window is never a match, whatever else shares its span.
 
 Limits, stated rather than hidden: distances are on a sphere of the mean
 Earth radius (haversine; the WGS 84 ellipsoid differs by up to 0.5 %, far
@@ -28,9 +43,11 @@ import json
 import logging
 import math
 import sqlite3
+import struct
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
 from ..sealed.errors import KeyFileError, SegmentError
 from ..sealed.keys import ServerKeyPair
@@ -63,10 +80,15 @@ def destination(lat: float, lon: float, bearing_deg: float, distance_m: float) -
     """The point `distance_m` from (lat, lon) along the initial `bearing_deg`, on the same sphere
     (the inverse of `haversine_m`; lon normalised to [-180, 180))."""
     d = distance_m / EARTH_RADIUS_M
-    p1, l1, b = math.radians(lat), math.radians(lon), math.radians(bearing_deg)
-    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(b))
-    l2 = l1 + math.atan2(math.sin(b) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
-    return math.degrees(p2), (math.degrees(l2) + 540.0) % 360.0 - 180.0
+    p1, b = math.radians(lat), math.radians(bearing_deg)
+    # The destination as a unit vector (x towards the start's meridian at the equator, z north),
+    # read back with atan2: asin(z) is ill-conditioned near the poles, where it put a point 1 m
+    # away 1.7 µm too far, outside the circle it was meant to lie on.
+    x = math.cos(d) * math.cos(p1) - math.sin(d) * math.cos(b) * math.sin(p1)
+    y = math.sin(d) * math.sin(b)
+    z = math.cos(d) * math.sin(p1) + math.sin(d) * math.cos(b) * math.cos(p1)
+    p2, dl = math.atan2(z, math.hypot(x, y)), math.atan2(y, x)
+    return math.degrees(p2), (lon + math.degrees(dl) + 540.0) % 360.0 - 180.0
 
 
 @dataclass(frozen=True)
@@ -251,28 +273,111 @@ def read_track(path: Path, keys: KeyLookup, server: ServerKeyPair) -> SegmentTra
 
 
 # --------------------------------------------------------------------------- the index (SQL)
+FIX_RECORD = struct.Struct("<qddd")
+"""One fix as packed in ``track_spans.records``: 32 bytes, little-endian, no padding —
+utc_us (int64, µs since 1970, GNSS time), lat, lon (float64, WGS 84 degrees), hdop (float64;
+NaN when the receiver gave none).  float64 throughout, so a fix reads back exactly as it was
+parsed (lat/lon were REAL, i.e. float64, in the per-fix table this replaced, and the GPX
+export shows hdop as given).  This layout is part of schema version 3: changing it is a new
+migration, never an edit."""
+
+SPAN_MAX_FIXES = 32  # a span's fixes are re-checked one by one in Python: keep that bounded
+SPAN_MAX_US = 30 * MICRO  # ... and its box short in time (a one-hour segment is ~120 spans, not one hour-long box)
+SPAN_MAX_DEG = 0.01  # ... and small in space: about 1.1 km of latitude (a car at 37 m/s for 30 s)
+_BATCH = 10_000  # spans per executemany
+
+
+def pack_fixes(fixes: Iterable[Fix]) -> bytes:
+    """Fixes as consecutive `FIX_RECORD`s."""
+    nan = math.nan
+    return b"".join(FIX_RECORD.pack(f.utc_us, f.lat, f.lon, nan if f.hdop is None else f.hdop) for f in fixes)
+
+
+def unpack_fixes(records: bytes) -> list[Fix]:
+    """The inverse of `pack_fixes`."""
+    return [Fix(t, lat, lon, None if math.isnan(h) else h) for t, lat, lon, h in FIX_RECORD.iter_unpack(records)]
+
+
+def split_spans(fixes: Sequence[Fix]) -> Iterator[tuple[int, Sequence[Fix], tuple[int, int, int, int, int, int]]]:
+    """Cut a track, in order, into spans within the `SPAN_MAX_*` limits (greedily: a span ends
+    just before the fix that would take it over a limit).  Yields (index of the span's first fix
+    in the track, its fixes, its R*Tree box (min_lat, max_lat, min_lon, max_lon, min_t, max_t)
+    rounded outward).  Every fix is in exactly one span."""
+    n = len(fixes)
+    if not n:
+        return
+    ts, lats, lons = [f.utc_us for f in fixes], [f.lat for f in fixes], [f.lon for f in fixes]
+    if (n <= SPAN_MAX_FIXES and max(ts) - min(ts) <= SPAN_MAX_US and max(lats) - min(lats) <= SPAN_MAX_DEG
+            and max(lons) - min(lons) <= SPAN_MAX_DEG):  # the usual case: the whole segment is one span
+        yield 0, fixes, _box(min(lats), max(lats), min(lons), max(lons), min(ts), max(ts))
+        return
+    start = 0
+    t0 = t1 = ts[0]
+    a0 = a1 = lats[0]
+    o0 = o1 = lons[0]
+    for i in range(1, n):
+        t, a, o = ts[i], lats[i], lons[i]
+        nt0, nt1, na0, na1, no0, no1 = min(t0, t), max(t1, t), min(a0, a), max(a1, a), min(o0, o), max(o1, o)
+        if (i - start >= SPAN_MAX_FIXES or nt1 - nt0 > SPAN_MAX_US or na1 - na0 > SPAN_MAX_DEG
+                or no1 - no0 > SPAN_MAX_DEG):
+            yield start, fixes[start:i], _box(a0, a1, o0, o1, t0, t1)
+            start, t0, t1, a0, a1, o0, o1 = i, t, t, a, a, o, o
+        else:
+            t0, t1, a0, a1, o0, o1 = nt0, nt1, na0, na1, no0, no1
+    yield start, fixes[start:], _box(a0, a1, o0, o1, t0, t1)
+
+
+def _box(min_lat: float, max_lat: float, min_lon: float, max_lon: float, min_t: int,
+         max_t: int) -> tuple[int, int, int, int, int, int]:
+    return (_micro_floor(min_lat), _micro_ceil(max_lat), _micro_floor(min_lon), _micro_ceil(max_lon),
+            _t_floor(min_t), _t_ceil(max_t))
+
+
 def store_track(db: sqlite3.Connection, segment_hash: str, device_id: str, clip_id: str,
                 track: SegmentTrack) -> None:
     """Index a segment's fixes; call inside the transaction that records the segment."""
     db.execute("INSERT INTO segment_tracks (segment_hash, status, fixes, note) VALUES (?, ?, ?, ?)",
                (segment_hash, track.status, len(track.fixes), track.note))
-    insert_points(db, ((segment_hash, device_id, clip_id, f) for f in track.fixes))
+    insert_tracks(db, [(segment_hash, device_id, clip_id, track.fixes)])
 
 
-def insert_points(db: sqlite3.Connection, rows) -> None:
-    """Bulk insert (segment_hash, device_id, clip_id, Fix) into the points table and the R*Tree."""
-    for segment_hash, device_id, clip_id, f in rows:
-        cur = db.execute(
-            "INSERT INTO track_points (segment_hash, device_id, clip_id, utc_us, lat, lon, hdop) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", (segment_hash, device_id, clip_id, f.utc_us, f.lat, f.lon, f.hdop))
-        db.execute("INSERT INTO track_rtree VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (cur.lastrowid, *rtree_box(f)))
+def insert_tracks(db: sqlite3.Connection, tracks: Iterable[tuple[str, str, str, Sequence[Fix]]]) -> int:
+    """Index the fixes of many segments, (segment_hash, device_id, clip_id, fixes) each, in bulk;
+    returns the number of spans written.  Only the spans and their boxes: a segment's
+    ``segment_tracks`` row is `store_track`'s.  Call inside a write transaction: span ids are
+    taken from the table's highest, so a concurrent writer would collide (and fail, not corrupt)."""
+    next_id = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM track_spans").fetchone()[0]
+    first_id = next_id
+    spans: list[tuple] = []
+    boxes: list[tuple] = []
+    for segment_hash, device_id, clip_id, fixes in tracks:
+        for first, part, box in split_spans(fixes):
+            spans.append((next_id, segment_hash, first, device_id, clip_id, pack_fixes(part)))
+            boxes.append((next_id, *box))
+            next_id += 1
+        if len(spans) >= _BATCH:
+            _write_spans(db, spans, boxes)
+            spans, boxes = [], []
+    _write_spans(db, spans, boxes)
+    return next_id - first_id
 
 
-def rtree_box(f: Fix) -> tuple[int, int, int, int, int, int]:
-    """A fix's R*Tree entry: (min_lat, max_lat, min_lon, max_lon, min_t, max_t), rounded outward."""
-    return (_micro_floor(f.lat), _micro_ceil(f.lat), _micro_floor(f.lon), _micro_ceil(f.lon),
-            _t_floor(f.utc_us), _t_ceil(f.utc_us))
+def _write_spans(db: sqlite3.Connection, spans: list[tuple], boxes: list[tuple]) -> None:
+    db.executemany("INSERT INTO track_spans (id, segment_hash, first_fix, device_id, clip_id, records) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", spans)
+    db.executemany("INSERT INTO track_span_rtree VALUES (?, ?, ?, ?, ?, ?, ?)", boxes)
+
+
+def delete_track(db: sqlite3.Connection, segment_hash: str) -> int:
+    """Remove a segment's track from the index: its spans, their R*Tree boxes and its
+    ``segment_tracks`` row; returns the number of spans removed (0: nothing was indexed).  Call
+    inside the transaction that deletes the segment, before its ``segments`` row goes (the
+    index rows refer to it)."""
+    db.execute("DELETE FROM track_span_rtree WHERE id IN (SELECT id FROM track_spans WHERE segment_hash = ?)",
+               (segment_hash,))
+    removed = db.execute("DELETE FROM track_spans WHERE segment_hash = ?", (segment_hash,)).rowcount
+    db.execute("DELETE FROM segment_tracks WHERE segment_hash = ?", (segment_hash,))
+    return removed
 
 
 @dataclass
@@ -300,33 +405,47 @@ class ClipMatch:
 
 
 _CANDIDATES = (
-    "SELECT p.segment_hash, p.device_id, p.clip_id, p.utc_us, p.lat, p.lon FROM track_rtree r "
-    "JOIN track_points p ON p.id = r.id "
+    "SELECT s.id, s.segment_hash, s.device_id, s.clip_id, s.records FROM track_span_rtree r "
+    "JOIN track_spans s ON s.id = r.id "
     "WHERE r.max_lat >= ? AND r.min_lat <= ? AND r.max_lon >= ? AND r.min_lon <= ? "
-    "AND r.max_t >= ? AND r.min_t <= ? AND p.utc_us BETWEEN ? AND ?"
+    "AND r.max_t >= ? AND r.min_t <= ?"
 )
 
 
 def search(db: sqlite3.Connection, lat: float, lon: float, radius_m: float,
            from_utc_us: int, to_utc_us: int) -> list[ClipMatch]:
     """Clips with at least one fix within `radius_m` of (lat, lon) (inclusive) and with
-    from_utc_us <= utc_us <= to_utc_us, ordered by first matching time."""
+    from_utc_us <= utc_us <= to_utc_us, ordered by first matching time; a clip's
+    `segment_hashes` are in the order of their first matching fix."""
     clips: dict[tuple[str, str], ClipMatch] = {}
+    first_match: dict[str, int] = {}  # segment hash -> its earliest matching fix
+    seen: set[int] = set()  # a span whose box meets both boxes of an antimeridian circle is checked once
     for box in bounding_boxes(lat, lon, radius_m):
         args = (_micro_floor(box.min_lat), _micro_ceil(box.max_lat), _micro_floor(box.min_lon),
-                _micro_ceil(box.max_lon), _t_floor(from_utc_us), _t_ceil(to_utc_us), from_utc_us, to_utc_us)
-        for segment_hash, device_id, clip_id, t, plat, plon in db.execute(_CANDIDATES, args):
-            d = haversine_m(lat, lon, plat, plon)
-            if d > radius_m:
+                _micro_ceil(box.max_lon), _t_floor(from_utc_us), _t_ceil(to_utc_us))
+        for span_id, segment_hash, device_id, clip_id, records in db.execute(_CANDIDATES, args):
+            if span_id in seen:
                 continue
-            m = clips.get((device_id, clip_id))
-            if m is None:
-                m = clips[(device_id, clip_id)] = ClipMatch(device_id, clip_id, first_utc_us=t, last_utc_us=t)
-            if segment_hash not in m.segment_hashes:
-                m.segment_hashes.append(segment_hash)
-            m.first_utc_us, m.last_utc_us = min(m.first_utc_us, t), max(m.last_utc_us, t)
-            m.closest_m = min(m.closest_m, d)
-            m.fixes += 1
+            seen.add(span_id)
+            for t, plat, plon, _hdop in FIX_RECORD.iter_unpack(records):
+                if not from_utc_us <= t <= to_utc_us:
+                    continue
+                d = haversine_m(lat, lon, plat, plon)
+                if d > radius_m:
+                    continue
+                m = clips.get((device_id, clip_id))
+                if m is None:
+                    m = clips[(device_id, clip_id)] = ClipMatch(device_id, clip_id, first_utc_us=t, last_utc_us=t)
+                if segment_hash in first_match:
+                    first_match[segment_hash] = min(first_match[segment_hash], t)
+                else:
+                    first_match[segment_hash] = t
+                    m.segment_hashes.append(segment_hash)
+                m.first_utc_us, m.last_utc_us = min(m.first_utc_us, t), max(m.last_utc_us, t)
+                m.closest_m = min(m.closest_m, d)
+                m.fixes += 1
+    for m in clips.values():
+        m.segment_hashes.sort(key=lambda h: (first_match[h], h))
     return sorted(clips.values(), key=lambda m: (m.first_utc_us, m.device_id, m.clip_id))
 
 
@@ -350,14 +469,17 @@ def clip_track(db: sqlite3.Connection, clip_id: str) -> list[TrackSegment]:
         "LEFT JOIN segment_tracks t ON t.segment_hash = s.segment_hash "
         "WHERE s.clip_id = ? ORDER BY s.device_id, s.segment_index, s.sequence", (clip_id,)
     ).fetchall():
-        fixes = [Fix(t, la, lo, h) for t, la, lo, h in db.execute(
-            "SELECT utc_us, lat, lon, hdop FROM track_points WHERE segment_hash = ? ORDER BY id", (segment_hash,))]
+        fixes = [f for (records,) in db.execute(
+            "SELECT records FROM track_spans WHERE segment_hash = ? ORDER BY first_fix", (segment_hash,))
+            for f in unpack_fixes(records)]
         out.append(TrackSegment(segment_hash, device_id, sequence, index, status, fixes))
     return out
 
 
 __all__ = [
-    "Box", "ClipMatch", "QueryInvalid", "SearchQuery", "iso_utc", "parse_utc", "to_utc_us", "EARTH_RADIUS_M", "Fix", "MAX_RADIUS_M", "SegmentTrack", "TRACK_INDEXED",
-    "TRACK_NO_FIX", "TRACK_UNREADABLE", "TrackSegment", "bounding_boxes", "clip_track", "destination",
-    "haversine_m", "insert_points", "parse_location_lines", "read_track", "rtree_box", "search", "store_track",
+    "Box", "ClipMatch", "EARTH_RADIUS_M", "FIX_RECORD", "Fix", "MAX_RADIUS_M", "QueryInvalid", "SPAN_MAX_DEG",
+    "SPAN_MAX_FIXES", "SPAN_MAX_US", "SearchQuery", "SegmentTrack", "TRACK_INDEXED", "TRACK_NO_FIX",
+    "TRACK_UNREADABLE", "TrackSegment", "bounding_boxes", "clip_track", "delete_track", "destination",
+    "haversine_m", "insert_tracks", "iso_utc", "pack_fixes", "parse_location_lines", "parse_utc", "read_track",
+    "search", "split_spans", "store_track", "to_utc_us", "unpack_fixes",
 ]

@@ -22,6 +22,7 @@ Chain rules (evidence is never refused for what is *missing*):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -176,6 +177,12 @@ class Ingestor:
                     self.db.complete_upload(upload_id, self.clock())
                 Path(path).unlink(missing_ok=True)
                 return Ingested(held, duplicate=True)
+            deleted = self.db.tombstone_at(seg.device_id, seg.sequence)
+            if deleted is not None:
+                raise ForkRejected(
+                    f"{seg.device_id} #{seg.sequence} was deleted by the retention policy on {deleted[1]} "
+                    f"(tombstone of {deleted[0][:16]}...); deleted footage is not taken back"
+                )
             rival = self.db.segment_at(seg.device_id, seg.sequence)
             if rival is not None:
                 raise ForkRejected(
@@ -218,7 +225,8 @@ class Ingestor:
             change = None
             if succ is not None and successor_status != succ.chain_status:
                 change = (succ.segment_hash, successor_status)
-            self.db.add_segment(record, upload_id=upload_id, successor_status=change, track=track)
+            self.db.add_segment(record, upload_id=upload_id, successor_status=change, track=track,
+                                wrapped_key_sha256=hashlib.sha256(p.wrapped_key).hexdigest())
         if status != CHAIN_LINKED:
             log.warning("%s #%d held with a flagged chain: %s", seg.device_id, seg.sequence, status)
         if track.status == TRACK_UNREADABLE:

@@ -34,7 +34,9 @@ from ..registry import DeviceRegistry
 from ..sealed.durable import fsync_dir
 from ..sealed.errors import KeyFileError
 from ..sealed.keys import ServerKeyPair
-from .auth import DockTokens
+from ..opener import OpenedClip, open_paths
+from . import audit, lifecycle, users
+from .auth import USER_TOKEN_PREFIX, DockTokens, bearer_token
 from .blobstore import BlobStore, LocalBlobStore
 from .config import ServerConfig
 from .db import MetadataStore, UploadRecord
@@ -43,12 +45,14 @@ from .errors import (
     ConfigError,
     ForkRejected,
     InsufficientStorage,
+    NotFound,
     ServerError,
     StoreError,
     UploadLocked,
     VerificationFailed,
 )
 from .ingest import Ingested, Ingestor, SegmentClaim, utc_now
+from .users import DOCK, Principal
 
 log = logging.getLogger("bwv.server")
 
@@ -94,6 +98,53 @@ class EvidenceService:
         self.tokens = DockTokens(self.db)
         self.active_uploads = 0
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # ------------------------------------------------------------------ who is calling
+    def authenticate(self, header: str | None) -> Principal:
+        """The dock or staff member behind an Authorization header; Unauthorized otherwise."""
+        token = bearer_token(header)
+        if token.startswith(USER_TOKEN_PREFIX):
+            return users.principal_for_token(self.db.reader(), token)
+        return Principal(self.tokens.authenticate(header), DOCK)
+
+    def record_denial(self, actor: str, method: str, path: str, reason: str, status: int) -> None:
+        """Audit a refused request (401 or 403): failed access is an action on footage too."""
+        with self.db.transaction() as db:
+            audit.append(db, actor=audit.printable(actor, audit.MAX_ACTOR_CHARS), action="access_denied",
+                         target=audit.printable(f"{method} {path}", audit.MAX_TARGET_CHARS), outcome="denied",
+                         detail={"status": status, "why": audit.printable(reason, 1000)})
+
+    def audit(self, actor: str, action: str, target: str, detail: dict | None = None, outcome: str = "ok") -> None:
+        """Append one audit record in a transaction of its own (for reads, which change nothing else)."""
+        with self.db.transaction() as db:
+            audit.append(db, actor=actor, action=action, target=target, outcome=outcome, detail=detail)
+
+    def officer_may_see(self, officer: str, clip_id: str) -> bool:
+        return lifecycle.officer_owns(self.db.reader(), officer, clip_id)
+
+    # ------------------------------------------------------------------ footage
+    def open_clip(self, clip_id: str, workdir: Path) -> OpenedClip:
+        """Verify and decrypt a held clip's segments into `workdir` (TS, MP4, manifest)."""
+        reader = self.db.reader()
+        record = lifecycle.require_clip(reader, clip_id)
+        keys = lifecycle.segment_hashes(reader, clip_id)
+        if not keys:
+            raise NotFound(f"clip {clip_id} holds no segments ({record.state})")
+        paths = [self.blobs.path(k) for k in keys]
+        report = open_paths(paths, self.registry, self.server_keys, workdir)
+        if report.problems or not report.clips:
+            why = "; ".join(p.reason for p in report.problems[:3]) or "nothing could be opened"
+            raise StoreError(f"clip {clip_id} could not be opened: {why}")
+        return report.clips[0]
+
+    @property
+    def checkpoint_file(self) -> Path:
+        """Signed audit checkpoints, also kept outside the database (audit.py)."""
+        return self.home.server_dir / "audit-checkpoints.jsonl"
+
+    def checkpoint(self) -> "audit.Checkpoint | None":
+        """Sign the audit log's head, in the database, then (once committed) in the checkpoint file."""
+        return sign_audit_head(self.db, self.server_keys, self.checkpoint_file)
 
     # ------------------------------------------------------------------ files
     def part_path(self, upload_id: str) -> Path:
@@ -240,6 +291,16 @@ class EvidenceService:
 
     def close(self) -> None:
         self.db.close()
+
+
+def sign_audit_head(db: MetadataStore, keys: ServerKeyPair, checkpoint_file: Path) -> "audit.Checkpoint | None":
+    """A signed checkpoint of the audit log's head in its own transaction; kept in the file only
+    after the commit, so the file never vouches for records that were rolled back."""
+    with db.transaction() as conn:
+        cp = audit.checkpoint(conn, keys.sign, keys.public.key_id)
+    if cp is not None:
+        audit.append_checkpoint_file(checkpoint_file, cp)
+    return cp
 
 
 def _free(directory: Path) -> int:

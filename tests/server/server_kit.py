@@ -328,3 +328,22 @@ def blob_path(home: Home, segment_hash: str) -> Path:
 
 def partial_files(home: Home) -> list[Path]:
     return sorted((home.server_dir / "uploads").glob("*"))
+
+
+def staff_token(home: Home | Path, username: str, role: str, *, password: str = "correct horse battery") -> str:
+    """A staff account with `role` and a bearer token for it, made straight in the server's database
+    (as `bwv user add` and `bwv user token` do).  A cheap scrypt cost keeps tests fast; the server
+    reads the cost from each stored hash, so logins work the same."""
+    from openbwv.server import users
+    from openbwv.server.service import open_metadata
+
+    home = home if isinstance(home, Home) else Home(Path(home))
+    db = open_metadata(home)
+    try:
+        with db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone() is None:
+                users.add_user(conn, username, role, password, actor="test:setup", kdf_n=2**10)
+            token, _ = users.issue_token(conn, username, actor="test:setup")
+        return token
+    finally:
+        db.close()

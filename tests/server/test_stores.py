@@ -52,7 +52,7 @@ def test_a_blob_key_can_only_be_a_hash(tmp_path, key):
 
 # --------------------------------------------------------------------------- metadata
 def record(h: str, sequence: int, status: str = "linked") -> SegmentRecord:
-    return SegmentRecord(h, "cam-1", sequence, "00" * 32, "clip", 0, 0, 1, 100, False, status, "t", "dock-1", h, "{}")
+    return SegmentRecord(h, "cam-1", sequence, "00" * 32, "clip", 0, 0, 1, 100, False, status, "2026-11-25T10:00:00+00:00", "dock-1", h, "{}")
 
 
 def test_the_database_is_wal_at_the_newest_schema_and_refuses_a_newer_one(tmp_path):

@@ -98,7 +98,7 @@ def test_concurrent_docks_upload_in_parallel_to_one_server(home, custody, launch
         custody.watch(cams)
 
         def told_busy(dock: DockStation) -> bool:
-            return re.search(rf" {dock.dock_id} PATCH /tus/\S+ -> 503", server.log()) is not None \
+            return re.search(rf" dock:{dock.dock_id} PATCH /tus/\S+ -> 503", server.log()) is not None \
                 and "event=upload_retry" in dock.log()
 
         eventually(lambda: all(told_busy(dock) for dock in docks), 60, "every dock told the server is busy")

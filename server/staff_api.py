@@ -1,0 +1,497 @@
+"""The staff side of the HTTP API: footage, retention, subject access, audit, accounts.
+
+Each handler checks its input (400 with a reason), does its work in one
+database transaction off the event loop, and appends its audit record in
+that same transaction.  Who may call what is decided before a handler runs
+(app.py, from routes.py); an officer's own-footage limit too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import shutil
+import sqlite3
+import tempfile
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from aiohttp import web
+
+from . import audit, geoindex, lifecycle, sar, users
+from .audit_time import segments_detail
+from .errors import BadRequest, NotFound, ServerError, StoreError
+from .retention import due_utc_us
+from .service import EvidenceService
+from .users import OFFICER, Principal
+
+log = logging.getLogger("bwv.server.staff")
+
+T = TypeVar("T")
+CLIP_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+REQUEST_ID_RE = re.compile(r"^SAR-\d{4}-\d{5}\Z")
+DEVICE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
+MAX_BODY = 64 * 1024
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def principal(request: web.Request) -> Principal:
+    return request["principal"]
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise BadRequest(f"request body of {request.content_length} bytes is over the {MAX_BODY} allowed")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise BadRequest(f"request body is over the {MAX_BODY} bytes allowed")
+    if not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"request body is not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("request body must be a JSON object")
+    return doc
+
+
+def text_field(doc: dict, name: str, *, required: bool = True, limit: int = 4000) -> str:
+    value = doc.get(name, "")
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    if required and not value.strip():
+        raise BadRequest(f"{name} is required")
+    if len(value) > limit:
+        raise BadRequest(f"{name} is {len(value)} characters; at most {limit}")
+    return value.strip()
+
+
+def number_field(doc: dict, name: str) -> float | None:
+    value = doc.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name} {str(value)[:40]!r} is not a number") from None
+    if not math.isfinite(v):
+        raise BadRequest(f"{name} must be a finite number")
+    return v
+
+
+def time_us(name: str, text: Any) -> int:
+    try:
+        return geoindex.to_utc_us(geoindex.parse_utc(name, text if isinstance(text, str) else None))
+    except geoindex.QueryInvalid as e:
+        raise BadRequest(str(e)) from None
+
+
+def check_clip_id(clip_id: str) -> str:
+    if not CLIP_ID_RE.match(clip_id):
+        raise BadRequest(f"clip id {clip_id[:80]!r} is not a UUID (8-4-4-4-12 lowercase hexadecimal)")
+    return clip_id
+
+
+def check_request_id(request_id: str) -> str:
+    if not REQUEST_ID_RE.match(request_id):
+        raise BadRequest(f"request id {request_id[:40]!r} is not of the form SAR-YYYY-NNNNN")
+    return request_id
+
+
+def int_param(q, name: str, default: int, lo: int, hi: int) -> int:
+    text = q.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        v = int(text)
+    except ValueError:
+        raise BadRequest(f"{name} {text[:20]!r} is not a whole number") from None
+    if not lo <= v <= hi:
+        raise BadRequest(f"{name} {v} is outside {lo}..{hi}")
+    return v
+
+
+class StaffEndpoint:
+    """Handlers for the staff routes of routes.py."""
+
+    def __init__(self, service: EvidenceService):
+        self.service = service
+
+    # ------------------------------------------------------------------ plumbing
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            with self.service.db.transaction() as db:
+                return fn(db)
+        return await asyncio.to_thread(run)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(lambda: fn(self.service.db.reader()))
+
+    @property
+    def policy(self):
+        return self.service.config.retention
+
+    # ------------------------------------------------------------------ session
+    async def login(self, request: web.Request) -> web.Response:
+        doc = await json_body(request)
+        username = text_field(doc, "username", limit=64)
+        password = doc.get("password")
+        if not isinstance(password, str) or not password:
+            raise BadRequest("password is required")
+
+        def attempt(db: sqlite3.Connection):
+            try:
+                return users.login(db, username, password)
+            except users.LoginFailed as e:
+                return e  # commit the failure count and its audit record, then refuse
+        result = await self.write(attempt)
+        if isinstance(result, users.LoginFailed):
+            raise result
+        token, expires = result
+        request["note"] = f"login {username}"
+        role = (await self.read(lambda db: users.principal_for_token(db, token))).role
+        return web.json_response({"token": token, "expires": expires, "username": username, "role": role})
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        p = principal(request)
+        allowed = sorted(name for name, roles in users.PERMISSIONS.items() if p.role in roles)
+        return web.json_response({"username": p.name, "role": p.role, "permissions": allowed})
+
+    async def logout(self, request: web.Request) -> web.Response:
+        token = request["token"]
+        p = principal(request)
+
+        def run(db):
+            users.revoke_token(db, token)
+            audit.append(db, actor=p.actor, action="logout", target="session")
+        await self.write(run)
+        return web.json_response({"status": "logged out"})
+
+    # ------------------------------------------------------------------ footage
+    async def clips(self, request: web.Request) -> web.Response:
+        q = request.query
+        p = principal(request)
+        t0, t1 = time_us("from", q.get("from")), time_us("to", q.get("to"))
+        if t1 < t0:
+            raise BadRequest("'to' is before 'from'")
+        device = q.get("device") or None
+        if device and not DEVICE_RE.match(device):
+            raise BadRequest(f"device {device[:80]!r} is not 1-64 letters, digits, '.', '_' or '-'")
+        officer = p.name if p.role == OFFICER else (q.get("officer") or None)
+
+        def run(db):
+            found = sar.find_candidates(db, t0, t1, device_id=device, officer=officer)
+            audit.append(db, actor=p.actor, action="search", target="clips", detail={
+                "from": geoindex.iso_utc(t0), "to": geoindex.iso_utc(t1), "device": device, "officer": officer,
+                "found": len(found)})
+            return found
+        found = await self.write(run)
+        return web.json_response({"clips": [c.to_dict() for c in found]})
+
+    def _clip_view(self, db: sqlite3.Connection, clip_id: str) -> dict:
+        record = lifecycle.require_clip(db, clip_id)
+        segs = [self.service.db.segment(h) for h in lifecycle.segment_hashes(db, clip_id)]
+        holds = [dict(zip(("request", "added_utc", "why"), r)) for r in db.execute(
+            "SELECT h.sar_id, h.added_utc, h.why FROM sar_holds h JOIN subject_requests r ON r.id = h.sar_id "
+            "WHERE h.clip_id = ? AND r.status != 'closed'", (clip_id,))]
+        due = due_utc_us(self.policy, record.facts()) if record.category in self.policy.categories else None
+        return {
+            "clip_id": record.clip_id, "device_id": record.device_id, "state": record.state,
+            "recorded": geoindex.iso_utc(record.camera_start_us), "ends": geoindex.iso_utc(record.last_utc_us),
+            "retention": {"category": record.category, "counted_from": geoindex.iso_utc(record.recorded_utc_us),
+                          "due": geoindex.iso_utc(due) if due is not None else None,
+                          "held_by_marks": record.active_marks, "held_by_requests": record.open_requests},
+            "marks": lifecycle.marks(db, clip_id), "holds": holds,
+            "segments": [s.public() for s in segs if s is not None],
+            "deleted_segments": lifecycle.tombstones_of(db, clip_id),
+        }
+
+    async def clip(self, request: web.Request) -> web.Response:
+        clip_id = check_clip_id(request.match_info["clip_id"])
+        p = principal(request)
+
+        def run(db):
+            view = self._clip_view(db, clip_id)
+            audit.append(db, actor=p.actor, action="view", target=f"clip:{clip_id}", detail={"what": "record"})
+            return view
+        return web.json_response(await self.write(run))
+
+    async def clip_video(self, request: web.Request) -> web.StreamResponse:
+        clip_id = check_clip_id(request.match_info["clip_id"])
+        p = principal(request)
+        workdir = Path(tempfile.mkdtemp(prefix="bwv-view-", dir=self.service.home.server_dir))
+        try:
+            try:
+                opened = await asyncio.to_thread(self.service.open_clip, clip_id, workdir)
+            except ServerError as e:
+                await self.write(lambda db: audit.append(db, actor=p.actor, action="decrypt",
+                                                         target=f"clip:{clip_id}", outcome="failed",
+                                                         detail={"why": e.reason[:500]}))
+                raise
+            hashes = [s.segment_hash.hex() for s in opened.segments]
+
+            def record(db):
+                audit.append(db, actor=p.actor, action="key_use", target=f"clip:{clip_id}",
+                             detail={"key": self.service.server_keys.public.key_id.hex(), **segments_detail(hashes)})
+                audit.append(db, actor=p.actor, action="decrypt", target=f"clip:{clip_id}",
+                             detail={**segments_detail(hashes), "purpose": "view"})
+            await self.write(record)
+            if opened.mp4_path is None:
+                raise StoreError(f"clip {clip_id} decrypted but could not be remuxed to MP4")
+            data = await asyncio.to_thread(opened.mp4_path.read_bytes)
+            return web.Response(body=data, content_type="video/mp4",
+                                headers={"Content-Disposition": f'inline; filename="{clip_id}.mp4"'})
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    async def mark(self, request: web.Request) -> web.Response:
+        clip_id = check_clip_id(request.match_info["clip_id"])
+        doc = await json_body(request)
+        p = principal(request)
+        case_ref, reason = text_field(doc, "case_ref", limit=100), text_field(doc, "reason")
+        mark_id = await self.write(lambda db: lifecycle.mark_evidence(db, clip_id, case_ref=case_ref, reason=reason,
+                                                                     actor=p.actor, at=now_iso()))
+        return web.json_response({"clip_id": clip_id, "mark": mark_id}, status=201)
+
+    async def unmark(self, request: web.Request) -> web.Response:
+        clip_id = check_clip_id(request.match_info["clip_id"])
+        try:
+            mark_id = int(request.match_info["mark_id"])
+        except ValueError:
+            raise BadRequest("mark id is not a whole number") from None
+        doc = await json_body(request)
+        p = principal(request)
+        reason = text_field(doc, "reason")
+        await self.write(lambda db: lifecycle.lift_mark(db, clip_id, mark_id, reason=reason, actor=p.actor,
+                                                        at=now_iso()))
+        return web.json_response({"clip_id": clip_id, "mark": mark_id, "lifted": True})
+
+    async def category(self, request: web.Request) -> web.Response:
+        clip_id = check_clip_id(request.match_info["clip_id"])
+        doc = await json_body(request)
+        p = principal(request)
+        category, reason = text_field(doc, "category", limit=32), text_field(doc, "reason")
+        try:
+            await self.write(lambda db: lifecycle.set_category(db, self.policy, clip_id, category, actor=p.actor,
+                                                               reason=reason, at=now_iso()))
+        except Exception as e:
+            if type(e).__name__ == "ConfigError":
+                raise BadRequest(str(e)) from None
+            raise
+        return web.json_response({"clip_id": clip_id, "category": category})
+
+    # ------------------------------------------------------------------ retention
+    async def due(self, request: web.Request) -> web.Response:
+        q = request.query
+        days = int_param(q, "days", 7, 0, 366)
+        include_held = q.get("include_held") in ("1", "true", "yes")
+        now = datetime.now(timezone.utc)
+        until = geoindex.to_utc_us(now + timedelta(days=days))
+        p = principal(request)
+
+        def run(db):
+            rows = lifecycle.due_between(db, self.policy, until, include_held=include_held, limit=10_000)
+            audit.append(db, actor=p.actor, action="view", target="retention:due",
+                         detail={"days": days, "listed": len(rows)})
+            return rows
+        rows = await self.write(run)
+        return web.json_response({
+            "now": geoindex.iso_utc(geoindex.to_utc_us(now)), "until": geoindex.iso_utc(until),
+            "clips": [{"clip_id": c.clip_id, "device_id": c.device_id, "category": c.category,
+                       "recorded": geoindex.iso_utc(c.camera_start_us),
+                       "due": geoindex.iso_utc(due_utc_us(self.policy, c.facts())),
+                       "held_by_marks": c.active_marks, "held_by_requests": c.open_requests} for c in rows]})
+
+    # ------------------------------------------------------------------ subject access
+    async def log_request(self, request: web.Request) -> web.Response:
+        doc = await json_body(request)
+        p = principal(request)
+        received_text = text_field(doc, "received", required=False, limit=10)
+        try:
+            received = date.fromisoformat(received_text) if received_text else sar.today_utc()
+        except ValueError:
+            raise BadRequest(f"received {received_text!r} is not a date (YYYY-MM-DD)") from None
+        device = text_field(doc, "device", required=False, limit=64) or None
+        details = sar.RequestDetails(
+            requester=text_field(doc, "requester", limit=200), description=text_field(doc, "description"),
+            received=received, window_from_us=time_us("from", doc.get("from")),
+            window_to_us=time_us("to", doc.get("to")), contact=text_field(doc, "contact", required=False),
+            place=text_field(doc, "place", required=False), lat=number_field(doc, "lat"),
+            lon=number_field(doc, "lon"), radius_m=number_field(doc, "radius_m"), device_id=device,
+            officer=text_field(doc, "officer", required=False, limit=64) or None)
+        request_id, held = await self.write(lambda db: sar.log_request(db, details, actor=p.actor, at=now_iso()))
+        request["note"] = f"{request_id}: {len(held)} clip(s) held"
+        return web.json_response({"request": request_id, "held_clips": held,
+                                  "due": sar.due_date(received).isoformat()}, status=201)
+
+    async def requests(self, request: web.Request) -> web.Response:
+        q = request.query
+        overdue = q.get("overdue") in ("1", "true", "yes")
+        status = q.get("status") or None
+        if status and status not in (sar.OPEN, sar.EXTENDED, sar.CLOSED):
+            raise BadRequest(f"status {status[:20]!r} is not open, extended or closed")
+        rows = await self.read(lambda db: sar.requests(db, status=status,
+                                                       overdue_on=sar.today_utc() if overdue else None))
+        return web.json_response({"requests": rows})
+
+    async def request(self, request: web.Request) -> web.Response:
+        request_id = check_request_id(request.match_info["request_id"])
+        return web.json_response(await self.read(lambda db: sar.request(db, request_id)))
+
+    async def candidates(self, request: web.Request) -> web.Response:
+        request_id = check_request_id(request.match_info["request_id"])
+        q = request.query
+        p = principal(request)
+        t0, t1 = time_us("from", q.get("from")), time_us("to", q.get("to"))
+        lat, lon, radius = number_field(q, "lat"), number_field(q, "lon"), number_field(q, "radius_m")
+        device = q.get("device") or None
+        officer = q.get("officer") or None
+        probe = sar.RequestDetails("-", "-", date.today(), t0, t1, lat=lat, lon=lon, radius_m=radius)
+        probe.check()
+
+        def run(db):
+            sar.request(db, request_id)
+            found = sar.find_candidates(db, t0, t1, device_id=device, officer=officer, lat=lat, lon=lon,
+                                        radius_m=radius)
+            audit.append(db, actor=p.actor, action="search", target=f"request:{request_id}", detail={
+                "from": geoindex.iso_utc(t0), "to": geoindex.iso_utc(t1), "device": device, "officer": officer,
+                "place": None if lat is None else [lat, lon, radius], "found": len(found)})
+            return found
+        found = await self.write(run)
+        return web.json_response({"request": request_id, "clips": [c.to_dict() for c in found]})
+
+    async def hold(self, request: web.Request) -> web.Response:
+        request_id = check_request_id(request.match_info["request_id"])
+        doc = await json_body(request)
+        p = principal(request)
+        clips = doc.get("clips")
+        if not isinstance(clips, list) or not clips or len(clips) > 1000:
+            raise BadRequest("clips must be a list of 1 to 1000 clip ids")
+        ids = [check_clip_id(c) if isinstance(c, str) else check_clip_id(str(c)) for c in clips]
+        why = text_field(doc, "why", required=False) or "added by staff"
+        added = await self.write(lambda db: sar.add_holds(db, request_id, ids, actor=p.actor, at=now_iso(), why=why))
+        return web.json_response({"request": request_id, "added": added})
+
+    async def export(self, request: web.Request) -> web.Response:
+        from . import sar_export  # OpenCV is loaded only when an export is made
+
+        request_id = check_request_id(request.match_info["request_id"])
+        doc = await json_body(request)
+        p = principal(request)
+        plan = sar_export.ExportPlan.from_json(doc)
+        result = await asyncio.to_thread(sar_export.export_request, self.service, request_id, plan, actor=p.actor)
+        return web.json_response(result, status=201)
+
+    async def extend(self, request: web.Request) -> web.Response:
+        request_id = check_request_id(request.match_info["request_id"])
+        doc = await json_body(request)
+        p = principal(request)
+        months = doc.get("months")
+        if not isinstance(months, int) or isinstance(months, bool):
+            raise BadRequest("months must be 1 or 2")
+        reason = text_field(doc, "reason")
+        due = await self.write(lambda db: sar.extend(db, request_id, months, reason=reason, actor=p.actor,
+                                                     at=now_iso()))
+        return web.json_response({"request": request_id, "due": due.isoformat()})
+
+    async def close(self, request: web.Request) -> web.Response:
+        request_id = check_request_id(request.match_info["request_id"])
+        doc = await json_body(request)
+        p = principal(request)
+        outcome = text_field(doc, "outcome")
+        released = await self.write(lambda db: sar.close(db, request_id, outcome=outcome, actor=p.actor,
+                                                         at=now_iso()))
+        return web.json_response({"request": request_id, "status": "closed", "holds_released": released})
+
+    # ------------------------------------------------------------------ audit
+    async def audit(self, request: web.Request) -> web.Response:
+        q = request.query
+        p = principal(request)
+        filters: dict[str, Any] = {k: q[k] for k in ("actor", "action", "target", "outcome") if q.get(k)}
+        for k in ("since", "until"):
+            if q.get(k):
+                filters[k] = geoindex.iso_utc(time_us(k, q[k]))
+        limit = int_param(q, "limit", 1000, 1, 10_000)
+        after = int_param(q, "after", 0, 0, 2**62)
+
+        def run(db):
+            try:
+                rows = audit.query(db, limit=limit, after_seq=after, **filters)
+            except ValueError as e:
+                raise BadRequest(str(e)) from None
+            audit.append(db, actor=p.actor, action="view", target="audit",
+                         detail={"filters": filters, "after": after, "returned": len(rows)})
+            return rows
+        rows = await self.write(run)
+        return web.json_response({"records": [r.to_dict() for r in rows]})
+
+    async def audit_verify(self, request: web.Request) -> web.Response:
+        report = await self.read(lambda db: audit.verify(
+            db, self.service.server_keys.public.receipt_verifier(),
+            external=audit.read_checkpoint_file(self.service.checkpoint_file)
+            if self.service.checkpoint_file.exists() else ()))
+        return web.json_response(report.to_dict())
+
+    # ------------------------------------------------------------------ administration
+    async def users(self, request: web.Request) -> web.Response:
+        return web.json_response({"users": await self.read(users.users)})
+
+    async def add_user(self, request: web.Request) -> web.Response:
+        doc = await json_body(request)
+        p = principal(request)
+        username, role = text_field(doc, "username", limit=64), text_field(doc, "role", limit=32)
+        password = doc.get("password")
+        if not isinstance(password, str):
+            raise BadRequest("password is required")
+        full_name = text_field(doc, "full_name", required=False, limit=200)
+        await self.write(lambda db: users.add_user(db, username, role, password, full_name=full_name,
+                                                   actor=p.actor))
+        return web.json_response({"username": username, "role": role}, status=201)
+
+    async def change_user(self, request: web.Request) -> web.Response:
+        username = request.match_info["username"]
+        doc = await json_body(request)
+        p = principal(request)
+        role = text_field(doc, "role", required=False, limit=32) or None
+        password = doc.get("password")
+        if password is not None and not isinstance(password, str):
+            raise BadRequest("password must be a string")
+        disabled = doc.get("disabled")
+        if disabled is not None and not isinstance(disabled, bool):
+            raise BadRequest("disabled must be true or false")
+        if role is None and password is None and disabled is None:
+            raise BadRequest("nothing to change: give role, password or disabled")
+        await self.write(lambda db: users.change_user(db, username, actor=p.actor, role=role, password=password,
+                                                      disabled=disabled))
+        return web.json_response({"username": username, "changed": True})
+
+    async def assign(self, request: web.Request) -> web.Response:
+        device_id = request.match_info["device_id"]
+        if not DEVICE_RE.match(device_id):
+            raise BadRequest(f"device id {device_id[:80]!r} is not 1-64 letters, digits, '.', '_' or '-'")
+        doc = await json_body(request)
+        p = principal(request)
+        officer = text_field(doc, "officer", limit=64)
+        t0 = time_us("from", doc.get("from"))
+        t1 = time_us("to", doc.get("to")) if doc.get("to") else None
+
+        def run(db):
+            row = db.execute("SELECT role FROM users WHERE username = ?", (officer,)).fetchone()
+            if row is None:
+                raise NotFound(f"no user {officer!r}")
+            return lifecycle.assign_device(db, device_id, officer, t0, t1, actor=p.actor, at=now_iso())
+        assignment = await self.write(run)
+        return web.json_response({"assignment": assignment}, status=201)
+
+
+__all__ = ["StaffEndpoint", "json_body", "now_iso", "principal"]

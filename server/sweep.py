@@ -1,0 +1,225 @@
+"""The retention sweep: delete what the rules say is due, exactly once, whatever happens midway.
+
+A sweep works in batches.  For each batch:
+
+1. **Intent** (one transaction): every clip the rules (retention.decide,
+   re-checked inside the transaction, so a hold logged a moment ago wins)
+   say is due moves from ``held`` to ``deleting`` and names this sweep.
+2. **Shred**: each segment's wrapped key is overwritten and its file removed
+   (blobstore ``shred``); one flush of the file system makes the batch
+   durable.
+3. **Record** (one transaction): per clip, a tombstone per segment, the
+   segment and track rows removed, the clip ``deleted``, and one ``delete``
+   audit record.
+
+A sweep killed between 1 and 3 leaves clips in ``deleting``; the next sweep
+finishes those first (shredding what is left; a file already gone was this
+clip's and is not an error) and records them.  The ``delete`` record is
+written in the transaction that moves a clip from ``deleting`` to
+``deleted``, so no clip is recorded as deleted twice; nothing that was not
+moved to ``deleting`` is touched.  A segment that arrives for a clip while it
+is being deleted keeps its file and row: the clip goes back to ``held`` and
+a later sweep takes it when it is due.
+
+Dry run: the same decisions, nothing changed, nothing audited but the fact
+that somebody looked (by the caller).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from .audit_time import segments_detail, when
+from . import audit, geoindex, lifecycle
+from .blobstore import BlobStore
+from .db import MetadataStore
+from .geoindex import iso_utc
+from .retention import RetentionPolicy, decide, due_utc_us
+
+log = logging.getLogger("bwv.server.sweep")
+
+SWEEP_ACTOR = "system:retention-sweep"
+DEFAULT_BATCH = 500
+
+
+@dataclass
+class SweepReport:
+    sweep_id: str
+    dry_run: bool
+    now_utc: str
+    held_before: int = 0  # clips the rules were asked about
+    resumed: int = 0  # clips an interrupted sweep had begun, finished here
+    deleted_clips: list[str] = field(default_factory=list)  # (dry run: would delete)
+    deleted_segments: int = 0
+    bytes_freed: int = 0
+    kept_late_segments: int = 0
+    unknown_categories: list[tuple[str, int]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "sweep_id": self.sweep_id, "dry_run": self.dry_run, "now": self.now_utc,
+            "clips_considered": self.held_before, "resumed": self.resumed,
+            "deleted_clips": len(self.deleted_clips), "deleted_segments": self.deleted_segments,
+            "bytes_freed": self.bytes_freed, "kept_late_segments": self.kept_late_segments,
+            "unknown_categories": dict(self.unknown_categories), "seconds": round(self.seconds, 3),
+        }
+
+
+def new_sweep_id(now: datetime) -> str:
+    return f"sweep-{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class Sweeper:
+    """Runs retention sweeps over one evidence database and blob store."""
+
+    def __init__(self, store: MetadataStore, blobs: BlobStore, policy: RetentionPolicy, *,
+                 actor: str = SWEEP_ACTOR, batch: int = DEFAULT_BATCH,
+                 checkpoint: Callable[[], object] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self.store = store
+        self.blobs = blobs
+        self.policy = policy
+        self.actor = actor
+        self.batch = batch
+        self.checkpoint = checkpoint
+        self.clock = clock
+
+    def run(self, *, now: datetime | None = None, dry_run: bool = False,
+            progress: Callable[[SweepReport], None] | None = None) -> SweepReport:
+        now = now or self.clock()
+        now_us = geoindex.to_utc_us(now)
+        started = time.monotonic()
+        report = SweepReport(new_sweep_id(now), dry_run, _iso(now))
+        reader = self.store.reader()
+        report.held_before = lifecycle.counts_by_state(reader).get(lifecycle.CLIP_HELD, 0)
+        report.unknown_categories = lifecycle.unknown_categories(reader, self.policy)
+        for category, count in report.unknown_categories:
+            log.warning("%d held clip(s) carry the category %r, which the configuration no longer defines: "
+                        "they are kept until it is defined again or they are re-filed", count, category)
+        if dry_run:
+            report.deleted_clips = [c.clip_id for c in lifecycle.due_between(reader, self.policy, now_us)]
+            report.seconds = time.monotonic() - started
+            return report
+
+        with self.store.transaction() as db:
+            audit.append(db, actor=self.actor, action="sweep_started", target=f"sweep:{report.sweep_id}",
+                         detail={"now": report.now_utc, "clips_held": report.held_before}, at=self.clock())
+        # First what an interrupted sweep began: it was due then and is half gone now.
+        while True:
+            pending = self._deleting(limit=self.batch)
+            if not pending:
+                break
+            report.resumed += len(pending)
+            self._shred_and_record(pending, report)
+            if progress:
+                progress(report)
+        done: set[str] = set()
+        while True:
+            due = [c for c in lifecycle.due_between(self.store.reader(), self.policy, now_us, limit=self.batch)
+                   if c.clip_id not in done]
+            if not due:
+                break
+            intended = self._intend([c.clip_id for c in due], report.sweep_id, now_us)
+            done.update(c.clip_id for c in due)
+            if intended:
+                self._shred_and_record(intended, report)
+            if progress:
+                progress(report)
+        report.seconds = time.monotonic() - started
+        with self.store.transaction() as db:
+            audit.append(db, actor=self.actor, action="sweep_finished", target=f"sweep:{report.sweep_id}",
+                         detail=report.to_dict(), at=self.clock())
+        if self.checkpoint is not None:
+            self.checkpoint()  # deletions are the records most worth a signature
+        log.info("sweep %s: %d clip(s), %d segment(s), %.1f MB deleted (%d resumed) in %.1f s", report.sweep_id,
+                 len(report.deleted_clips), report.deleted_segments, report.bytes_freed / 1e6, report.resumed,
+                 report.seconds)
+        return report
+
+    # ------------------------------------------------------------------ steps
+    def _deleting(self, *, limit: int) -> list[tuple[str, str]]:
+        """(clip, sweep id) of clips left in ``deleting`` by a sweep that did not finish."""
+        return [tuple(r) for r in self.store.reader().execute(
+            "SELECT clip_id, sweep_id FROM clips WHERE state = 'deleting' ORDER BY clip_id LIMIT ?", (limit,))]
+
+    def _intend(self, clip_ids: list[str], sweep_id: str, now_us: int) -> list[tuple[str, str]]:
+        """Step 1: move the clips that are (still) due to ``deleting``, in one transaction."""
+        chosen: list[tuple[str, str]] = []
+        with self.store.transaction() as db:
+            for clip_id in clip_ids:
+                record = lifecycle.clip(db, clip_id)
+                if record is None or record.state != lifecycle.CLIP_HELD:
+                    continue
+                if not decide(self.policy, record.facts(), now_us).delete:
+                    continue  # a mark or a request arrived since the list was read
+                db.execute("UPDATE clips SET state = 'deleting', sweep_id = ? WHERE clip_id = ? AND state = 'held'",
+                           (sweep_id, clip_id))
+                chosen.append((clip_id, sweep_id))
+        return chosen
+
+    def _shred_and_record(self, clips: list[tuple[str, str]], report: SweepReport) -> None:
+        """Steps 2 and 3 for clips in ``deleting``."""
+        reader = self.store.reader()
+        destroyed: dict[str, str | None] = {}
+        for clip_id, _ in clips:
+            for (key,) in reader.execute("SELECT blob_key FROM segments WHERE clip_id = ?", (clip_id,)):
+                destroyed[key] = self.blobs.shred(key, sync=False)
+        self.blobs.sync_all()
+        at = _iso(self.clock())
+        with self.store.transaction() as db:
+            for clip_id, sweep_id in clips:
+                self._record(db, clip_id, sweep_id, destroyed, at, report)
+
+    def _record(self, db: sqlite3.Connection, clip_id: str, sweep_id: str, destroyed: dict[str, str | None],
+                at: str, report: SweepReport) -> None:
+        record = lifecycle.clip(db, clip_id)
+        if record is None or record.state != lifecycle.CLIP_DELETING:
+            return  # recorded already (never twice)
+        rows = db.execute(
+            "SELECT segment_hash, device_id, sequence, prev_hash, segment_index, start_utc_us, end_utc_us, size, "
+            "received_utc, receipt, blob_key, wrapped_key_sha256 FROM segments WHERE clip_id = ? ORDER BY sequence",
+            (clip_id,)).fetchall()
+        gone: list[str] = []
+        size = 0
+        late = 0
+        for (h, device, seq, prev, index, start, end, nbytes, received, receipt, key, wrapped_at_ingest) in rows:
+            if key not in destroyed and self.blobs.exists(key):
+                late += 1  # arrived after this batch was shredded: it stays, the clip is held again
+                continue
+            wrapped = destroyed.get(key) or wrapped_at_ingest or ""
+            db.execute(
+                "INSERT INTO tombstones (segment_hash, device_id, sequence, prev_hash, clip_id, segment_index, "
+                "start_utc_us, end_utc_us, size, received_utc, receipt, wrapped_key_sha256, category, deleted_utc, "
+                "sweep_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (h, device, seq, prev, clip_id, index, start, end, nbytes, received, receipt, wrapped,
+                 record.category, at, sweep_id))
+            geoindex.delete_track(db, h)
+            db.execute("DELETE FROM segments WHERE segment_hash = ?", (h,))
+            gone.append(h)
+            size += nbytes
+        state = lifecycle.CLIP_HELD if late else lifecycle.CLIP_DELETED
+        db.execute("UPDATE clips SET state = ?, deleted_utc = ? WHERE clip_id = ? AND state = 'deleting'",
+                   (state, None if late else at, clip_id))
+        audit.append(db, actor=self.actor, action="delete", target=f"clip:{clip_id}", at=when(at), detail={
+            "sweep": sweep_id, "category": record.category, "recorded": iso_utc(record.recorded_utc_us),
+            "due": iso_utc(due_utc_us(self.policy, record.facts())), **segments_detail(gone), "bytes": size,
+            "wrapped_keys_destroyed": len(gone), "kept_late_segments": late,
+        })
+        report.deleted_clips.append(clip_id)
+        report.deleted_segments += len(gone)
+        report.bytes_freed += size
+        report.kept_late_segments += late
+
+
+__all__ = ["SWEEP_ACTOR", "SweepReport", "Sweeper", "new_sweep_id"]

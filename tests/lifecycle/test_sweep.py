@@ -1,0 +1,185 @@
+"""The retention sweep (server/sweep.py) over real sealed, ingested footage."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from lifecycle.lifecycle_kit import UTC, Evidence
+from openbwv.sealed.errors import SegmentError
+from openbwv.sealed.reader import decrypt_records, read_preamble
+from openbwv.server import audit, lifecycle, sar
+from openbwv.server.errors import ForkRejected
+from openbwv.server.retention import RetentionPolicy
+from openbwv.server.sweep import Sweeper, SweepReport
+from openbwv.registry import DeviceRegistry
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+POLICY = RetentionPolicy()
+
+
+@pytest.fixture
+def ev(tmp_path):
+    e = Evidence(tmp_path)
+    yield e
+    e.close()
+
+
+def sweep(ev: Evidence, now: datetime = NOW, **kw):
+    return Sweeper(ev.db, ev.blobs, POLICY, **kw).run(now=now)
+
+
+def deletes(ev: Evidence, clip_id: str) -> list:
+    return audit.query(ev.db.reader(), action="delete", target=f"clip:{clip_id}")
+
+
+def write(ev: Evidence, fn):
+    with ev.db.transaction() as db:
+        return fn(db)
+
+
+def test_old_unmarked_footage_goes_and_everything_else_stays(ev):
+    old = ev.record("cam-1", NOW - timedelta(days=32))
+    recent = ev.record("cam-1", NOW - timedelta(days=30))
+    marked = ev.record("cam-2", NOW - timedelta(days=90))
+    write(ev, lambda db: lifecycle.mark_evidence(db, marked.clip_id, case_ref="CR-1", reason="assault",
+                                                 actor="user:eve", at=NOW.isoformat()))
+    before = {h.segment_hash: ev.blob_digest(h.segment_hash) for h in (recent, marked)}
+
+    report = sweep(ev)
+
+    assert report.deleted_clips == [old.clip_id]
+    assert ev.blob_digest(old.segment_hash) is None
+    assert {h: ev.blob_digest(h) for h in before} == before  # untouched, byte for byte
+    assert lifecycle.clip(ev.db.reader(), old.clip_id).state == "deleted"
+    assert ev.db.segment(old.segment_hash) is None
+    assert len(deletes(ev, old.clip_id)) == 1
+
+
+def test_a_tombstone_keeps_the_hashes_and_the_digest_of_the_destroyed_key(ev):
+    path, claim, clip = ev.seal("cam-1", NOW - timedelta(days=40))
+    with open(path, "rb") as f:
+        wrapped = read_preamble(f)[0].wrapped_key
+    ev.ingest(path, claim, clip, NOW - timedelta(days=39))
+    sweep(ev)
+    (stone,) = lifecycle.tombstones_of(ev.db.reader(), clip)
+    assert stone["segment_hash"] == claim.segment_hash and stone["sequence"] == 1
+    assert stone["wrapped_key_sha256"] == hashlib.sha256(wrapped).hexdigest()
+    assert stone["sweep_id"].startswith("sweep-")
+
+
+def test_shredding_destroys_the_key_in_the_blocks_a_file_carver_would_find(ev):
+    held = ev.record("cam-1", NOW - timedelta(days=40))
+    blob = ev.blobs.path(held.segment_hash)
+    carved = blob.parent / "carved-copy"
+    os.link(blob, carved)  # the same blocks on disk, still reachable after the unlink
+    list(decrypt_records(carved, DeviceRegistry(ev.home.registry_dir), ev.keys))  # readable before
+    sweep(ev)
+    assert not blob.exists()
+    with open(carved, "rb") as f:
+        assert set(read_preamble(f)[0].wrapped_key) == {0}
+    with pytest.raises(SegmentError):
+        list(decrypt_records(carved, DeviceRegistry(ev.home.registry_dir), ev.keys))
+
+
+def test_a_subject_access_request_holds_footage_until_it_is_closed(ev):
+    held = ev.record("cam-1", NOW - timedelta(days=35))
+    details = sar.RequestDetails("A. Person", "stopped in the street", date(2026, 11, 20),
+                                 lifecycle.clip(ev.db.reader(), held.clip_id).camera_start_us - 60_000_000,
+                                 lifecycle.clip(ev.db.reader(), held.clip_id).camera_start_us + 60_000_000)
+    request_id, holding = write(ev, lambda db: sar.log_request(db, details, actor="user:dora", at=NOW.isoformat()))
+    assert holding == [held.clip_id]
+    assert sweep(ev).deleted_clips == []
+    assert ev.blob_digest(held.segment_hash) is not None
+    write(ev, lambda db: sar.close(db, request_id, outcome="disclosed", actor="user:dora", at=NOW.isoformat()))
+    assert sweep(ev).deleted_clips == [held.clip_id]
+
+
+def test_lifting_the_last_mark_lets_the_category_rule_apply_again(ev):
+    held = ev.record("cam-1", NOW - timedelta(days=60))
+    mark = write(ev, lambda db: lifecycle.mark_evidence(db, held.clip_id, case_ref="CR-9", reason="r",
+                                                        actor="user:eve", at=NOW.isoformat()))
+    assert sweep(ev).deleted_clips == []
+    write(ev, lambda db: lifecycle.lift_mark(db, held.clip_id, mark, reason="case closed, no charge",
+                                             actor="user:eve", at=NOW.isoformat()))
+    assert sweep(ev).deleted_clips == [held.clip_id]
+
+
+def test_a_dry_run_lists_what_would_go_and_changes_nothing(ev):
+    old = ev.record("cam-1", NOW - timedelta(days=40))
+    records = audit.head(ev.db.reader()).seq
+    report = Sweeper(ev.db, ev.blobs, POLICY).run(now=NOW, dry_run=True)
+    assert report.deleted_clips == [old.clip_id]
+    assert ev.blob_digest(old.segment_hash) is not None
+    assert lifecycle.clip(ev.db.reader(), old.clip_id).state == "held"
+    assert audit.head(ev.db.reader()).seq == records
+
+
+def test_a_second_sweep_deletes_nothing_more(ev):
+    ev.record("cam-1", NOW - timedelta(days=40))
+    ev.record("cam-1", NOW - timedelta(days=41))
+    assert len(sweep(ev).deleted_clips) == 2
+    again = sweep(ev)
+    assert again.deleted_clips == [] and again.resumed == 0
+    assert len(audit.query(ev.db.reader(), action="delete")) == 2
+
+
+def test_the_due_list_shows_the_next_week_and_what_a_hold_keeps(ev):
+    soon = ev.record("cam-1", NOW - timedelta(days=27))
+    later = ev.record("cam-1", NOW - timedelta(days=20))
+    kept = ev.record("cam-2", NOW - timedelta(days=26))
+    write(ev, lambda db: lifecycle.mark_evidence(db, kept.clip_id, case_ref="CR-2", reason="r", actor="user:s",
+                                                 at=NOW.isoformat()))
+    week = int((NOW + timedelta(days=7)).timestamp() * 1_000_000)
+    assert [c.clip_id for c in lifecycle.due_between(ev.db.reader(), POLICY, week)] == [soon.clip_id]
+    listed = lifecycle.due_between(ev.db.reader(), POLICY, week, include_held=True)
+    assert {c.clip_id for c in listed} == {soon.clip_id, kept.clip_id} and later.clip_id not in listed
+
+
+def test_a_chain_gap_left_by_deletion_is_explained_and_later_segments_still_link(ev):
+    first = ev.record("cam-1", NOW - timedelta(days=40))
+    sweep(ev)
+    second = ev.record("cam-1", NOW - timedelta(hours=1), received=NOW)
+    assert ev.db.segment(second.segment_hash).chain_status == "linked"
+    assert lifecycle.deleted_sequences(ev.db.reader(), "cam-1") == {first.sequence}
+
+
+def test_a_deleted_segment_sent_again_is_refused_with_the_reason(ev):
+    path, claim, clip = ev.seal("cam-1", NOW - timedelta(days=40))
+    copy = path.with_name("replay.bwv")
+    copy.write_bytes(path.read_bytes())
+    ev.ingest(path, claim, clip, NOW - timedelta(days=39))
+    sweep(ev)
+    with pytest.raises(ForkRejected, match="deleted by the retention policy"):
+        ev.ingest(copy, claim, clip, NOW)
+
+
+def test_a_segment_arriving_while_its_clip_is_being_deleted_is_kept(ev):
+    import uuid
+
+    clip = uuid.uuid4()
+    first = ev.record("cam-1", NOW - timedelta(days=40), clip_id=clip)
+    sweeper = Sweeper(ev.db, ev.blobs, POLICY)
+    intended = sweeper._intend([str(clip)], "sweep-test", int(NOW.timestamp() * 1e6))
+    shredded = {first.segment_hash: ev.blobs.shred(first.segment_hash)}  # step 2, for what it knew of
+    late = ev.record("cam-1", NOW - timedelta(days=40) + timedelta(seconds=10), clip_id=clip, index=1,
+                     received=NOW)
+    report = SweepReport("sweep-test", False, NOW.isoformat())
+    with ev.db.transaction() as db:
+        sweeper._record(db, str(clip), "sweep-test", shredded, NOW.isoformat(), report)
+    assert intended and ev.blob_digest(late.segment_hash) is not None
+    assert ev.db.segment(late.segment_hash) is not None and ev.db.segment(first.segment_hash) is None
+    assert lifecycle.clip(ev.db.reader(), str(clip)).state == "held"
+    assert report.kept_late_segments == 1 and report.deleted_segments == 1
+    assert sweep(ev, NOW + timedelta(days=8)).deleted_clips == [str(clip)]  # the late one, once due
+
+
+def test_the_audit_chain_still_verifies_after_a_sweep(ev):
+    for days in (40, 35, 10):
+        ev.record("cam-1", NOW - timedelta(days=days))
+    sweep(ev)
+    report = audit.verify(ev.db.reader(), ev.keys.public.receipt_verifier())
+    assert report.ok, report.to_dict()
