@@ -5,7 +5,10 @@ process; the emulated camera records a clip (synthetic picture, mock GPIO
 pins, hardware trace); the camera is docked: it serves the dock link on a pty
 while the dock uploads its segments over tus and hands back the server's
 receipts, against which the camera frees its storage; finally everything the
-server holds is verified and the clip opened as the server would.
+server holds is verified and the clip opened as the server would; a
+disclosure officer logs in and finds the clip again by a place on its route
+and a time window, as a subject access request would; the demo ends with the
+retention schedule of what it uploaded and a check of the audit trail.
 Everything is left under BWV_HOME for inspection.
 """
 
@@ -28,6 +31,7 @@ from .verification import verify_paths
 
 DEMO_DEVICE = "demo-cam-01"
 DEMO_DOCK = "demo-dock"
+DEMO_DISCLOSURE = "demo-disclosure"
 
 
 def say(step: str, text: str) -> None:
@@ -76,6 +80,66 @@ def dock_token(home: Home) -> str:
         return DockTokens(db).add_dock(DEMO_DOCK, rotate=True)
     finally:
         db.close()
+
+
+def disclosure_password(home: Home) -> str:
+    """A disclosure officer's account for the demo (created, or its password reset, each run)."""
+    import secrets
+
+    from .server import users
+    from .server.service import open_metadata
+
+    password = secrets.token_urlsafe(18)
+    db = open_metadata(home)
+    try:
+        with db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE username = ?", (DEMO_DISCLOSURE,)).fetchone():
+                users.change_user(conn, DEMO_DISCLOSURE, actor="local:bwv-demo", password=password, disabled=False)
+            else:
+                users.add_user(conn, DEMO_DISCLOSURE, users.DISCLOSURE_OFFICER, password,
+                               full_name="Demo disclosure officer", actor="local:bwv-demo")
+    finally:
+        db.close()
+    return password
+
+
+def login(server_url: str, username: str, password: str) -> str:
+    import requests
+
+    resp = requests.post(f"{server_url}/api/v1/login", json={"username": username, "password": password}, timeout=10)
+    if not resp.ok:
+        raise RuntimeError(f"demo: {username} could not log in: {resp.status_code} {resp.text[:200]}")
+    return resp.json()["token"]
+
+
+def show_retention_and_audit(home: Home, clip_id: str) -> bool:
+    """What happens next to the clip (its due date), and whether the audit trail holds together."""
+    from .server import audit
+    from .server.config import load_retention
+    from .server.lifecycle_command import schedule_lines
+    from .server.service import open_metadata
+
+    policy = load_retention(home.root / "config.toml")
+    db = open_metadata(home)
+    try:
+        lines = schedule_lines(db, policy, days=max(policy.categories.values()) + 1)
+        ours = [line for line in lines if clip_id in line]
+        say("retention", f"retention schedule ({', '.join(f'{k}: {v} days' for k, v in sorted(policy.categories.items()))});"
+                         f" {len(lines)} clip(s) held, ours:")
+        for line in ours:
+            say("retention", line.strip())
+        reader = db.reader()
+        keys = ServerKeyPair.load(home.server_keys_dir)
+        report = audit.verify(reader, keys.public.receipt_verifier(),
+                              external=audit.read_checkpoint_file(home.server_dir / "audit-checkpoints.jsonl"))
+        actions = sorted({r.action for r in audit.query(reader, limit=10_000)})
+        say("audit", f"{report.records} audit record(s) ({', '.join(actions)}); hash chain "
+                     f"{'intact' if report.ok else 'BROKEN'}, signed through record {report.signed_through}")
+        for p in report.problems:
+            say("audit", f"PROBLEM {p.message}")
+    finally:
+        db.close()
+    return bool(ours) and report.ok
 
 
 def find_by_place_and_time(home: Home, server_url: str, token: str, clip_id: str) -> bool:
@@ -137,6 +201,7 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
     enrol_device(home, DEMO_DEVICE)
     say("enrol", f"camera {DEMO_DEVICE} enrolled: it holds its signing key and the server's public key only")
     token = dock_token(home)
+    password = disclosure_password(home)
 
     with BackgroundServer(home) as server:
         say("server", f"evidence server listening on {server.url} (SQLite + local disk; log {server.log_path})")
@@ -220,7 +285,9 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
         say("verify", f"server holds {len(held)} segment(s) of {DEMO_DEVICE} "
                       f"(#{min(s.sequence for s in held)}..#{max(s.sequence for s in held)}), "
                       f"all verified with public keys only; {len(verified.problems)} problem(s)")
-        found = find_by_place_and_time(home, server.url, token, report.clips[0])
+        staff_token = login(server.url, DEMO_DISCLOSURE, password)
+        say("search", f"{DEMO_DISCLOSURE} (disclosure officer) logged in to the evidence server")
+        found = find_by_place_and_time(home, server.url, staff_token, report.clips[0])
 
     keys = ServerKeyPair.load(home.server_keys_dir)
     new_hashes = {i.segment_hash for i in sealed}
@@ -229,9 +296,10 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
     for clip in opened.clips:
         say("open", f"server decrypted clip {clip.clip_id}: {len(clip.segments)} segments, "
                     f"{clip.duration_s or 0:.1f} s -> {clip.mp4_path}")
+    scheduled = show_retention_and_audit(home, report.clips[0])
     problems = len(verified.problems) + len(opened.problems) + len(opened.verify.problems)
     ok = (problems == 0 and len(opened.clips) == 1 and not left and session.clear
-          and len(paths) == len(sealed) and found)
+          and len(paths) == len(sealed) and found and scheduled)
     print(f"demo {'succeeded' if ok else 'FAILED'} in {time.monotonic() - t0:.1f} s; "
           f"everything is under {home.root}")
     return 0 if ok else 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import av
@@ -165,3 +166,10 @@ def test_demo_records_docks_uploads_frees_and_opens(tmp_path, capfd, monkeypatch
     assert "camera storage now holds 0 sealed segment(s): clear" in out
     assert f"server holds {sealed} segment(s) of demo-cam-01 (#1..#{sealed}), all verified" in out
     assert "clip(s) found, ours among them" in out  # found again by a point on the route and a time window
+    # It ends with what happens next to the clip and a check of the trail its handling left.
+    clip = re.search(r"\[camera\] .* clip ([0-9a-f-]{36})", out).group(1)
+    due = re.search(rf"\[retention\] {clip}\s+demo-cam-01\s+unmarked\s+recorded (\S+)\s+due (\S+)", out)
+    assert due, out
+    recorded, deleted = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in due.groups())
+    assert deleted - recorded == timedelta(days=31)
+    assert re.search(r"\[audit\] \d+ audit record\(s\) \(.*search.*upload.*\); hash chain intact", out), out
