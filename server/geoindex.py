@@ -237,24 +237,39 @@ def parse_location_lines(text: str) -> tuple[list[Fix], list[str]]:
             continue
         try:
             doc = json.loads(line)
-        except ValueError:
-            problems.append(f"line {n}: not JSON")
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
+            problems.append(f"line {n}: not JSON (or nested too deeply)")
             continue
         if not isinstance(doc, dict) or "lat" not in doc:
             continue  # an event, a no_fix line, or something newer: not a place
         lat, lon, t, hdop = doc.get("lat"), doc.get("lon"), doc.get("utc_us"), doc.get("hdop")
         if not (_number(lat) and _number(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
-            problems.append(f"line {n}: lat/lon {lat!r},{lon!r} out of range")
+            problems.append(f"line {n}: lat/lon {_short(lat)},{_short(lon)} out of range")
             continue
         if not isinstance(t, int) or isinstance(t, bool) or not 0 < t < 2**62:
-            problems.append(f"line {n}: utc_us {t!r} is not a time in µs")
+            problems.append(f"line {n}: utc_us {_short(t)} is not a time in µs")
             continue
         fixes.append(Fix(t, float(lat), float(lon), float(hdop) if _number(hdop) else None))
     return fixes, problems
 
 
 def _number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite JSON number that fits a float64 (JSON integers are unbounded: 10**400 is one)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _short(v: object) -> str:
+    """A value for a note, cut short: the note must not carry a megabyte of someone's JSON."""
+    try:
+        text = repr(v)
+    except ValueError:  # an int too long to print (sys.int_info.str_digits_check_threshold)
+        return "<a number too long to print>"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def read_track(path: Path, keys: KeyLookup, server: ServerKeyPair) -> SegmentTrack:
@@ -267,7 +282,10 @@ def read_track(path: Path, keys: KeyLookup, server: ServerKeyPair) -> SegmentTra
         )
     except (SegmentError, KeyFileError, UnicodeDecodeError, OSError) as e:
         return SegmentTrack(TRACK_UNREADABLE, note=f"{type(e).__name__}: {e}")
-    fixes, problems = parse_location_lines(text)
+    try:
+        fixes, problems = parse_location_lines(text)
+    except Exception as e:  # a verified segment is held whatever its track says; never lose it to a parser
+        return SegmentTrack(TRACK_UNREADABLE, note=f"the track could not be parsed: {type(e).__name__}: {e}"[:500])
     note = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
     return SegmentTrack(TRACK_INDEXED if fixes else TRACK_NO_FIX, tuple(fixes), note)
 

@@ -119,6 +119,23 @@ def test_location_lines_fixes_events_no_fix_and_padding():
     assert len(problems) == 2 and "out of range" in problems[0] and "not JSON" in problems[1]
 
 
+@pytest.mark.parametrize("line,words", [
+    ('{"utc_us":1764086400000000,"lat":1' + "0" * 400 + ',"lon":0}', "out of range"),  # overflows a float
+    ('{"utc_us":1764086400000000,"lat":51.5,"lon":0,"hdop":1' + "0" * 400 + '}', None),  # hdop unreadable: dropped
+    ("[" * 100_000 + "]" * 100_000, "not JSON"),  # nested beyond the parser's stack
+    ('{"utc_us":' + "9" * 4000 + ',"lat":51.5,"lon":0}', "not a time"),  # a huge integer, cut short in the note
+])
+def test_hostile_location_lines_are_notes_never_exceptions(line, words):
+    """The track is inside a verified, signed segment, but the server must hold the segment whatever
+    its track says: a line no parser should meet is a note against the track, not a failed ingest."""
+    fixes, problems = parse_location_lines(line + "\n")
+    if words is None:
+        assert fixes == [Fix(1764086400000000, 51.5, 0.0, None)] and problems == []
+    else:
+        assert fixes == [] and len(problems) == 1 and words in problems[0]
+        assert len(problems[0]) < 200
+
+
 @pytest.mark.parametrize("args,words", [
     (("91", "0", "100", "2025-11-25T00:00:00Z", "2025-11-25T01:00:00Z"), "lat 91 is out of range"),
     (("0", "-180.5", "100", "2025-11-25T00:00:00Z", "2025-11-25T01:00:00Z"), "lon -180.5 is out of range"),
