@@ -231,7 +231,9 @@ def _configure_open(p: argparse.ArgumentParser) -> None:
     (BWV_HOME/server/keys) into playable video: the segments of each clip are
     joined in order into CLIP.ts and remuxed without re-encoding into CLIP.mp4,
     with CLIP.json listing the segments, their hashes, times and sealed metadata.
-    Files that fail verification are not decrypted.
+    Files that fail verification are not decrypted. Where BWV_HOME holds an
+    evidence server's database, each clip decrypted is written to its audit
+    trail (decrypt and key use, by the local account that ran the command).
     """,
     """
     examples:
@@ -246,6 +248,7 @@ def run_open(args: argparse.Namespace, home: Home) -> int:
 
     server = ServerKeyPair.load(home.server_keys_dir)
     report = open_paths(args.paths, DeviceRegistry(home.registry_dir), server, args.out, mp4=not args.no_mp4)
+    audit_local_decrypts(home, report, via="bwv open")
     for problem in report.verify.problems + report.problems:
         print(problem.line())
     for clip in report.clips:
@@ -255,6 +258,32 @@ def run_open(args: argparse.Namespace, home: Home) -> int:
     problems = len(report.verify.problems) + len(report.problems)
     print(f"{len(report.clips)} clip(s) opened into {args.out}; {problems} problem(s)")
     return EXIT_OK if problems == 0 else EXIT_PROBLEMS
+
+
+def audit_local_decrypts(home: Home, report, *, via: str) -> int:
+    """Append decrypt and key-use records for each clip opened with the server's key, when this
+    home is an evidence server's (its database exists): footage is never viewed without a trace,
+    whether through the HTTP API or on the server's own console.  Returns the records written."""
+    from .server import audit
+    from .server.lifecycle_command import local_actor
+    from .server.service import database_path, open_metadata
+
+    if not report.clips or not database_path(home).is_file():
+        return 0
+    actor = local_actor()
+    db = open_metadata(home)
+    try:
+        with db.transaction() as conn:
+            for clip in report.clips:
+                hashes = [seg.segment_hash.hex() for seg in clip.segments]
+                out = str(clip.mp4_path or clip.ts_path)[:500]
+                audit.append(conn, actor=actor, action="decrypt", target=f"clip:{clip.clip_id}",
+                             detail={"segments": len(hashes), "to": out, "via": via})
+                audit.append(conn, actor=actor, action="key_use", target=f"clip:{clip.clip_id}",
+                             detail={"key": "server footage key", "unwrapped": len(hashes), "via": via})
+    finally:
+        db.close()
+    return 2 * len(report.clips)
 
 
 # --------------------------------------------------------------------------- demo

@@ -293,6 +293,9 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
     new_hashes = {i.segment_hash for i in sealed}
     paths = [s.path for s in verified.segments if s.segment_hash in new_hashes]
     opened = open_paths(paths, registry, keys, work / "opened")
+    from .cli import audit_local_decrypts
+
+    audit_local_decrypts(home, opened, via="bwv demo")
     for clip in opened.clips:
         say("open", f"server decrypted clip {clip.clip_id}: {len(clip.segments)} segments, "
                     f"{clip.duration_s or 0:.1f} s -> {clip.mp4_path}")

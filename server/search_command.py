@@ -1,7 +1,9 @@
 """`bwv search` and `bwv track`: where footage was recorded, asked of the server's database directly.
 
 Server-side tools, like `bwv server status`: they read BWV_HOME/server/evidence.db
-and need no running server (nor a token).
+and need no running server (nor a token).  Where someone was is personal data,
+so each search and each track written out leaves an audit record, as over
+HTTP, naming the local account that ran it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from pathlib import Path
 
 from ..cli import EXIT_OK, EXIT_PROBLEMS, UsageError, command
 from ..home import Home
-from ..sealed.durable import fsync_dir
+from ..sealed.durable import atomic_write
+from . import audit
 from .geoindex import MAX_RADIUS_M, QueryInvalid, SearchQuery, iso_utc
 
 
@@ -48,6 +51,10 @@ def run_search(args: argparse.Namespace, home: Home) -> int:
     db = _open_db(home)
     try:
         matches = db.search_tracks(query.lat, query.lon, query.radius_m, query.from_utc_us, query.to_utc_us)
+        with db.transaction() as conn:
+            audit.append(conn, actor=_actor(), action="search", target="clips", detail={
+                "lat": query.lat, "lon": query.lon, "radius_m": query.radius_m, "from": iso_utc(query.from_utc_us),
+                "to": iso_utc(query.to_utc_us), "found": len(matches), "via": "bwv search"})
     finally:
         db.close()
     print(f"{len(matches)} clip(s) within {query.radius_m:g} m of {query.lat:.6f},{query.lon:.6f} "
@@ -89,19 +96,26 @@ def run_track(args: argparse.Namespace, home: Home) -> int:
     db = _open_db(home)
     try:
         segments = db.clip_track(clip_id)
+        if not segments:
+            print(f"no segment of clip {clip_id} is held under {home.server_dir}")
+            return EXIT_PROBLEMS
+        out: Path = args.gpx
+        fixes = sum(len(s.fixes) for s in segments)
+        # Movements are as personal as the picture: the file is the operator's alone, written whole or not at all.
+        atomic_write(out, clip_gpx(clip_id, segments), mode=0o600)
+        with db.transaction() as conn:
+            audit.append(conn, actor=_actor(), action="export", target=f"clip:{clip_id}", detail={
+                "what": "track (GPX)", "fixes": fixes, "to": str(out.resolve())[:500], "via": "bwv track"})
     finally:
         db.close()
-    if not segments:
-        print(f"no segment of clip {clip_id} is held under {home.server_dir}")
-        return EXIT_PROBLEMS
-    out: Path = args.gpx
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(clip_gpx(clip_id, segments))
-    tmp.replace(out)
-    fsync_dir(out.parent if str(out.parent) else Path("."))
-    fixes = sum(len(s.fixes) for s in segments)
     print(f"clip {clip_id}: {fixes} fix(es) in {len(segments)} segment(s) written to {out}")
     return EXIT_OK
+
+
+def _actor() -> str:
+    from .lifecycle_command import local_actor
+
+    return local_actor()
 
 
 def _open_db(home: Home):

@@ -196,3 +196,29 @@ def test_bwv_search_and_bwv_track_read_the_same_index(uploaded, home, tmp_path):
     written = bwv(home, "track", str(walker.clip_id), "--gpx", str(out))
     assert written.returncode == 0, written.stderr
     assert len(ET.parse(out).getroot().findall(f".//{GPX}trkpt")) == 20
+    assert out.stat().st_mode & 0o077 == 0  # movements are personal data: the operator's file alone
+
+
+def test_searches_and_track_exports_from_the_console_are_audited_like_the_api(uploaded, home, tmp_path):
+    from openbwv.server import audit
+    from openbwv.server.service import open_metadata
+
+    _server, _tus, walker, _blind, _segs = uploaded
+
+    def local(action: str, target: str | None = None) -> list:
+        db = open_metadata(home)
+        try:
+            return [r for r in audit.query(db.reader(), action=action, target=target, limit=10_000)
+                    if r.actor.startswith("local:")]
+        finally:
+            db.close()
+
+    searches, exports = len(local("search")), len(local("export", f"clip:{walker.clip_id}"))
+    assert bwv(home, "search", "--near", f"{CENTRE[0]},{CENTRE[1]}", "--radius", "125",
+               "--from", WINDOW["from"], "--to", WINDOW["to"]).returncode == 0
+    assert bwv(home, "track", str(walker.clip_id), "--gpx", str(tmp_path / "t.gpx")).returncode == 0
+    after = local("search")
+    assert len(after) == searches + 1
+    assert after[-1].details["found"] == 1 and after[-1].details["radius_m"] == 125
+    written = local("export", f"clip:{walker.clip_id}")
+    assert len(written) == exports + 1 and "GPX" in written[-1].details["what"]
