@@ -290,8 +290,9 @@ class GpsdReceiver(_ThreadedSource):
                     buffer[:] = rest[-65536:]
                     for line in lines:
                         self._report(line, now)
-                    if not data:
-                        self._push(self._tracker.check_silence(now))
+                    # Reports that carry no fix (a gpsd whose receiver is gone still sends VERSION,
+                    # DEVICES, WATCH...) must not keep a lost fix looking current.
+                    self._push(self._tracker.check_silence(now, bytes_arriving=bool(data)))
         finally:
             _close_quietly(sock)
 

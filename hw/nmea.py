@@ -435,13 +435,18 @@ class FixTracker:
             return self._lose(epoch.device_utc_us, epoch.utc_us, epoch.reason)
         return []
 
-    def check_silence(self, device_utc_us: int) -> list[GnssItem]:
-        """Called while nothing arrives: a fix with no epoch for ``silence_s`` is lost."""
+    def check_silence(self, device_utc_us: int, *, bytes_arriving: bool = False) -> list[GnssItem]:
+        """A fix with no epoch for ``silence_s`` is lost.  Called while nothing arrives, and also while
+        bytes do arrive but make no epoch: a receiver that reset to another baud rate, or switched to a
+        binary protocol, keeps the line busy with bytes that are no position at all."""
         if self.state != self.FIX or self.last_epoch_device_us is None:
             return []
         quiet_s = (device_utc_us - self.last_epoch_device_us) / 1e6
         if quiet_s < self.silence_s:
             return []
+        if bytes_arriving:
+            return self._lose(device_utc_us, None, f"no usable epoch for {quiet_s:.1f} s (bytes arrive, none "
+                                                   "make a fix: wrong baud rate or protocol?)")
         return self._lose(device_utc_us, None, f"receiver silent for {quiet_s:.1f} s")
 
     def port_failed(self, device_utc_us: int, reason: str) -> list[GnssItem]:
@@ -470,7 +475,7 @@ class NmeaDecoder:
         for body in self.assembler.feed(data):
             for epoch in self.parser.sentence(body, device_utc_us):
                 out += self.tracker.observe(epoch)
-        return out
+        return out + self.tracker.check_silence(device_utc_us, bytes_arriving=True)
 
     def idle(self, device_utc_us: int) -> list[GnssItem]:
         """The line is quiet now: complete the epoch in hand, and notice a receiver gone silent."""

@@ -66,6 +66,19 @@ def test_a_receiver_that_falls_silent_loses_its_fix_after_the_silence_limit():
     assert tracker.check_silence(T0 + 10 * S) == []
 
 
+def test_a_line_busy_with_bytes_that_make_no_fix_loses_the_fix_too():
+    """A receiver that resets to another baud rate, or starts sending binary, keeps the line busy:
+    the fix must still be lost once no epoch has come for the silence limit."""
+    decoder = NmeaDecoder(silence_s=3.0)
+    decoder.tracker.observe(fix_at(0))
+    garbage = bytes(range(128, 256)) * 4
+    for tenth in range(1, 30):
+        assert decoder.feed(garbage, T0 + tenth * S // 10) == []
+    [lost] = decoder.feed(garbage, T0 + 3 * S)
+    assert lost.kind == EVENT_FIX_LOST and "no usable epoch for 3.0 s" in lost.reason
+    assert decoder.counters.garbage_bytes > 0 and not decoder.tracker.has_fix
+
+
 def test_a_port_failure_while_holding_a_fix_loses_it_and_says_why():
     tracker = FixTracker()
     tracker.observe(fix_at(0))
