@@ -146,7 +146,8 @@ class LocalBlobStore:
     def shred(self, key: str, *, sync: bool = True) -> str | None:
         """Crypto-shred a held segment: overwrite its wrapped segment key with zeros, make that
         durable, then remove the file.  Returns the SHA-256 of the wrapped key destroyed, None if
-        the blob was already gone, "" if its preamble could not be read (the file is removed anyway).
+        the blob was already gone, "" if its preamble could not be read or its key was already
+        zeroed by an earlier, interrupted shred (the file is removed anyway).
 
         The media is encrypted under that key and the key exists nowhere else, so blocks of the
         file recovered from the disk later (file carving) are ciphertext nobody can open, the
@@ -166,7 +167,9 @@ class LocalBlobStore:
                 try:
                     preamble, raw = read_preamble(f)
                     wrapped = preamble.wrapped_key
-                    digest = hashlib.sha256(wrapped).hexdigest()
+                    # All zeros: a shred killed before its unlink already destroyed the key; its
+                    # digest was that of the key, not of these zeros, and is not known here.
+                    digest = hashlib.sha256(wrapped).hexdigest() if any(wrapped) else ""
                     offset = len(raw) - len(wrapped)
                 except SegmentError:
                     digest, offset, wrapped = "", 0, b""

@@ -78,7 +78,7 @@ def _configure_retention(p: argparse.ArgumentParser) -> None:
     d.add_argument("--days", type=int, default=7, help="look-ahead in days (default: %(default)s)")
     d.add_argument("--include-held", action="store_true", help="list clips kept by a mark or request too")
     d.add_argument("--json", action="store_true", help="machine-readable output")
-    s = _add(sub, "sweep", "delete what is due (run hourly by bwv-retention.timer)",
+    s = _add(sub, "sweep", "delete what is due (run hourly by openbwv-retention.timer)",
              "Delete every clip whose retention period is over and that no evidence mark or open subject "
              "access request holds: crypto-shred each segment (its wrapped key overwritten, then the file "
              "removed), leave a tombstone with its hashes, and audit each deletion. Safe to interrupt and "

@@ -197,7 +197,9 @@ class Sweeper:
             if key not in destroyed and self.blobs.exists(key):
                 late += 1  # arrived after this batch was shredded: it stays, the clip is held again
                 continue
-            wrapped = destroyed.get(key) or wrapped_at_ingest or ""
+            # The digest taken at ingest is the authority; the one read back while shredding only
+            # stands in for segments held before it was recorded (a resumed shred reads zeros).
+            wrapped = wrapped_at_ingest or destroyed.get(key) or ""
             db.execute(
                 "INSERT INTO tombstones (segment_hash, device_id, sequence, prev_hash, clip_id, segment_index, "
                 "start_utc_us, end_utc_us, size, received_utc, receipt, wrapped_key_sha256, category, deleted_utc, "

@@ -32,6 +32,7 @@ def test_a_sweep_killed_anywhere_and_run_again_deletes_each_due_clip_exactly_onc
     due = [ev.record(f"cam-{i % 4}", NOW - timedelta(days=32 + i % 20)) for i in range(DUE)]
     kept = [ev.record(f"cam-{i % 4}", NOW - timedelta(days=i % 30)) for i in range(KEPT)]
     kept_bytes = {h.segment_hash: ev.blob_digest(h.segment_hash) for h in kept}
+    key_digests = dict(ev.db.reader().execute("SELECT segment_hash, wrapped_key_sha256 FROM segments"))
     ev.close()
 
     env = dict(os.environ, BWV_HOME=str(ev.home.root))
@@ -70,7 +71,11 @@ def test_a_sweep_killed_anywhere_and_run_again_deletes_each_due_clip_exactly_onc
         for h in due:
             assert lifecycle.clip(reader, h.clip_id).state == "deleted"
             assert len(audit.query(reader, action="delete", target=f"clip:{h.clip_id}")) == 1
-            assert [t["segment_hash"] for t in lifecycle.tombstones_of(reader, h.clip_id)] == [h.segment_hash]
+            [stone] = lifecycle.tombstones_of(reader, h.clip_id)
+            assert stone["segment_hash"] == h.segment_hash
+            # The key destroyed is named by the digest taken at ingest, even when a killed run had
+            # already zeroed it and the re-run found only zeros.
+            assert stone["wrapped_key_sha256"] == key_digests[h.segment_hash] != ""
             assert not ev.blobs.path(h.segment_hash).exists()
         for h in kept:
             assert lifecycle.clip(reader, h.clip_id).state == "held"
