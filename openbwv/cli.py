@@ -171,6 +171,8 @@ def run_seal(args: argparse.Namespace, home: Home) -> int:
 def _configure_verify(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="sealed files, or directories searched recursively")
     p.add_argument("-l", "--list", action="store_true", help="also print one line per good segment")
+    p.add_argument("--no-tombstones", action="store_true",
+                   help="do not read the server's deletion records: every gap is reported as missing")
 
 
 @command(
@@ -183,18 +185,29 @@ def _configure_verify(p: argparse.ArgumentParser) -> None:
     device's chain (a missing segment between two present ones, a replayed or
     duplicated segment, a segment that does not link to its predecessor).
 
-    Prints one line per problem (file, kind, what is wrong), then a summary.
-    Exits 0 only when everything holds, 1 when anything does not.
+    A gap the evidence server's retention sweep left is not missing evidence.
+    When BWV_HOME holds a server database (server/evidence.db), its tombstones
+    are read, read-only: a gap they fill whose hashes link (each tombstone
+    names the hash of the segment before it; the segment after the gap names
+    the hash of the last tombstone) is noted as "deleted by policy" and is not
+    a problem. Tombstones that do not link are a problem (the hash expected and
+    the hash found); a gap without tombstones is missing. --no-tombstones
+    judges the files alone.
+
+    Prints one line per problem (file, kind, what is wrong), a note per run of
+    segments deleted by policy, then a summary. Exits 0 only when everything
+    holds, 1 when anything does not.
     """,
     """
     examples:
-      bwv verify /srv/evidence
+      bwv verify /srv/bwv/server/store
+      bwv verify --no-tombstones /srv/bwv/server/store
       bwv verify --list cam-0042-0000000017.bwv cam-0042-0000000018.bwv
     """,
 )(_configure_verify)
 def run_verify(args: argparse.Namespace, home: Home) -> int:
     from .registry import DeviceRegistry
-    from .verification import verify_paths
+    from .verification import DeletionRecords, verify_paths
 
     def on_file(path, seg):
         if seg is not None and args.list:
@@ -202,15 +215,24 @@ def run_verify(args: argparse.Namespace, home: Home) -> int:
             print(f"ok  {path}  {seg.device_id} #{seg.sequence} clip {str(seg.preamble.clip_id)[:8]} "
                   f"part {seg.preamble.segment_index}  {seg.segment_hash.hex()[:16]}{note}")
 
-    report = verify_paths(args.paths, DeviceRegistry(home.registry_dir), on_file=on_file)
+    deletions = None if args.no_tombstones else DeletionRecords.of_home(home)
+    try:
+        report = verify_paths(args.paths, DeviceRegistry(home.registry_dir), on_file=on_file, deletions=deletions)
+    finally:
+        if deletions is not None:
+            deletions.close()
     for problem in report.problems:
         print(problem.line())
+    for deleted in report.deleted:
+        print(deleted.line())
     for path in report.unsealed:
         print(f"{path}: note: unsealed segment (the camera seals it at its next start)")
     devices = report.devices()
     recovered = sum(1 for s in report.segments if s.trailer.recovered)
+    by_policy = sum(d.count for d in report.deleted)
     summary = (f"{len(report.segments)} segment(s) from {len(devices)} device(s) verified"
                + (f", {recovered} recovered after power loss" if recovered else "")
+               + (f", {by_policy} deleted by policy" if by_policy else "")
                + f"; {len(report.problems)} problem(s)")
     print(summary)
     return EXIT_OK if report.ok else EXIT_PROBLEMS

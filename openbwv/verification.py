@@ -4,19 +4,33 @@ Every problem is reported, not just the first: one line per file that fails,
 then the chain problems across the files that passed.  A file that fails is
 left out of the chain check, so its successor shows as following a gap, which
 is the truth about what can be trusted.
+
+A gap the evidence server's retention sweep left is not missing evidence.
+When the server's database is at hand (`DeletionRecords`, opened read-only),
+its tombstones are read for the gaps between the files verified: a gap that
+tombstones fill, with every hash linking (each tombstone names the hash of
+the segment before it, and the segment after the gap names the hash of the
+last tombstone), is reported as deleted by policy and is not a problem.  The
+files themselves are still checked with public keys only; the database only
+explains what is absent.  A tombstone that does not link is a problem, stated
+with the hash expected and the hash found; a gap without tombstones is missing.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from .sealed.chain import ChainLink, check_chains
 from .sealed.errors import KeyFileError, SegmentError
 from .sealed.reader import KeyLookup, VerifiedSegment, verify_file
 from .sealed.writer import OPEN_SUFFIX, SEALED_SUFFIX
+
+if TYPE_CHECKING:
+    from .home import Home
 
 
 @dataclass(frozen=True)
@@ -29,11 +43,34 @@ class Problem:
         return f"{self.path}: {self.kind}: {self.message}"
 
 
+@dataclass(frozen=True)
+class PolicyDeletion:
+    """A run of a device's segments that the retention sweep deleted, with tombstones that link.
+
+    One run per sweep: consecutive segments deleted by two sweeps are two runs."""
+
+    device_id: str
+    first: int
+    last: int
+    deleted_utc: str
+    sweep_id: str
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
+
+    def line(self) -> str:
+        which = f"segment {self.first}" if self.first == self.last else f"segments {self.first}..{self.last}"
+        return (f"{self.device_id}: note: {which} deleted by policy on {self.deleted_utc[:10]} "
+                f"(sweep {self.sweep_id})")
+
+
 @dataclass
 class VerifyReport:
     segments: list[VerifiedSegment] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     unsealed: list[Path] = field(default_factory=list)
+    deleted: list[PolicyDeletion] = field(default_factory=list)  # gaps explained by tombstones
 
     @property
     def ok(self) -> bool:
@@ -84,9 +121,82 @@ def _kind(e: Exception) -> str:
     }.get(name, name)
 
 
+@dataclass(frozen=True)
+class Tombstone:
+    """What the server kept of a segment its retention sweep deleted (server/lifecycle.py)."""
+
+    device_id: str
+    sequence: int
+    segment_hash: str  # hex, as the server recorded it
+    prev_hash: str
+    deleted_utc: str
+    sweep_id: str
+    where: str  # the database and the record, for problem lines
+
+
+class DeletionRecords:
+    """The tombstones in an evidence server's database, read-only.
+
+    Opened with SQLite's read-only mode, so `bwv verify` can run beside a live
+    server (WAL readers never wait for the writer) and can never change a
+    record; a database from before tombstones existed simply has none.  It is
+    opened at the first gap, so verifying an unbroken chain never touches it,
+    and a database that cannot be read fails there (sqlite3.Error), where
+    `verify_paths` reports it and leaves the gaps missing.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
+        return self._db
+
+    @classmethod
+    def of_home(cls, home: "Home") -> "DeletionRecords | None":
+        """The server database under BWV_HOME, or None if this home runs no server."""
+        from .server.service import database_path  # the server owns where its database lives
+
+        path = database_path(home)
+        return cls(path) if path.is_file() else None
+
+    def between(self, device_id: str, after: int, before: int) -> list[Tombstone]:
+        """The device's tombstones with `after` < sequence < `before`, in sequence order."""
+        try:
+            rows = self._connection().execute(
+                "SELECT sequence, segment_hash, prev_hash, deleted_utc, sweep_id FROM tombstones "
+                "WHERE device_id = ? AND sequence > ? AND sequence < ? ORDER BY sequence",
+                (device_id, after, before)).fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return []  # written before the lifecycle schema: nothing was ever deleted by policy
+            raise
+        return [Tombstone(device_id, seq, str(h).lower(), str(prev).lower(), deleted, sweep,
+                          f"{self.path} [tombstone {device_id} #{seq}]")
+                for seq, h, prev, deleted, sweep in rows]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> "DeletionRecords":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def verify_paths(
-    paths: Iterable[Path], keys: KeyLookup, *, on_file: Callable[[Path, VerifiedSegment | None], None] | None = None
+    paths: Iterable[Path], keys: KeyLookup, *, on_file: Callable[[Path, VerifiedSegment | None], None] | None = None,
+    deletions: DeletionRecords | None = None,
 ) -> VerifyReport:
+    """Verify every sealed file under `paths`, then each device's chain across them.
+
+    With `deletions`, gaps between the files are looked up in the server's
+    tombstones (see the module docstring); without, every gap is missing."""
     report = VerifyReport()
     files, report.unsealed, report.problems = collect(paths)
     seen: set[Path] = set()
@@ -114,10 +224,92 @@ def verify_paths(
     links = [
         ChainLink(s.device_id, s.sequence, s.preamble.prev_hash, s.segment_hash, s.path) for s in report.segments
     ]
-    failed_files = bool(report.problems)
-    for problem in check_chains(links):
+    failed_files = bool(report.problems)  # before the tombstones' problems: those are not files
+    explained: set[tuple[str, int]] = set()
+    if deletions is not None:
+        try:
+            explained = _explain_gaps(links, deletions, report)
+        except sqlite3.Error as e:
+            report.problems.append(Problem(str(deletions.path), f"cannot read the deletion records: {e}; "
+                                           "gaps are reported as missing", "deletion records"))
+    for problem in check_chains(links, explained=explained):
         reason = problem.reason
         if failed_files and _kind(problem) == "gap":
             reason += " (or among the files that failed verification above)"
         report.problems.append(Problem(problem.path or "?", reason, _kind(problem)))
     return report
+
+
+def _explain_gaps(links: list[ChainLink], deletions: DeletionRecords, report: VerifyReport) -> set[tuple[str, int]]:
+    """Check the tombstones in the gaps between held segments; note the runs that link, report those
+    that do not.  Returns the (device, sequence) pairs a tombstone accounts for, which the chain
+    check then does not call missing (a broken tombstone is reported here instead)."""
+    held: dict[str, dict[int, ChainLink]] = {}
+    for link in sorted(links, key=lambda s: (s.sequence, s.path or "")):
+        held.setdefault(link.device_id, {}).setdefault(link.sequence, link)  # the first, as check_chains keeps
+    explained: set[tuple[str, int]] = set()
+    for device in sorted(held):
+        chain = held[device]
+        if len(chain) < 2:
+            continue
+        stones: list[Tombstone] = []
+        for stone in deletions.between(device, min(chain), max(chain)):
+            present = chain.get(stone.sequence)
+            if present is None:
+                stones.append(stone)
+            elif present.segment_hash.hex() != stone.segment_hash:
+                report.problems.append(Problem(present.path or stone.where, (
+                    f"segment {stone.sequence} of {device} was deleted by policy on {stone.deleted_utc[:10]} "
+                    f"(sweep {stone.sweep_id}) as a different segment: its tombstone records hash "
+                    f"{stone.segment_hash}, this file hashes to {present.segment_hash.hex()}"), "chain broken"))
+        explained.update((device, s.sequence) for s in stones)
+        linked = _check_links(device, chain, stones, report)
+        report.deleted.extend(_runs(device, [s for s in stones if s.sequence in linked]))
+    return explained
+
+
+def _check_links(device: str, chain: dict[int, ChainLink], stones: list[Tombstone],
+                 report: VerifyReport) -> set[int]:
+    """Every link into and out of a tombstone; the sequences of the tombstones whose links all hold."""
+    by_seq: dict[int, Tombstone] = {s.sequence: s for s in stones}
+    good = set(by_seq)
+
+    def hash_of(seq: int) -> tuple[str, str] | None:
+        """(hash, what it is) of the segment or tombstone at `seq`, if known."""
+        if seq in by_seq:
+            return by_seq[seq].segment_hash, f"as recorded in its tombstone, sweep {by_seq[seq].sweep_id}"
+        if seq in chain:
+            return chain[seq].segment_hash.hex(), f"the hash of {chain[seq].where()}"
+        return None  # not held, no tombstone: the chain check reports it missing
+
+    for stone in stones:
+        before = hash_of(stone.sequence - 1)
+        if before is not None and stone.prev_hash != before[0]:
+            good.discard(stone.sequence)
+            good.discard(stone.sequence - 1)
+            report.problems.append(Problem(stone.where, (
+                f"the tombstone of segment {stone.sequence} of {device} (deleted by policy on "
+                f"{stone.deleted_utc[:10]}, sweep {stone.sweep_id}) does not link to segment "
+                f"{stone.sequence - 1}: expected previous hash {before[0]} ({before[1]}), "
+                f"found {stone.prev_hash}"), "chain broken"))
+        after = chain.get(stone.sequence + 1)
+        if after is not None and after.prev_hash.hex() != stone.segment_hash:
+            good.discard(stone.sequence)
+            report.problems.append(Problem(after.path or after.where(), (
+                f"segment {after.sequence} of {device} does not link to segment {stone.sequence}, deleted by "
+                f"policy on {stone.deleted_utc[:10]} (sweep {stone.sweep_id}): expected previous hash "
+                f"{stone.segment_hash} (recorded in its tombstone), found {after.prev_hash.hex()}"),
+                "chain broken"))
+    return good
+
+
+def _runs(device: str, stones: list[Tombstone]) -> Iterator[PolicyDeletion]:
+    """Consecutive tombstones of one sweep, as one `PolicyDeletion` each."""
+    run: list[Tombstone] = []
+    for stone in stones:
+        if run and (stone.sequence != run[-1].sequence + 1 or stone.sweep_id != run[-1].sweep_id):
+            yield PolicyDeletion(device, run[0].sequence, run[-1].sequence, run[0].deleted_utc, run[0].sweep_id)
+            run = []
+        run.append(stone)
+    if run:
+        yield PolicyDeletion(device, run[0].sequence, run[-1].sequence, run[0].deleted_utc, run[0].sweep_id)

@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import logging
 import signal
+import sqlite3
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..cli import EXIT_OK, UsageError, command, common_options
@@ -42,9 +44,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
     a.add_argument("--id", required=True, dest="dock_id", metavar="DOCK",
                    help="dock id: 1-64 letters, digits, '.', '_' or '-' (e.g. station-3-bay-rack)")
     a.add_argument("--rotate", action="store_true", help="replace the dock's existing token (the old one stops working)")
-    sub.add_parser("status", help="segments held per device, flagged chain gaps, uploads in progress",
+    sub.add_parser("status", help="segments held per device, gaps (deleted by policy or missing), uploads",
                    formatter_class=p.formatter_class, parents=[common_options()],
-                   description="Summarise the evidence held under BWV_HOME/server without starting the server.")
+                   description="Summarise the evidence held under BWV_HOME/server without starting the server.\n"
+                               "Per device: the sequence numbers held, the gaps the retention sweep left\n"
+                               "(deleted by policy: tombstones keep their hashes) and the ranges genuinely\n"
+                               "missing (neither held nor deleted by policy); then uploads in progress.")
     d = sub.add_parser("api-docs", help="write the OpenAPI description and the endpoint x role table",
                        formatter_class=p.formatter_class, parents=[common_options()],
                        description="Write docs/openapi.json (OpenAPI 3.1) and docs/access-control.md (every "
@@ -131,16 +136,38 @@ def _status(home: Home) -> int:
         uploads = db.uploads()
         docks = db.docks()
         from . import lifecycle
-        clips = lifecycle.counts_by_state(db.reader())
-        deleted = db.reader().execute("SELECT COUNT(*) FROM tombstones").fetchone()[0]
+        reader = db.reader()
+        clips = lifecycle.counts_by_state(reader)
+        deleted = reader.execute("SELECT COUNT(*) FROM tombstones").fetchone()[0]
+        chains = _device_chains(reader)
     finally:
         db.close()
+    by_device = {s.device_id: s for s in summaries}
     print(f"evidence server at {home.server_dir}: {sum(s.segments for s in summaries)} segment(s) "
           f"from {len(summaries)} device(s); {len(docks)} dock(s)")
-    for s in summaries:
-        print(f"  {s.device_id}: {s.segments} segment(s), sequence {s.lowest}..{s.highest}"
-              + (f", {len(s.flagged)} flagged" if s.flagged else ""))
-        for sequence, status in s.flagged:
+    missing_total = 0
+    for device_id, chain in chains.items():
+        s = by_device.get(device_id)
+        held = sum(r.count for r in chain if r.kind == _HELD)
+        print(f"  {device_id}: {held} segment(s), sequence {chain[0].first}..{chain[-1].last}"
+              + (f", {len(s.flagged)} flagged" if s and s.flagged else ""))
+        held_runs = [r for r in chain if r.kind == _HELD]
+        if held_runs:
+            shown = ", ".join(r.label() for r in held_runs[:_LISTED_RUNS])
+            more = len(held_runs) - _LISTED_RUNS
+            print(f"    held {shown}" + (f" and {more} more range(s)" if more > 0 else ""))
+        deleted_runs = 0
+        for r in chain:
+            if r.kind == _MISSING:
+                missing_total += r.count
+                print(f"    {r.label()}: {r.count} missing (no segment, no tombstone)")
+            elif r.kind == _DELETED:
+                deleted_runs += 1
+                if deleted_runs <= _LISTED_RUNS:
+                    print(f"    {r.label()}: {r.count} deleted by policy (tombstones)")
+        if deleted_runs > _LISTED_RUNS:
+            print(f"    and {deleted_runs - _LISTED_RUNS} more range(s) deleted by policy (tombstones)")
+        for sequence, status in s.flagged if s else ():
             print(f"    #{sequence}: {status}")
     receiving = [u for u in uploads if not u.complete]
     if receiving:
@@ -149,10 +176,65 @@ def _status(home: Home) -> int:
             print(f"  {u.id}  {u.device_id} #{u.sequence}  {u.offset}/{u.length} bytes  dock {u.dock}  "
                   f"since {u.created_utc}")
     flagged = sum(len(s.flagged) for s in summaries)
-    print(f"{flagged} flagged chain gap(s)")
+    print(f"{flagged} flagged chain gap(s); {missing_total} segment(s) missing, {deleted} deleted by policy "
+          "(tombstones)")
     print(f"clips: {clips.get('held', 0)} held, {clips.get('deleted', 0)} deleted by policy "
           f"({deleted} segment tombstone(s)), {clips.get('deleting', 0)} being deleted")
     return EXIT_OK
+
+
+_HELD, _DELETED, _MISSING = "held", "deleted by policy", "missing"
+_LISTED_RUNS = 10  # held and deleted ranges listed per device; missing ones are always all listed
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Consecutive sequence numbers of one device that are all held, all tombstones, or all missing."""
+
+    kind: str
+    first: int
+    last: int
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
+
+    def label(self) -> str:
+        return f"#{self.first}" if self.first == self.last else f"#{self.first}..{self.last}"
+
+
+def _device_chains(db: sqlite3.Connection) -> dict[str, list[_Run]]:
+    """Per device, its chain from sequence 1 to the highest known, as runs: held segments, tombstones
+    of segments deleted by policy, and what is neither (missing: never received, or lost).
+
+    The runs come from SQL (gaps and islands), so a device with years of footage costs one row per
+    run, not one per segment."""
+    islands = ("SELECT device_id, MIN(sequence), MAX(sequence) FROM (SELECT device_id, sequence, "
+               "sequence - ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY sequence) AS island FROM {table}) "
+               "GROUP BY device_id, island")
+    known: dict[str, list[_Run]] = {}
+    for kind, table in ((_HELD, "segments"), (_DELETED, "tombstones")):
+        for device_id, first, last in db.execute(islands.format(table=table)):
+            known.setdefault(device_id, []).append(_Run(kind, first, last))
+    chains: dict[str, list[_Run]] = {}
+    for device_id in sorted(known):
+        runs: list[_Run] = []
+        upto = 0  # highest sequence accounted for so far
+        # A sequence is counted once: the ingest refuses a deleted segment sent again, so held and
+        # tombstoned do not overlap; if they ever did, the run that starts first claims it.
+        for run in sorted(known[device_id], key=lambda r: (r.first, r.kind != _HELD)):
+            if run.last <= upto:
+                continue
+            first = max(run.first, upto + 1)
+            if first > upto + 1:
+                runs.append(_Run(_MISSING, upto + 1, first - 1))
+            if runs and runs[-1].kind == run.kind and runs[-1].last == first - 1:
+                runs[-1] = _Run(run.kind, runs[-1].first, run.last)
+            else:
+                runs.append(_Run(run.kind, first, run.last))
+            upto = run.last
+        chains[device_id] = runs
+    return chains
 
 
 def _open_db(home: Home):
