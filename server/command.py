@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cli import EXIT_OK, UsageError, command, common_options
+from ..cli import EXIT_OK, EXIT_PROBLEMS, UsageError, command, common_options
 from ..home import Home
 from .config import DEFAULT_PORT, load_config, settings
 from .errors import ConfigError, ServerError
@@ -36,7 +36,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="largest upload accepted, announced as Tus-Max-Size (default 4096)")
     p.add_argument("--idle-timeout", type=float, metavar="S", dest="idle_timeout_s",
                    help="a PATCH body that stalls S seconds counts as a cut connection (default 60)")
-    sub = p.add_subparsers(dest="server_what", metavar="{add-dock,status,api-docs}")
+    sub = p.add_subparsers(dest="server_what", metavar="{add-dock,status,reindex,api-docs}")
     a = sub.add_parser("add-dock", help="create a dock's upload token (shown once)",
                        formatter_class=p.formatter_class, parents=[common_options()],
                        description="Create a random bearer token for a dock and print it once.\n"
@@ -50,6 +50,19 @@ def _configure(p: argparse.ArgumentParser) -> None:
                                "Per device: the sequence numbers held, the gaps the retention sweep left\n"
                                "(deleted by policy: tombstones keep their hashes) and the ranges genuinely\n"
                                "missing (neither held nor deleted by policy); then uploads in progress.")
+    r = sub.add_parser("reindex", help="index the GNSS tracks of held segments the search does not cover",
+                       formatter_class=p.formatter_class, parents=[common_options()],
+                       description="Decrypt and index the sealed GNSS track of every held segment that the\n"
+                                   "track index lacks: segments held before the index existed, and with\n"
+                                   "--retry-unreadable those whose track could not be read at ingest (a\n"
+                                   "server key restored since). Without it a search by place silently misses\n"
+                                   "them. Each key use is audited; safe beside a running server; a second\n"
+                                   "run continues where the first stopped.")
+    r.add_argument("--retry-unreadable", action="store_true",
+                   help="read again the segments whose track was unreadable")
+    r.add_argument("--dry-run", action="store_true", help="count the segments it would read; change nothing")
+    r.add_argument("--batch", type=int, default=50, metavar="N",
+                   help="segments per write transaction (default: %(default)s)")
     d = sub.add_parser("api-docs", help="write the OpenAPI description and the endpoint x role table",
                        formatter_class=p.formatter_class, parents=[common_options()],
                        description="Write docs/openapi.json (OpenAPI 3.1) and docs/access-control.md (every "
@@ -88,6 +101,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
       bwv server --listen [::]:8443 --tls-cert s.pem --tls-key s.key --tls-client-ca docks-ca.pem
       bwv server --max-concurrent 32 --reserve-mb 20000
       bwv server status                            what is held, per device, and any gaps
+      bwv server reindex --dry-run                 held segments a search by place would miss
 
     exit status: 0 after a clean stop (SIGTERM/SIGINT); 2 on bad settings or missing keys.
     """,
@@ -100,7 +114,42 @@ def run_server(args: argparse.Namespace, home: Home) -> int:
         return _status(home)
     if what == "api-docs":
         return _api_docs(args)
+    if what == "reindex":
+        return _reindex(args, home)
     return _serve(args, home)
+
+
+def _reindex(args: argparse.Namespace, home: Home) -> int:
+    from ..registry import DeviceRegistry
+    from ..sealed.errors import KeyFileError
+    from ..sealed.keys import ServerKeyPair
+    from .blobstore import LocalBlobStore
+    from .lifecycle_command import local_actor
+    from .reindex import reindex
+
+    if args.batch < 1:
+        raise UsageError("--batch must be at least 1")
+    try:
+        keys = ServerKeyPair.load(home.server_keys_dir)
+    except (KeyFileError, OSError) as e:
+        raise UsageError(f"the server's keys are needed to read sealed tracks: {e}") from None
+    db = _open_db(home)
+    try:
+        report = reindex(db, LocalBlobStore(home.server_dir / "store"), DeviceRegistry(home.registry_dir), keys,
+                         actor=local_actor(), retry_unreadable=args.retry_unreadable, dry_run=args.dry_run,
+                         batch=args.batch, progress=lambda r: print(
+                             f"  ... {r.indexed + r.no_fix + r.unreadable + r.skipped} of {r.candidates}",
+                             file=sys.stderr, flush=True))
+    finally:
+        db.close()
+    if args.dry_run:
+        print(f"{report.candidates} held segment(s) have no indexed track; run without --dry-run to read them")
+        return EXIT_OK
+    print(f"{report.candidates} segment(s) read: {report.indexed} indexed ({report.fixes} fixes), "
+          f"{report.no_fix} sealed without a fix, {report.unreadable} unreadable, {report.skipped} skipped")
+    for note in report.notes:
+        print(f"  unreadable: {note}")
+    return EXIT_OK if report.unreadable == 0 else EXIT_PROBLEMS
 
 
 def _add_dock(args: argparse.Namespace, home: Home) -> int:
