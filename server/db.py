@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Union
 
 from . import audit, geoindex, lifecycle, sar, users
+from .audit_time import when
 from .errors import Conflict, ConfigError, InsufficientStorage, StoreError
 
 # Each migration takes the schema from version N-1 to N.  Never edit one that
@@ -73,6 +74,33 @@ def _index_tracks_by_span(db: sqlite3.Connection) -> None:
     geoindex.insert_tracks(db, ((segment_hash, rows[0][1], rows[0][2], [geoindex.Fix(*row[3:]) for row in rows])
                                 for segment_hash, rows in by_segment))
     _run_sql(db, "DROP TABLE track_rtree; DROP TABLE track_points")
+
+
+def _record_releases(db: sqlite3.Connection) -> None:
+    """Migration 7: when each clip was last released (lifecycle.py), so that a clip whose mark is
+    lifted, whose request is closed or which is re-filed into a shorter category spends the notice
+    period on the due list before the sweep can take it.
+
+    Clips released before this migration get the latest of: a mark on them lifted, a request that
+    held them closed, a category change in the audit trail (any change: the policy that says which
+    were shorter is not known here, and counting one too many only keeps a clip a little longer)."""
+    _run_sql(db, lifecycle.RELEASES_SCHEMA)
+    latest: dict[str, datetime] = {}
+    releases = db.execute(
+        "SELECT clip_id, lifted_utc FROM evidence_marks WHERE lifted_utc IS NOT NULL "
+        "UNION ALL SELECT h.clip_id, r.closed_utc FROM sar_holds h JOIN subject_requests r ON r.id = h.sar_id "
+        "WHERE r.status = 'closed' AND r.closed_utc IS NOT NULL "
+        "UNION ALL SELECT SUBSTR(target, 6), at_utc FROM audit_log WHERE action = 'category_set' "
+        "AND target LIKE 'clip:%'")
+    for clip_id, at in releases:
+        try:
+            t = when(at)
+        except ValueError:
+            continue  # not a time this server wrote; the notice from arrival still applies
+        if clip_id not in latest or t > latest[clip_id]:
+            latest[clip_id] = t
+    db.executemany("UPDATE clips SET released_utc_us = ? WHERE clip_id = ?",
+                   ((geoindex.to_utc_us(t), clip_id) for clip_id, t in latest.items()))
 
 
 MIGRATIONS: list[tuple[int, Migration]] = [
@@ -153,6 +181,9 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (5, lifecycle.SCHEMA + ";\n" + sar.SCHEMA + ";\nALTER TABLE segments ADD COLUMN wrapped_key_sha256 TEXT"),
     # Staff accounts and their tokens (users.py).
     (6, users.SCHEMA),
+    # When each clip was last released from what kept it (lifecycle.py), and the clips a camera
+    # running ahead recorded, indexed for subject access holds (sar.py).
+    (7, _record_releases),
 ]
 MIGRATIONS.sort(key=lambda m: m[0])
 if [m[0] for m in MIGRATIONS] != list(range(1, len(MIGRATIONS) + 1)):
@@ -472,6 +503,7 @@ class MetadataStore:
         wrapped_key_sha256: str | None = None,
     ) -> None:
         """Record a held segment in one transaction: the row, its clip's lifecycle record, its
+        holds for the subject access requests not closed whose window it was recorded in, its
         indexed `track`, the re-evaluated status of the segment after it (`successor_status` =
         (its hash, new status)), the upload marked complete, and the audit record of the upload."""
         with self._transaction() as db:
@@ -489,6 +521,7 @@ class MetadataStore:
             audit.append(db, actor=f"dock:{rec.dock}", action="upload", target=f"segment:{rec.segment_hash}",
                          detail={"device": rec.device_id, "sequence": rec.sequence, "clip": rec.clip_id,
                                  "size": rec.size, "chain": rec.chain_status})
+            sar.hold_for_open_requests(db, rec.clip_id, at=rec.received_utc)
             if track is not None:
                 geoindex.store_track(db, rec.segment_hash, rec.device_id, rec.clip_id, track)
             if successor_status is not None:

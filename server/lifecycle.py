@@ -1,7 +1,8 @@
 """The lifecycle records of held footage: clips, categories, evidence marks, tombstones.
 
 retention.py says *when* a clip may go; this module keeps the facts those
-rules read, in the evidence database (migration 5), and answers the
+rules read, in the evidence database (migration 5; migration 7 added when a
+clip was last released), and answers the
 questions staff ask: what is due in the next week, why is this clip still
 here, what was deleted and when.
 
@@ -13,6 +14,13 @@ gone, in one transaction) so that a sweep killed anywhere can be re-run and
 deletes each clip exactly once.  A segment of a deleted clip that arrives
 late (a camera docked weeks after) is evidence like any other: it is held,
 and the clip becomes ``held`` again until the sweep takes it.
+
+A clip is **released** when something that kept it longer stops keeping it:
+it is re-filed into a category that keeps footage for less time, an evidence
+mark on it is lifted, or a subject access request that held it is closed.
+``released_utc_us`` records the latest such moment, and retention.py keeps
+the clip for the notice period after it, so that it is on the due list for a
+week before it can go however long ago its own period ended.
 
 A **tombstone** is what remains of a deleted segment: its hashes, its place
 in the device's chain and the digest of the wrapped key that was destroyed,
@@ -32,7 +40,8 @@ from typing import Iterable
 from . import audit
 from .audit_time import when
 from .errors import BadRequest, Conflict, NotFound
-from .retention import DEFAULT_CATEGORY, ClipFacts, RetentionPolicy, due_utc_us
+from .geoindex import to_utc_us
+from .retention import DEFAULT_CATEGORY, ClipFacts, RetentionPolicy, due_utc_us, releases
 
 CLIP_HELD = "held"
 CLIP_DELETING = "deleting"
@@ -134,14 +143,24 @@ class ClipRecord:
     deleted_utc: str | None
     active_marks: int = 0
     open_requests: int = 0
+    released_utc_us: int | None = None
 
     def facts(self) -> ClipFacts:
         return ClipFacts(self.clip_id, self.category, self.recorded_utc_us, self.received_utc_us,
-                         self.active_marks, self.open_requests)
+                         self.active_marks, self.open_requests, self.released_utc_us)
 
 
 _CLIP_COLUMNS = ("c.clip_id, c.device_id, c.camera_start_us, c.recorded_utc_us, c.received_utc_us, c.last_utc_us, "
-                 f"c.category, c.state, c.sweep_id, c.deleted_utc, ({_ACTIVE_MARKS}), ({_OPEN_REQUEST_HOLDS})")
+                 f"c.category, c.state, c.sweep_id, c.deleted_utc, ({_ACTIVE_MARKS}), ({_OPEN_REQUEST_HOLDS}), "
+                 "c.released_utc_us")
+
+# Migration 7: when a clip was last released (see the module docstring), and an index of the clips
+# that arrived before their camera says they started (a camera clock running ahead), which a
+# subject access request's time window must still find (sar.clips_recorded_during).
+RELEASES_SCHEMA = """
+ALTER TABLE clips ADD COLUMN released_utc_us INTEGER;
+CREATE INDEX clips_arrived_before_start ON clips(recorded_utc_us) WHERE recorded_utc_us < camera_start_us
+"""
 
 
 def _clip(row: tuple | None) -> ClipRecord | None:
@@ -181,6 +200,16 @@ def record_segment(db: sqlite3.Connection, clip_id: str, device_id: str, start_u
 
 
 # --------------------------------------------------------------------------- reading
+def is_held(db: sqlite3.Connection, clip_id: str) -> bool:
+    """Whether something keeps the clip whatever its category says: an evidence mark not lifted, or
+    a subject access request not closed that holds it.  The sweep asks this again, inside its write
+    transaction, before it finishes a clip it finds in ``deleting``: a request logged since the
+    clip was chosen holds it (sar.py holds ``deleting`` clips too)."""
+    return db.execute(f"SELECT EXISTS ({_ACTIVE_MARKS.replace('COUNT(*)', '1')}) "
+                      f"OR EXISTS ({_OPEN_REQUEST_HOLDS.replace('COUNT(*)', '1')}) "
+                      "FROM clips c WHERE c.clip_id = ?", (clip_id,)).fetchone() == (1,)
+
+
 def longest_clip_us(db: sqlite3.Connection) -> int:
     row = db.execute("SELECT longest_us FROM clip_stats WHERE id = 1").fetchone()
     return row[0] if row else 0
@@ -209,12 +238,13 @@ def due_between(db: sqlite3.Connection, policy: RetentionPolicy, until_utc_us: i
     for category in sorted(policy.categories):
         cut = until_utc_us - policy.period_us(category)
         sql = (f"SELECT {_CLIP_COLUMNS} FROM clips c WHERE c.state = 'held' AND c.category = ? "
-               "AND c.recorded_utc_us <= ? AND c.received_utc_us <= ?")
+               "AND c.recorded_utc_us <= ? AND c.received_utc_us <= ? "
+               "AND (c.released_utc_us IS NULL OR c.released_utc_us <= ?)")
         if not include_held:
             sql += f" AND NOT EXISTS ({_ACTIVE_MARKS.replace('COUNT(*)', '1')})" \
                    f" AND NOT EXISTS ({_OPEN_REQUEST_HOLDS.replace('COUNT(*)', '1')})"
         sql += " ORDER BY c.recorded_utc_us"
-        args: tuple = (category, cut, notice_cut)
+        args: tuple = (category, cut, notice_cut, notice_cut)
         if limit is not None:
             sql += " LIMIT ?"
             args += (limit,)
@@ -266,6 +296,14 @@ def marks(db: sqlite3.Connection, clip_id: str, *, active_only: bool = False) ->
 
 
 # --------------------------------------------------------------------------- changing
+def record_release(db: sqlite3.Connection, clip_ids: Iterable[str], at: str) -> None:
+    """Note that the clips were released at `at` (ISO 8601): the notice period starts again from
+    then.  The latest release is kept, so a clock stepping back cannot shorten the notice."""
+    released = to_utc_us(when(at))
+    db.executemany("UPDATE clips SET released_utc_us = MAX(COALESCE(released_utc_us, ?), ?) WHERE clip_id = ?",
+                   ((released, released, clip_id) for clip_id in clip_ids))
+
+
 def _held(db: sqlite3.Connection, clip_id: str) -> ClipRecord:
     found = require_clip(db, clip_id)
     if found.state != CLIP_HELD:
@@ -276,11 +314,15 @@ def _held(db: sqlite3.Connection, clip_id: str) -> ClipRecord:
 
 def set_category(db: sqlite3.Connection, policy: RetentionPolicy, clip_id: str, category: str, *,
                  actor: str, reason: str, at: str) -> ClipRecord:
-    """File a clip under a retention category (audited, with the old and new category)."""
+    """File a clip under a retention category (audited, with the old and new category).  Into one
+    that keeps footage for less time, the clip is released: it is kept for the notice period from now
+    even if the new category's period ended long ago."""
     category = policy.check_category(_bounded("category", category, 32))
     reason = _bounded("reason", reason)
     before = _held(db, clip_id)
     db.execute("UPDATE clips SET category = ? WHERE clip_id = ?", (category, clip_id))
+    if releases(policy, before.category, category):
+        record_release(db, [clip_id], at)
     audit.append(db, actor=actor, action="category_set", target=f"clip:{clip_id}",
                  detail={"from": before.category, "to": category, "reason": reason}, at=when(at))
     return require_clip(db, clip_id)
@@ -300,7 +342,8 @@ def mark_evidence(db: sqlite3.Connection, clip_id: str, *, case_ref: str, reason
 
 
 def lift_mark(db: sqlite3.Connection, clip_id: str, mark_id: int, *, reason: str, actor: str, at: str) -> None:
-    """Lift one evidence mark; the clip falls back to its category's rule once no mark is left."""
+    """Lift one evidence mark; the clip falls back to its category's rule once no mark is left, and
+    is released: kept for the notice period from now even if its period ended long ago."""
     reason = _bounded("reason", reason)
     row = db.execute("SELECT lifted_utc FROM evidence_marks WHERE id = ? AND clip_id = ?",
                      (mark_id, clip_id)).fetchone()
@@ -310,6 +353,7 @@ def lift_mark(db: sqlite3.Connection, clip_id: str, mark_id: int, *, reason: str
         raise Conflict(f"evidence mark {mark_id} on clip {clip_id} was already lifted on {row[0]}")
     db.execute("UPDATE evidence_marks SET lifted_by = ?, lifted_utc = ?, lift_reason = ? WHERE id = ?",
                (actor, at, reason, mark_id))
+    record_release(db, [clip_id], at)
     audit.append(db, actor=actor, action="unmark", target=f"clip:{clip_id}",
                  detail={"mark": mark_id, "reason": reason}, at=when(at))
 
@@ -349,7 +393,7 @@ def iter_clip_ids(rows: Iterable[ClipRecord]) -> list[str]:
 
 __all__ = [
     "CLIP_DELETED", "CLIP_DELETING", "CLIP_HELD", "ClipRecord", "DEFAULT_CATEGORY", "SCHEMA", "assign_device",
-    "clip", "clips_of_device", "counts_by_state", "deleted_sequences", "due_between", "lift_mark", "mark_evidence",
-    "marks", "officer_owns", "officer_owns_clip_sql", "record_segment", "require_clip", "segment_hashes",
-    "set_category", "tombstones_of", "unknown_categories",
+    "RELEASES_SCHEMA", "clip", "clips_of_device", "counts_by_state", "deleted_sequences", "due_between", "is_held",
+    "lift_mark", "mark_evidence", "marks", "officer_owns", "officer_owns_clip_sql", "record_release",
+    "record_segment", "require_clip", "segment_hashes", "set_category", "tombstones_of", "unknown_categories",
 ]

@@ -19,10 +19,14 @@ Two rules protect against a wrong clock and a late dock:
   cannot postpone deletion beyond the period.
 * **Nothing is deleted that has not been on the due list for the notice
   period** (7 days by default): a clip becomes due no earlier than
-  `notice_days` after the server first received it.  A camera whose clock
-  runs behind, or one docked weeks late, gives supervisors a week to catch
-  misfiled evidence (forces have lost trial evidence to a wrong default
-  category) rather than having its footage deleted the hour it arrives.
+  `notice_days` after the server first received it, and no earlier than
+  `notice_days` after it was last *released*: re-filed into a category that
+  keeps footage for less time, an evidence mark lifted, or a subject access
+  request that held it closed.  A camera whose clock runs behind, one docked
+  weeks late, or a clip whose hold ends after its period is long over, gives
+  supervisors a week to catch misfiled evidence (forces have lost trial
+  evidence to a wrong default category) rather than having its footage
+  deleted at the next sweep.
 
 The sweep (sweep.py) selects due clips in SQL (lifecycle.py); `decide` here
 is the same rule in Python, the specification the SQL is tested against.
@@ -124,6 +128,7 @@ class ClipFacts:
     received_utc_us: int  # when the server first received any of it
     active_marks: int = 0
     open_requests: int = 0
+    released_utc_us: int | None = None  # when a category change, lifted mark or closed request last released it
 
 
 @dataclass(frozen=True)
@@ -135,8 +140,21 @@ class Decision:
 
 
 def due_utc_us(policy: RetentionPolicy, clip: ClipFacts) -> int:
-    """When the clip's category lets it go, and never before the notice period since arrival."""
-    return max(clip.recorded_utc_us + policy.period_us(clip.category), clip.received_utc_us + policy.notice_us)
+    """When the clip's category lets it go, and never before the notice period since it arrived
+    or since it was last released."""
+    due = max(clip.recorded_utc_us + policy.period_us(clip.category), clip.received_utc_us + policy.notice_us)
+    if clip.released_utc_us is not None:
+        due = max(due, clip.released_utc_us + policy.notice_us)
+    return due
+
+
+def releases(policy: RetentionPolicy, from_category: str, to_category: str) -> bool:
+    """Whether re-filing a clip from one category to another can let it go sooner, so that the
+    notice period starts again: the new category keeps footage for less time, or the old one is
+    no longer configured (how long it kept footage is unknown, so assume longer)."""
+    if from_category not in policy.categories:
+        return True
+    return policy.period_us(to_category) < policy.period_us(from_category)
 
 
 def decide(policy: RetentionPolicy, clip: ClipFacts, now_utc_us: int) -> Decision:
@@ -153,5 +171,5 @@ def decide(policy: RetentionPolicy, clip: ClipFacts, now_utc_us: int) -> Decisio
 
 __all__ = [
     "CATEGORY_RE", "ClipFacts", "DAY_US", "DEFAULT_CATEGORY", "Decision", "RetentionPolicy", "decide",
-    "due_utc_us", "retention_start_us",
+    "due_utc_us", "releases", "retention_start_us",
 ]

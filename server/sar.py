@@ -2,12 +2,29 @@
 
 A request records who asks, when it arrived, where and when the encounter
 was (a place in words, coordinates and a radius if known, a time window),
-optionally the device or officer involved, and a description.  Logging it
-**holds** every clip that matches at that moment, in the same transaction
-(DPA 2018 s.173 makes erasing data once a request has arrived an offence),
-and staff can add further clips they find.  A held clip is not deleted by
-the retention sweep while the request is open or extended; closing the
-request releases its holds (a clip also marked as evidence stays marked).
+optionally the device or officer involved, and a description.
+
+DPA 2018 s.173 makes erasing data once a request has arrived an offence, so
+what a request **holds** is decided by time alone, never narrowed by what the
+requester remembers of the place, the camera or the officer:
+
+* logging it holds, in the same transaction, every clip of every device whose
+  recording overlaps the window widened by `CLOCK_MARGIN_US` on each side
+  (`clips_recorded_during`), whether or not a GNSS fix places it, and a clip
+  an interrupted sweep left in ``deleting`` (it is not gone yet);
+* a clip docked later whose recording overlaps the window of a request that
+  is not closed is held for it by the ingest transaction that records it
+  (`hold_for_open_requests`, called from db.py ``add_segment``);
+* staff can hold further clips they find (`add_holds`).
+
+A clip's recording, for this purpose, runs from its retention start (the
+earlier of the camera's start time and its arrival: retention.py) to the
+camera's end time: a camera whose clock runs ahead cannot put its footage
+outside a window it was really recorded in, if it docked within the margin.
+A held clip is not deleted by the retention sweep while the request is open
+or extended; closing the request releases its holds (a clip also marked as
+evidence stays marked), and each clip it held gets the notice period on the
+due list again (lifecycle.record_release).
 
 The response is due one calendar month after the request arrived (the ICO's
 rule: the same day of the next month, or the last day of that month when it
@@ -15,10 +32,11 @@ has no such day); a complex request may be extended by up to two further
 months, with a reason.  Open requests past their due date are listed as
 overdue.
 
-Candidate clips are found by overlap of the clip's recording time with the
-window, narrowed by device, by officer (through the device assignments) and
-by place (the GNSS index: a clip matches if one of its fixes lies within the
-radius during the window).
+Candidate clips, which staff search to choose what to export, are found by
+overlap of the clip's recording time with the window, narrowed by device, by
+officer (through the device assignments) and by place (the GNSS index: a clip
+matches if one of its fixes lies within the radius during the window).  The
+narrowing is for the search only; it never decides what is held.
 """
 
 from __future__ import annotations
@@ -33,7 +51,7 @@ from .audit_time import when
 from . import audit, geoindex
 from .errors import BadRequest, Conflict, NotFound
 from . import lifecycle
-from .lifecycle import CLIP_HELD, officer_owns_clip_sql
+from .lifecycle import CLIP_DELETING, CLIP_HELD, officer_owns_clip_sql
 
 OPEN = "open"
 EXTENDED = "extended"
@@ -41,6 +59,13 @@ CLOSED = "closed"
 MAX_EXTENSION_MONTHS = 2
 MAX_TEXT = 4000
 MAX_WINDOW_US = 366 * 86_400 * 1_000_000  # a request names an encounter, not a year of footage
+# How far a camera's clock may be from the truth and its footage still be held for a window: docks
+# set the clock every docking and it drifts seconds a day, but a clock on local time instead of UTC
+# is an hour out in summer.  Holding too much costs disk until the request closes; too little is an
+# offence.
+CLOCK_MARGIN_US = 2 * 3600 * 1_000_000
+INGEST_ACTOR = "system:ingest"
+_HOLDABLE_STATES = (CLIP_HELD, CLIP_DELETING)
 
 SCHEMA = """
 CREATE TABLE subject_requests (
@@ -175,9 +200,10 @@ def find_candidates(db: sqlite3.Connection, window_from_us: int, window_to_us: i
         if not distances:
             return []
     # A clip overlaps the window if it starts before the window ends and ends after it starts; no
-    # clip is longer than the longest held, which bounds the start to an index range.
+    # clip is longer than the longest held, which bounds the start to an index range (`+c.state`
+    # keeps SQLite off the index by state, which nearly every clip shares).
     sql = ("SELECT c.clip_id, c.device_id, c.camera_start_us, c.last_utc_us FROM clips c "
-           "WHERE c.state = 'held' AND c.camera_start_us BETWEEN ? AND ? AND c.last_utc_us >= ?")
+           "WHERE +c.state = 'held' AND c.camera_start_us BETWEEN ? AND ? AND c.last_utc_us >= ?")
     args: list = [window_from_us - lifecycle.longest_clip_us(db), window_to_us, window_from_us]
     if device_id:
         sql += " AND c.device_id = ?"
@@ -195,6 +221,49 @@ def find_candidates(db: sqlite3.Connection, window_from_us: int, window_to_us: i
             for cid, dev, t0, t1 in db.execute(sql, args)]
 
 
+def covers(window_from_us: int, window_to_us: int, recording_from_us: int, recording_to_us: int) -> bool:
+    """Whether a request's window holds a clip recorded over the given span (both inclusive): the
+    spans overlap once the window is widened by the clock margin on each side.  The rule both
+    `clips_recorded_during` (at logging) and `hold_for_open_requests` (at ingest) apply in SQL."""
+    return (recording_from_us <= window_to_us + CLOCK_MARGIN_US
+            and recording_to_us >= window_from_us - CLOCK_MARGIN_US)
+
+
+def clips_recorded_during(db: sqlite3.Connection, window_from_us: int, window_to_us: int) -> list[str]:
+    """Every clip not yet deleted, of any device, that a request with this window must hold (`covers`
+    with the clip's retention start and camera end), all of them: no limit, no place, no device."""
+    lo, hi = window_from_us - CLOCK_MARGIN_US, window_to_us + CLOCK_MARGIN_US
+    states = ", ".join(f"'{s}'" for s in _HOLDABLE_STATES)
+    # Most clips start on the camera's clock (recorded_utc_us = camera_start_us), and no clip is
+    # longer than the longest held, which bounds the start to an index range; the few that arrived
+    # before their camera says they started have a partial index of their own.  (`+state`: nearly
+    # every clip is held, so the index by state would be a scan of them all.)
+    found = {r[0] for r in db.execute(
+        f"SELECT clip_id FROM clips WHERE +state IN ({states}) AND camera_start_us BETWEEN ? AND ? "
+        "AND last_utc_us >= ?", (lo - lifecycle.longest_clip_us(db), hi, lo))}
+    found.update(r[0] for r in db.execute(
+        f"SELECT clip_id FROM clips WHERE recorded_utc_us < camera_start_us AND recorded_utc_us <= ? "
+        f"AND last_utc_us >= ? AND +state IN ({states})", (hi, lo)))
+    return sorted(found)
+
+
+def hold_for_open_requests(db: sqlite3.Connection, clip_id: str, *, at: str,
+                           actor: str = INGEST_ACTOR) -> list[str]:
+    """Hold a clip just recorded or extended (inside the ingest transaction) for every request not
+    closed whose window covers it; each new hold is audited.  Returns the requests now holding it
+    that did not before."""
+    row = db.execute("SELECT recorded_utc_us, last_utc_us, state FROM clips WHERE clip_id = ?",
+                     (clip_id,)).fetchone()
+    if row is None or row[2] not in _HOLDABLE_STATES:
+        return []
+    start, end, _ = row
+    holding = [r[0] for r in db.execute(
+        "SELECT id FROM subject_requests WHERE status IN (?, ?) AND window_from_us <= ? AND window_to_us >= ? "
+        "ORDER BY id", (OPEN, EXTENDED, end + CLOCK_MARGIN_US, start - CLOCK_MARGIN_US))]
+    return [request_id for request_id in holding
+            if _hold(db, request_id, [clip_id], actor=actor, at=at, why="recorded in the window, docked later")]
+
+
 def _next_id(db: sqlite3.Connection, received: date) -> str:
     prefix = f"SAR-{received.year}-"
     row = db.execute("SELECT MAX(CAST(SUBSTR(id, ?) AS INTEGER)) FROM subject_requests WHERE id LIKE ?",
@@ -203,7 +272,8 @@ def _next_id(db: sqlite3.Connection, received: date) -> str:
 
 
 def log_request(db: sqlite3.Connection, details: RequestDetails, *, actor: str, at: str) -> tuple[str, list[str]]:
-    """Record a request and hold every clip it matches now (one transaction).  Returns (id, held clips)."""
+    """Record a request and hold every clip recorded during its window (one transaction: the clock
+    margin, every device, regardless of place, device or officer named).  Returns (id, held clips)."""
     details.check()
     request_id = _next_id(db, details.received)
     due = due_date(details.received)
@@ -219,10 +289,8 @@ def log_request(db: sqlite3.Connection, details: RequestDetails, *, actor: str, 
                  detail={"received": details.received.isoformat(), "due": due.isoformat(),
                          "window": [geoindex.iso_utc(details.window_from_us), geoindex.iso_utc(details.window_to_us)],
                          "located": details.located}, at=when(at))
-    found = find_candidates(db, details.window_from_us, details.window_to_us, device_id=details.device_id,
-                            officer=details.officer, lat=details.lat, lon=details.lon, radius_m=details.radius_m)
-    held = [c.clip_id for c in found]
-    _hold(db, request_id, held, actor=actor, at=at, why="matched when the request was logged")
+    held = clips_recorded_during(db, details.window_from_us, details.window_to_us)
+    _hold(db, request_id, held, actor=actor, at=at, why="recorded in the window when the request was logged")
     return request_id, held
 
 
@@ -250,13 +318,14 @@ def _open_request(db: sqlite3.Connection, request_id: str) -> tuple:
 
 def add_holds(db: sqlite3.Connection, request_id: str, clip_ids: list[str], *, actor: str, at: str,
               why: str = "added by staff") -> list[str]:
-    """Hold more clips for an open request; a clip already deleted cannot be held (Conflict says when)."""
+    """Hold more clips for an open request; a clip already deleted cannot be held (Conflict says when).
+    A clip an interrupted sweep left in ``deleting`` is not gone yet, and is held."""
     _open_request(db, request_id)
     for clip_id in clip_ids:
         row = db.execute("SELECT state, deleted_utc FROM clips WHERE clip_id = ?", (clip_id,)).fetchone()
         if row is None:
             raise NotFound(f"no clip {clip_id} is known here")
-        if row[0] != CLIP_HELD:
+        if row[0] not in _HOLDABLE_STATES:
             raise Conflict(f"clip {clip_id} was deleted by the retention policy ({row[0]}"
                            f"{', ' + row[1] if row[1] else ''}) before it could be held")
     return _hold(db, request_id, clip_ids, actor=actor, at=at, why=why)
@@ -276,13 +345,16 @@ def extend(db: sqlite3.Connection, request_id: str, months: int, *, reason: str,
 
 
 def close(db: sqlite3.Connection, request_id: str, *, outcome: str, actor: str, at: str) -> int:
-    """Close a request (its holds end with it).  Returns how many clip holds were released."""
+    """Close a request (its holds end with it, and each clip it held gets the notice period on the due
+    list again).  Returns how many clip holds were released."""
     _open_request(db, request_id)
     if not outcome.strip():
         raise BadRequest("closing a request needs an outcome (what was disclosed, or why nothing)")
     db.execute("UPDATE subject_requests SET status = ?, closed_utc = ?, closed_by = ?, outcome = ? WHERE id = ?",
                (CLOSED, at, actor, outcome.strip()[:MAX_TEXT], request_id))
-    released = db.execute("SELECT COUNT(*) FROM sar_holds WHERE sar_id = ?", (request_id,)).fetchone()[0]
+    held = [r[0] for r in db.execute("SELECT clip_id FROM sar_holds WHERE sar_id = ?", (request_id,))]
+    lifecycle.record_release(db, held, at)
+    released = len(held)
     audit.append(db, actor=actor, action="request_closed", target=f"request:{request_id}",
                  detail={"outcome": outcome.strip()[:500], "holds_released": released}, at=when(at))
     return released
@@ -323,6 +395,7 @@ def today_utc() -> date:
 
 
 __all__ = [
-    "CLOSED", "Candidate", "EXTENDED", "OPEN", "RequestDetails", "SCHEMA", "add_holds", "add_months", "close",
-    "due_date", "extend", "find_candidates", "is_overdue", "log_request", "request", "requests", "today_utc",
+    "CLOCK_MARGIN_US", "CLOSED", "Candidate", "EXTENDED", "INGEST_ACTOR", "OPEN", "RequestDetails", "SCHEMA",
+    "add_holds", "add_months", "clips_recorded_during", "close", "covers", "due_date", "extend", "find_candidates",
+    "hold_for_open_requests", "is_overdue", "log_request", "request", "requests", "today_utc",
 ]

@@ -14,7 +14,9 @@ A sweep works in batches.  For each batch:
 
 A sweep killed between 1 and 3 leaves clips in ``deleting``; the next sweep
 finishes those first (shredding what is left; a file already gone was this
-clip's and is not an error) and records them.  The ``delete`` record is
+clip's and is not an error) and records them, unless a mark or a request has
+held the clip since and nothing of it has been shredded yet: then the
+deletion is abandoned and the clip is held again (audited).  The ``delete`` record is
 written in the transaction that moves a clip from ``deleting`` to
 ``deleted``, so no clip is recorded as deleted twice; nothing that was not
 moved to ``deleting`` is touched.  A segment that arrives for a clip while it
@@ -55,6 +57,7 @@ class SweepReport:
     now_utc: str
     held_before: int = 0  # clips the rules were asked about
     resumed: int = 0  # clips an interrupted sweep had begun, finished here
+    abandoned: list[str] = field(default_factory=list)  # ... held since, and so kept (nothing shredded yet)
     deleted_clips: list[str] = field(default_factory=list)  # (dry run: would delete)
     deleted_segments: int = 0
     bytes_freed: int = 0
@@ -65,7 +68,7 @@ class SweepReport:
     def to_dict(self) -> dict:
         return {
             "sweep_id": self.sweep_id, "dry_run": self.dry_run, "now": self.now_utc,
-            "clips_considered": self.held_before, "resumed": self.resumed,
+            "clips_considered": self.held_before, "resumed": self.resumed, "abandoned": len(self.abandoned),
             "deleted_clips": len(self.deleted_clips), "deleted_segments": self.deleted_segments,
             "bytes_freed": self.bytes_freed, "kept_late_segments": self.kept_late_segments,
             "unknown_categories": dict(self.unknown_categories), "seconds": round(self.seconds, 3),
@@ -120,8 +123,10 @@ class Sweeper:
             pending = self._deleting(limit=self.batch)
             if not pending:
                 break
+            pending = self._abandon_if_held(pending, report)
             report.resumed += len(pending)
-            self._shred_and_record(pending, report)
+            if pending:
+                self._shred_and_record(pending, report)
             if progress:
                 progress(report)
         done: set[str] = set()
@@ -152,6 +157,26 @@ class Sweeper:
         """(clip, sweep id) of clips left in ``deleting`` by a sweep that did not finish."""
         return [tuple(r) for r in self.store.reader().execute(
             "SELECT clip_id, sweep_id FROM clips WHERE state = 'deleting' ORDER BY clip_id LIMIT ?", (limit,))]
+
+    def _abandon_if_held(self, pending: list[tuple[str, str]], report: SweepReport) -> list[tuple[str, str]]:
+        """Clips an interrupted sweep chose may have been held since (a subject access request logged
+        while the sweep was down holds ``deleting`` clips too).  While nothing of such a clip has been
+        shredded, its deletion is abandoned: it goes back to ``held``, with an audit record.  Once a
+        shred has begun its footage is unrecoverable anyway, and finishing is the consistent end."""
+        finish: list[tuple[str, str]] = []
+        with self.store.transaction() as db:
+            for clip_id, sweep_id in pending:
+                keys = [k for (k,) in db.execute("SELECT blob_key FROM segments WHERE clip_id = ?", (clip_id,))]
+                if lifecycle.is_held(db, clip_id) and all(self.blobs.intact(k) for k in keys):
+                    db.execute("UPDATE clips SET state = 'held', sweep_id = NULL WHERE clip_id = ? "
+                               "AND state = 'deleting'", (clip_id,))
+                    audit.append(db, actor=self.actor, action="hold", target=f"clip:{clip_id}", at=self.clock(),
+                                 detail={"sweep": sweep_id, "why": "held since an interrupted sweep chose it: "
+                                                                   "its deletion is abandoned, nothing was shredded"})
+                    report.abandoned.append(clip_id)
+                else:
+                    finish.append((clip_id, sweep_id))
+        return finish
 
     def _intend(self, clip_ids: list[str], sweep_id: str, now_us: int) -> list[tuple[str, str]]:
         """Step 1: move the clips that are (still) due to ``deleting``, in one transaction."""

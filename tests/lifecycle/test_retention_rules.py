@@ -9,7 +9,8 @@ from hypothesis import given, strategies as st
 
 from openbwv.server.errors import ConfigError
 from openbwv.server.geoindex import to_utc_us
-from openbwv.server.retention import DAY_US, ClipFacts, RetentionPolicy, decide, due_utc_us, retention_start_us
+from openbwv.server.retention import (DAY_US, ClipFacts, RetentionPolicy, decide, due_utc_us, releases,
+                                     retention_start_us)
 
 POLICY = RetentionPolicy()
 RECORDED = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -91,14 +92,45 @@ def test_a_bad_retention_table_is_refused_with_what_is_wrong(table, words):
         RetentionPolicy.from_table(table)
 
 
+# A clip released long after its period ended (re-filed into a shorter category, its evidence mark
+# lifted, or the subject access request that held it closed) still spends the notice on the due list.
+RELEASED = RECORDED + timedelta(days=100)
+
+
+def test_a_clip_released_after_its_period_is_kept_for_the_notice_period_to_the_microsecond():
+    released = clip(released_utc_us=at(RELEASED))
+    assert due_utc_us(POLICY, released) == at(RELEASED) + 7 * DAY_US
+    assert not decide(POLICY, released, at(RELEASED + timedelta(days=7)) - 1).delete
+    assert decide(POLICY, released, at(RELEASED + timedelta(days=7))).delete
+
+
+def test_a_release_within_the_period_does_not_postpone_deletion():
+    released = clip(released_utc_us=at(RECORDED + timedelta(days=3)))
+    assert due_utc_us(POLICY, released) == at(RECORDED) + 31 * DAY_US
+
+
+def test_a_clip_re_filed_into_a_shorter_category_is_released_and_into_a_longer_one_is_not():
+    policy = RetentionPolicy.from_table({"categories": {"training": 365, "complaint": 750, "brief": 31}})
+    assert releases(policy, "training", "unmarked")
+    assert not releases(policy, "training", "complaint")
+    assert not releases(policy, "unmarked", "brief")  # the same period: nothing goes sooner
+
+
+def test_a_clip_re_filed_from_a_category_no_longer_configured_is_released():
+    assert releases(POLICY, "training", "unmarked")
+
+
 @given(st.integers(0, 400 * DAY_US), st.integers(-3 * DAY_US, 60 * DAY_US), st.integers(0, 500 * DAY_US),
-       st.integers(0, 2), st.integers(0, 2))
-def test_nothing_held_or_not_yet_due_is_ever_deleted(recorded, delay, now, marks, requests):
+       st.integers(0, 2), st.integers(0, 2), st.none() | st.integers(0, 500 * DAY_US))
+def test_nothing_held_or_not_yet_due_is_ever_deleted(recorded, delay, now, marks, requests, released):
     base = to_utc_us(RECORDED)
     received = base + recorded + max(0, delay)
-    c = ClipFacts("c", "unmarked", retention_start_us(base + recorded, received), received, marks, requests)
+    released_us = None if released is None else base + released
+    c = ClipFacts("c", "unmarked", retention_start_us(base + recorded, received), received, marks, requests,
+                  released_us)
     d = decide(POLICY, c, base + now)
     if d.delete:
         assert marks == requests == 0
         assert base + now >= c.recorded_utc_us + 31 * DAY_US
         assert base + now >= received + 7 * DAY_US
+        assert released_us is None or base + now >= released_us + 7 * DAY_US

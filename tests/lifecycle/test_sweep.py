@@ -95,7 +95,9 @@ def test_a_subject_access_request_holds_footage_until_it_is_closed(ev):
     assert sweep(ev).deleted_clips == []
     assert ev.blob_digest(held.segment_hash) is not None
     write(ev, lambda db: sar.close(db, request_id, outcome="disclosed", actor="user:dora", at=NOW.isoformat()))
-    assert sweep(ev).deleted_clips == [held.clip_id]
+    # Released, it spends the notice week on the due list before it goes.
+    assert sweep(ev, NOW + timedelta(days=7) - timedelta(microseconds=1)).deleted_clips == []
+    assert sweep(ev, NOW + timedelta(days=7)).deleted_clips == [held.clip_id]
 
 
 def test_lifting_the_last_mark_lets_the_category_rule_apply_again(ev):
@@ -105,7 +107,8 @@ def test_lifting_the_last_mark_lets_the_category_rule_apply_again(ev):
     assert sweep(ev).deleted_clips == []
     write(ev, lambda db: lifecycle.lift_mark(db, held.clip_id, mark, reason="case closed, no charge",
                                              actor="user:eve", at=NOW.isoformat()))
-    assert sweep(ev).deleted_clips == [held.clip_id]
+    assert sweep(ev).deleted_clips == []  # the notice week first
+    assert sweep(ev, NOW + timedelta(days=7)).deleted_clips == [held.clip_id]
 
 
 def test_a_dry_run_lists_what_would_go_and_changes_nothing(ev):
@@ -183,3 +186,43 @@ def test_the_audit_chain_still_verifies_after_a_sweep(ev):
     sweep(ev)
     report = audit.verify(ev.db.reader(), ev.keys.public.receipt_verifier())
     assert report.ok, report.to_dict()
+
+
+def _interrupted_after_intent(ev: Evidence, clip_id: str) -> None:
+    """What a sweep killed between its intent and its first shred leaves behind."""
+    assert Sweeper(ev.db, ev.blobs, POLICY)._intend([clip_id], "sweep-killed", int(NOW.timestamp() * 1e6))
+    assert lifecycle.clip(ev.db.reader(), clip_id).state == "deleting"
+
+
+def test_a_request_logged_while_a_sweep_was_interrupted_saves_the_clip_it_had_chosen(ev):
+    held = ev.record("cam-1", NOW - timedelta(days=40))
+    _interrupted_after_intent(ev, held.clip_id)
+    start = lifecycle.clip(ev.db.reader(), held.clip_id).camera_start_us
+    details = sar.RequestDetails("A. Person", "stopped in the street", date(2026, 11, 25),
+                                 start - 60_000_000, start + 60_000_000)
+    _, holding = write(ev, lambda db: sar.log_request(db, details, actor="user:dora", at=NOW.isoformat()))
+    assert held.clip_id in holding  # a clip being deleted is held too (DPA 2018 s.173)
+    report = sweep(ev)
+    assert report.abandoned == [held.clip_id] and report.deleted_clips == []
+    assert lifecycle.clip(ev.db.reader(), held.clip_id).state == "held"
+    assert ev.blob_digest(held.segment_hash) is not None and deletes(ev, held.clip_id) == []
+    [note] = [r for r in audit.query(ev.db.reader(), action="hold", target=f"clip:{held.clip_id}")
+              if r.actor == "system:retention-sweep"]
+    assert "abandoned" in note.details["why"]
+
+
+def test_once_shredding_has_begun_an_interrupted_deletion_is_finished_whatever_arrives(ev):
+    import uuid
+
+    clip = uuid.uuid4()
+    first = ev.record("cam-1", NOW - timedelta(days=40), clip_id=clip)
+    second = ev.record("cam-1", NOW - timedelta(days=40) + timedelta(seconds=10), clip_id=clip, index=1)
+    _interrupted_after_intent(ev, str(clip))
+    ev.blobs.shred(first.segment_hash)  # the killed sweep got this far: that footage is gone for good
+    start = lifecycle.clip(ev.db.reader(), str(clip)).camera_start_us
+    details = sar.RequestDetails("A. Person", "x", date(2026, 11, 25), start - 60_000_000, start + 60_000_000)
+    write(ev, lambda db: sar.log_request(db, details, actor="user:dora", at=NOW.isoformat()))
+    report = sweep(ev)
+    assert report.abandoned == [] and report.deleted_clips == [str(clip)]
+    assert lifecycle.clip(ev.db.reader(), str(clip)).state == "deleted"
+    assert ev.blob_digest(second.segment_hash) is None and len(deletes(ev, str(clip))) == 1
