@@ -459,6 +459,13 @@ class MetadataStore:
                            (device_id, sequence))
         return tuple(rows[0]) if rows else None
 
+    def tombstone_receipt(self, segment_hash: str) -> tuple[str, int, str, str] | None:
+        """(device, sequence, receipt, deleted when) of a segment deleted by policy, by its hash: the
+        receipt the server issued when it took the segment in, which stays true of that moment."""
+        rows = self._query("SELECT device_id, sequence, receipt, deleted_utc FROM tombstones WHERE segment_hash = ?",
+                           (segment_hash,))
+        return tuple(rows[0]) if rows else None
+
     def neighbours(self, device_id: str, sequence: int) -> tuple[SegmentRecord | None, SegmentRecord | None]:
         """The device's segments just before and just after `sequence`: held ones, or the
         tombstones of ones deleted by policy (a deleted segment still links its chain)."""

@@ -268,6 +268,17 @@ class TusEndpoint:
                 status=200,
                 headers={RECEIPT_HEADER: receipt_header(held)},
             )
+        deleted = self.service.db.tombstone_receipt(meta.segment_hash)
+        if deleted is not None and deleted[:2] == (meta.device_id, meta.sequence) and deleted[2]:
+            # Taken in once, then deleted by the retention policy.  A camera that still holds it (it
+            # never got to free it) must be able to: its original receipt says the server had it.
+            request["note"] += f" deleted by policy on {deleted[3]}"
+            return web.json_response(
+                {"held": False, "deleted_by_policy": deleted[3],
+                 "segment": {"device_id": deleted[0], "sequence": deleted[1], "segment_hash": meta.segment_hash}},
+                status=200,
+                headers={RECEIPT_HEADER: base64.b64encode(deleted[2].encode()).decode("ascii")},
+            )
         rival = self.service.db.segment_at(meta.device_id, meta.sequence)
         if rival is not None:
             raise Conflict(
