@@ -531,6 +531,10 @@ class MetadataStore:
             sar.hold_for_open_requests(db, rec.clip_id, at=rec.received_utc)
             if track is not None:
                 geoindex.store_track(db, rec.segment_hash, rec.device_id, rec.clip_id, track)
+                # Reading the sealed track unwrapped the segment key with the server's private key.
+                audit.append(db, actor="system:ingest", action="key_use", target=f"segment:{rec.segment_hash}",
+                             detail={"why": "index the sealed GNSS track", "track": track.status,
+                                     "fixes": len(track.fixes)})
             if successor_status is not None:
                 db.execute("UPDATE segments SET chain_status = ? WHERE segment_hash = ?",
                            (successor_status[1], successor_status[0]))

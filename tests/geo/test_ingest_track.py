@@ -56,3 +56,20 @@ def test_a_readable_track_is_indexed_with_the_segment(tmp_path: Path):
         assert match.segment_hashes == [seg.segment_hash]
     finally:
         ing.db.close()
+
+
+def test_reading_the_track_at_ingest_is_an_audited_key_use(tmp_path: Path):
+    from openbwv.server import audit
+
+    home = Home(tmp_path / "home")
+    create_server_keys(home)
+    seg = Camera(home, "cam-1", tmp_path / "cam").seal([(T0, *CENTRE)], index=0)
+    ing = ingestor(home, ServerKeyPair.load(home.server_keys_dir))
+    try:
+        ing.ingest(seg.path, claim(seg), dock="dock-1")
+        [use] = audit.query(ing.db.reader(), action="key_use", target=f"segment:{seg.segment_hash}")
+        assert use.actor == "system:ingest" and use.details["track"] == TRACK_INDEXED and use.details["fixes"] == 1
+        [upload] = audit.query(ing.db.reader(), action="upload", target=f"segment:{seg.segment_hash}")
+        assert upload.seq < use.seq  # one transaction: the upload, then the key use it needed
+    finally:
+        ing.db.close()
