@@ -117,7 +117,7 @@ def show_retention_and_audit(home: Home, clip_id: str) -> bool:
     from .server import audit
     from .server.config import load_retention
     from .server.lifecycle_command import schedule_lines
-    from .server.service import open_metadata
+    from .server.service import open_metadata, sign_audit_head
 
     policy = load_retention(home.root / "config.toml")
     db = open_metadata(home)
@@ -128,8 +128,11 @@ def show_retention_and_audit(home: Home, clip_id: str) -> bool:
                          f" {len(lines)} clip(s) held, ours:")
         for line in ours:
             say("retention", line.strip())
-        reader = db.reader()
         keys = ServerKeyPair.load(home.server_keys_dir)
+        # The decrypts above came after the server's last checkpoint: sign the head once more, as a
+        # server does at its next interval, so the whole trail of this run is under a signature.
+        sign_audit_head(db, keys, home.server_dir / "audit-checkpoints.jsonl")
+        reader = db.reader()
         report = audit.verify(reader, keys.public.receipt_verifier(),
                               external=audit.read_checkpoint_file(home.server_dir / "audit-checkpoints.jsonl"))
         actions = sorted({r.action for r in audit.query(reader, limit=10_000)})
@@ -142,32 +145,35 @@ def show_retention_and_audit(home: Home, clip_id: str) -> bool:
     return bool(ours) and report.ok
 
 
-def find_by_place_and_time(home: Home, server_url: str, token: str, clip_id: str) -> bool:
-    """As a member of the public's request would: a point on the route and a time window, no camera id."""
+def find_by_place_and_time(server_url: str, token: str, clip_id: str, gnss, walk_started: float,
+                           recorded: tuple[float, float]) -> bool:
+    """As a member of the public's request would: where they met the officer and about when, no camera id.
+
+    The place is worked out from the route the emulated wearer walked (its start, speed and heading,
+    and when the walk began), not read back from the server, so finding the clip shows that what the
+    camera sealed is where the wearer was."""
     import requests
 
-    from .server.geoindex import iso_utc
-    from .server.service import open_metadata
+    from .server.geoindex import destination, iso_utc
 
-    db = open_metadata(home)
-    try:
-        fixes = [f for seg in db.clip_track(clip_id) for f in seg.fixes]
-    finally:
-        db.close()
-    if not fixes:
-        say("search", "the clip has no GNSS fixes to search by")
-        return False
-    mid = fixes[len(fixes) // 2]
-    params = {"lat": f"{mid.lat:.6f}", "lon": f"{mid.lon:.6f}", "radius_m": "25",
-              "from": iso_utc(mid.utc_us - 120_000_000), "to": iso_utc(mid.utc_us + 120_000_000)}
+    mid = (recorded[0] + recorded[1]) / 2
+    lat, lon = destination(gnss.start_lat, gnss.start_lon, gnss.heading_deg, gnss.speed_mps * (mid - walk_started))
+    mid_us = int(mid * 1_000_000)
+    params = {"lat": f"{lat:.6f}", "lon": f"{lon:.6f}", "radius_m": "25",
+              "from": iso_utc(mid_us - 120_000_000), "to": iso_utc(mid_us + 120_000_000)}
     resp = requests.get(f"{server_url}/api/v1/search", params=params, timeout=10,
                         headers={"Authorization": f"Bearer {token}"})
-    clips = resp.json().get("clips", []) if resp.ok else []
-    hit = any(c["clip_id"] == clip_id for c in clips)
-    say("search", f"the route has {len(fixes)} sealed GNSS fixes; searching within 25 m of "
-                  f"{params['lat']},{params['lon']} from {params['from']} to {params['to']}: "
-                  f"{len(clips)} clip(s) found" + (", ours among them" if hit else ", NOT ours"))
-    return hit
+    if not resp.ok:
+        say("search", f"the search was refused: {resp.status_code} {resp.text[:200]}")
+        return False
+    clips = resp.json().get("clips", [])
+    hit = [c for c in clips if c["clip_id"] == clip_id]
+    say("search", f"the wearer walked {gnss.speed_mps:g} m/s heading {gnss.heading_deg:g} deg from "
+                  f"{gnss.start_lat},{gnss.start_lon}; mid-incident they were near {params['lat']},{params['lon']}: "
+                  f"searching within 25 m from {params['from']} to {params['to']}: {len(clips)} clip(s) found"
+                  + (f", ours among them ({hit[0]['matching_fixes']} sealed fixes matched, the closest "
+                     f"{hit[0]['closest_m']:.1f} m away)" if hit else ", NOT ours"))
+    return bool(hit)
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:
@@ -219,6 +225,7 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
                                       "video.bitrate": 2_000_000})
         hw_config = HardwareConfig(backend="emulated", camera=CameraConfig(source="synthetic", width=640, height=360),
                                    sound="buzzer", trace_path=trace_path)
+        walk_started = time.time()  # the synthetic wearer sets off as the hardware opens
         with open_hardware(hw_config) as hw:
             holder: dict = {}
             link_service = DockPortService(str(tty), lambda port: DockLink(
@@ -231,9 +238,11 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
             runner.start()
             camera.record(True, "demo")
             wait_until(lambda: camera.recording_started.is_set(), 30, "recording")
+            recording_from = time.time()
             start = time.monotonic()
             wait_until(lambda: time.monotonic() - start >= seconds, seconds + 5, "recording")
             camera.record(False, "demo: end of incident")
+            recorded = (recording_from, time.time())
             wait_until(lambda: camera.machine.mode is Mode.STANDBY, 30, "closing the clip")
             report = camera.report
             say("camera", f"emulated camera recorded a {seconds:.0f} s clip of synthetic 640x360 H.264 at 30 fps "
@@ -287,7 +296,8 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
                       f"all verified with public keys only; {len(verified.problems)} problem(s)")
         staff_token = login(server.url, DEMO_DISCLOSURE, password)
         say("search", f"{DEMO_DISCLOSURE} (disclosure officer) logged in to the evidence server")
-        found = find_by_place_and_time(home, server.url, staff_token, report.clips[0])
+        found = find_by_place_and_time(server.url, staff_token, report.clips[0], hw_config.gnss, walk_started,
+                                       recorded)
 
     keys = ServerKeyPair.load(home.server_keys_dir)
     new_hashes = {i.segment_hash for i in sealed}
