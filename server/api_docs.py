@@ -27,13 +27,20 @@ _ERRORS = {
 }
 
 
+def _success(route: Route) -> dict:
+    ok: dict = {"description": "success (201 for what is created)"}
+    if route.produces != "application/json":  # a file or a stream, not a JSON document
+        ok["content"] = {route.produces: {"schema": {"type": "string", "format": "binary"}}}
+    return ok
+
+
 def _operation(route: Route) -> dict:
     op: dict = {
         "summary": route.summary,
         "operationId": route.handler.replace(".", "_") + "_" + route.method.lower(),
         "x-openbwv-permission": route.permission or "public",
         "x-openbwv-roles": list(route.roles()),
-        "responses": {"200": {"description": "success (201 for what is created)"},
+        "responses": {"200": _success(route),
                       **{code: {"description": text, "content": {"application/json": {"schema": {
                           "$ref": "#/components/schemas/Error"}}}} for code, text in _ERRORS.items()
                          if route.permission is not None or code not in ("401", "403")}},
@@ -111,9 +118,11 @@ def access_matrix() -> str:
     lines += [
         "",
         "Roles: **dock** (a dock token: uploads and receipts), **officer** (own footage, read only),",
-        "**supervisor** (all footage, the due list, may mark evidence), **evidence_officer** (marks,",
-        "categories, tracks), **disclosure_officer** (subject access requests and their exports),",
-        "**auditor** (the audit trail, no footage), **admin** (accounts and devices, no footage).",
+        "**supervisor** (all footage, the due list and the sweep's dry run, may mark evidence),",
+        "**evidence_officer** (marks, categories, tracks, evidential exports of marked clips, running the",
+        "sweep), **disclosure_officer** (subject access requests and their redacted exports), **auditor**",
+        "(the audit trail, its export and signed checkpoints; no footage), **admin** (accounts and devices,",
+        "no footage; never their own role).",
         "",
         "The same actions are available to the server's operator on its shell (`bwv retention`,",
         "`bwv request`, `bwv audit`, `bwv user`), audited as `local:<unix user>`.",

@@ -27,7 +27,7 @@ from .gpx import clip_gpx
 from .auth import bearer_text
 from .errors import BadRequest, Forbidden, NotFound, PreconditionFailed, ServerError, Unauthorized
 from .routes import ROUTES, Route
-from .staff_api import StaffEndpoint
+from .staff_api import MAX_BODY, StaffEndpoint
 from .users import DOCK, OFFICER
 from .service import EvidenceService
 from .tus import HASH_RE, SEQUENCE_RE, TUS_VERSION, TusEndpoint
@@ -37,7 +37,7 @@ log = logging.getLogger("bwv.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE = web.AppKey("service", EvidenceService)
 ROUTE_TABLE = web.AppKey("routes", dict)
-MAX_JSON_BODY = 64 * 1024  # nothing but PATCH takes a body, and PATCH streams
+MAX_JSON_BODY = MAX_BODY  # a JSON body; over it: 413 (staff_api.json_body). tus PATCH streams its own
 CLIP_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
@@ -86,6 +86,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             reason = f"no such endpoint: {request.method} {request.path}"
         elif e.status == 405:
             reason = f"{request.method} is not allowed on {request.path} (allowed: {e.headers.get('Allow', '')})"
+        elif e.status == 413:
+            reason = f"request body is over the {MAX_JSON_BODY} bytes a JSON body may have"
         else:
             reason = e.text or e.reason
         request["note"] = reason

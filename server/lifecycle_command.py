@@ -70,7 +70,7 @@ def _add(sub, name: str, help: str, description: str = "") -> argparse.ArgumentP
 
 # =========================================================================== retention
 def _configure_retention(p: argparse.ArgumentParser) -> None:
-    sub = _sub(p, "what", "due,sweep,show,mark,unmark,category,assign")
+    sub = _sub(p, "what", "due,sweep,show,mark,unmark,category,assign,export")
     d = _add(sub, "due", "clips due for deletion in the next days",
              "List the held clips whose retention ends within --days (default 7), earliest first, so that "
              "misfiled evidence is caught before it goes. Marked and requested clips are left out unless "
@@ -101,6 +101,15 @@ def _configure_retention(p: argparse.ArgumentParser) -> None:
     c.add_argument("clip_id")
     c.add_argument("category")
     c.add_argument("--reason", required=True)
+    e = _add(sub, "export", "evidential export: a marked clip verified, decrypted, unredacted, with a signed manifest",
+             "Verify and decrypt a clip marked as evidence for --case, remux it to MP4 without re-encoding or "
+             "redaction, and write it with a manifest signed by the server key (hashes of the sealed originals, "
+             "of the decrypted media and of the MP4; who, when, the case and the reason) into "
+             "BWV_HOME/server/exports/evidential/<clip>/<n>/. The key use, decryption and export are audited. "
+             "The same as POST /api/v1/clips/{clip_id}/exports.")
+    e.add_argument("clip_id")
+    e.add_argument("--case", required=True, metavar="REF", help="the case reference the clip is marked for")
+    e.add_argument("--reason", required=True, help="why it is exported (e.g. disclosure to the CPS)")
     a = _add(sub, "assign", "record which officer wore a device (for own-footage access and searches)")
     a.add_argument("device_id")
     a.add_argument("officer", help="the officer's user name")
@@ -110,7 +119,7 @@ def _configure_retention(p: argparse.ArgumentParser) -> None:
 
 @command(
     "retention",
-    "retention: the due list, the deletion sweep, evidence marks, categories",
+    "retention: the due list, the deletion sweep, evidence marks, categories, evidential exports",
     """
     Every clip has a retention category ("unmarked" by default: deleted 31
     days after recording; categories and periods in the [retention] table of
@@ -124,6 +133,7 @@ def _configure_retention(p: argparse.ArgumentParser) -> None:
       bwv retention sweep --dry-run
       bwv retention mark 0b7e...  --case CR-2026-0042 --reason "assault, Market St"
       bwv retention show 0b7e...
+      bwv retention export 0b7e... --case CR-2026-0042 --reason "disclosure to the CPS"
 
     exit status: 0 done; 1 refused (the reason is printed); 2 bad arguments.
     """,
@@ -140,6 +150,8 @@ def run_retention(args: argparse.Namespace, home: Home) -> int:
             return _sweep(home, db, policy, args)
         if args.what == "show":
             return _show(db, policy, args.clip_id)
+        if args.what == "export":
+            return _evidential_export(home, db, policy, args, actor)
         with db.transaction() as conn:
             if args.what == "mark":
                 n = lifecycle.mark_evidence(conn, args.clip_id, case_ref=args.case, reason=args.reason, actor=actor,
@@ -226,6 +238,21 @@ def _sweep(home: Home, db, policy, args) -> int:
         print(f"  ... and {len(report.deleted_clips) - 50} more")
     for category, count in report.unknown_categories:
         print(f"warning: {count} clip(s) in category {category!r}, which is not configured: kept", file=sys.stderr)
+    return EXIT_OK
+
+
+def _evidential_export(home: Home, db, policy, args, actor: str) -> int:
+    from .config import ServerConfig
+    from .sar_export import export_evidence
+    from .service import EvidenceService
+
+    service = EvidenceService(home, ServerConfig(retention=policy), db=db)
+    result = export_evidence(service, args.clip_id, case_ref=args.case, reason=args.reason, actor=actor)
+    (clip,) = result["manifest"]["clips"]
+    print(f"evidential export {result['manifest']['export']} of clip {args.clip_id} for {args.case} written to "
+          f"{result['directory']}")
+    print(f"  {clip['output']}  sha256 {clip['output_sha256']}  ({len(clip['sealed_segments'])} sealed segment(s))")
+    print(f"  manifest.json  sha256 {result['manifest_sha256']} (signed: manifest.sig)")
     return EXIT_OK
 
 

@@ -34,6 +34,7 @@ class Route:
     body: str = ""  # the JSON request body, in words (OpenAPI: an object)
     own_footage: bool = False  # an officer may call it only for their own clip
     responses: dict[int, str] = field(default_factory=dict)
+    produces: str = "application/json"  # the media type of a successful answer
 
     def roles(self) -> tuple[str, ...]:
         """Principals that may call it: "anyone" for a public route."""
@@ -49,6 +50,13 @@ def _p(name: str, description: str, *, required: bool = False, type: str = "stri
 
 CLIP = Param("clip_id", "path", "the clip's UUID", True)
 REQUEST = Param("request_id", "path", "the subject access request, e.g. SAR-2026-00001", True)
+EXPORT = Param("export", "path", "the export's number (1, 2, ...), as its manifest gives it", True, "integer")
+EXPORT_FILE = Param("name", "path", "manifest.json, manifest.sig, or an output the manifest lists (<clip_id>.mp4); "
+                                    "any other name is refused (404, audited)", True)
+AUDIT_FILTERS = (_p("actor", "e.g. user:alice"), _p("action", "e.g. delete"), _p("target", "e.g. clip:<id>"),
+                 _p("outcome", "ok, denied or failed"), _p("since", "ISO 8601"), _p("until", "ISO 8601"),
+                 _p("after", "only records after this sequence number", type="integer"))
+JSON_LINES = "application/x-ndjson"
 WINDOW = (_p("from", "start of the window, ISO 8601 with offset", required=True),
           _p("to", "end of the window, ISO 8601 with offset", required=True))
 
@@ -79,9 +87,9 @@ ROUTES: tuple[Route, ...] = (
           own_footage=True),
     Route("GET", "/api/v1/clips/{clip_id}/video", "staff.clip_video",
           "The clip decrypted and verified, as MP4 (audited: decrypt, key use)", "clip.view", params=(CLIP,),
-          own_footage=True),
+          own_footage=True, produces="video/mp4"),
     Route("GET", "/api/v1/clips/{clip_id}/track.gpx", "api.track_gpx", "The clip's GNSS track as GPX 1.1",
-          "clip.track", params=(CLIP,)),
+          "clip.track", params=(CLIP,), produces="application/gpx+xml"),
     Route("GET", "/api/v1/search", "api.search", "Clips recorded within radius_m of a point during a window",
           "clip.search", params=(_p("lat", "latitude, WGS 84", required=True, type="number"),
                                  _p("lon", "longitude, WGS 84", required=True, type="number"),
@@ -93,20 +101,35 @@ ROUTES: tuple[Route, ...] = (
           body="reason"),
     Route("PUT", "/api/v1/clips/{clip_id}/category", "staff.category", "File a clip under a retention category",
           "clip.category", params=(CLIP,), body="category, reason"),
+    Route("POST", "/api/v1/clips/{clip_id}/exports", "staff.evidential_export",
+          "Evidential export for a case: the clip verified, decrypted and unredacted as MP4, with a signed manifest "
+          "(hashes of the sealed originals, the decrypted media and the output; who, when, the case). The clip must "
+          "carry an active evidence mark for case_ref (audited: key use, decrypt, export)",
+          "clip.export", params=(CLIP,), body="case_ref, reason"),
+    Route("GET", "/api/v1/clips/{clip_id}/exports/{export}/{name}", "staff.evidential_file",
+          "Download a file of an evidential export: its manifest, signature or MP4 (audited: export)",
+          "clip.export", params=(CLIP, EXPORT, EXPORT_FILE), produces="application/octet-stream"),
     # ---- retention
     Route("GET", "/api/v1/retention/due", "staff.due",
           "Clips due for deletion within the next days (default 7), with what holds any of them",
           "retention.due", params=(_p("days", "look-ahead in days (0-366, default 7)", type="integer"),
                                    _p("include_held", "1: list marked and requested clips too"))),
+    Route("GET", "/api/v1/retention/sweep-preview", "staff.sweep_preview",
+          "Dry run of the retention sweep: what it would delete now; nothing is changed", "retention.preview",
+          params=(_p("limit", "list at most this many clip ids (0-100000, default 1000)", type="integer"),)),
+    Route("POST", "/api/v1/retention/sweep", "staff.sweep",
+          "Run a retention sweep now (as the hourly timer does): crypto-shred what is due, tombstone and audit each "
+          "deletion, sign an audit checkpoint; 409 while another is running", "retention.sweep"),
     # ---- subject access requests
     Route("POST", "/api/v1/requests", "staff.log_request",
           "Log a subject access request; every clip it matches is held at once", "request.manage",
           body="requester, contact, received (date), description, from, to, place, lat, lon, radius_m, "
                "device, officer"),
-    Route("GET", "/api/v1/requests", "staff.requests", "Requests, oldest due first", "request.manage",
+    Route("GET", "/api/v1/requests", "staff.requests", "Requests, oldest due first (audited: view)",
+          "request.manage",
           params=(_p("status", "open, extended or closed"), _p("overdue", "1: only open requests past due"))),
-    Route("GET", "/api/v1/requests/{request_id}", "staff.request", "One request and the clips it holds",
-          "request.manage", params=(REQUEST,)),
+    Route("GET", "/api/v1/requests/{request_id}", "staff.request",
+          "One request, the clips it holds and its exports (audited: view)", "request.manage", params=(REQUEST,)),
     Route("GET", "/api/v1/requests/{request_id}/candidates", "staff.candidates",
           "Search clips for a request by window, device, officer and place", "request.manage",
           params=(REQUEST, *WINDOW, _p("device", "device id"), _p("officer", "officer user name"),
@@ -115,26 +138,37 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/requests/{request_id}/holds", "staff.hold", "Hold more clips for the request",
           "request.manage", params=(REQUEST,), body="clips (list of clip ids), why"),
     Route("POST", "/api/v1/requests/{request_id}/exports", "staff.export",
-          "Decrypt chosen held clips, blur faces but the requester's, write MP4s and a manifest",
+          "Decrypt chosen held clips, blur faces but the requester's, write MP4s and a signed manifest; the "
+          "answer links each file for download",
           "request.export", params=(REQUEST,),
           body="clips; keep and manual: {clip_id: [[start_s, end_s, x, y, w, h], ...]}"),
+    Route("GET", "/api/v1/requests/{request_id}/exports/{export}/{name}", "staff.export_file",
+          "Download a file of a subject access export: its manifest, signature or a redacted MP4 (audited: export)",
+          "request.export", params=(REQUEST, EXPORT, EXPORT_FILE), produces="application/octet-stream"),
     Route("POST", "/api/v1/requests/{request_id}/extend", "staff.extend",
           "Extend a complex request by 1 or 2 months", "request.manage", params=(REQUEST,), body="months, reason"),
     Route("POST", "/api/v1/requests/{request_id}/close", "staff.close",
           "Close a request (its holds end)", "request.manage", params=(REQUEST,), body="outcome"),
     # ---- audit
     Route("GET", "/api/v1/audit", "staff.audit", "Audit records, oldest first", "audit.read",
-          params=(_p("actor", "e.g. user:alice"), _p("action", "e.g. delete"), _p("target", "e.g. clip:<id>"),
-                  _p("outcome", "ok, denied or failed"), _p("since", "ISO 8601"), _p("until", "ISO 8601"),
-                  _p("after", "only records after this sequence number", type="integer"),
-                  _p("limit", "at most this many (1-10000, default 1000)", type="integer"))),
+          params=(*AUDIT_FILTERS, _p("limit", "at most this many (1-10000, default 1000)", type="integer"))),
+    Route("GET", "/api/v1/audit/export", "staff.audit_export",
+          "Audit records as JSON lines, streamed, exactly as `bwv audit export` writes them (each with prev_hash and "
+          "record_hash, for audit.verify_export); up to the head when the request arrived, given in Bwv-Audit-Head "
+          "(audited: export)", "audit.read", params=AUDIT_FILTERS, produces=JSON_LINES),
+    Route("GET", "/api/v1/audit/checkpoints", "staff.audit_checkpoints",
+          "The signed checkpoints of the audit log as JSON lines, in the format of audit-checkpoints.jsonl "
+          "(`bwv audit verify --checkpoints FILE`), oldest first", "audit.read",
+          params=(_p("after", "only checkpoints over more than this many records", type="integer"),),
+          produces=JSON_LINES),
     Route("GET", "/api/v1/audit/verify", "staff.audit_verify",
           "Recompute the hash chain and check every signed checkpoint", "audit.read"),
     # ---- administration
     Route("GET", "/api/v1/users", "staff.users", "Staff accounts", "user.manage"),
     Route("POST", "/api/v1/users", "staff.add_user", "Create a staff account", "user.manage",
           body="username, role, password, full_name"),
-    Route("PATCH", "/api/v1/users/{username}", "staff.change_user", "Change a role, reset a password, disable",
+    Route("PATCH", "/api/v1/users/{username}", "staff.change_user",
+          "Change a role, reset a password, disable; no one changes their own role (403, audited)",
           "user.manage", params=(Param("username", "path", "the account", True),),
           body="role, password, disabled"),
     Route("POST", "/api/v1/devices/{device_id}/assignments", "staff.assign",
@@ -146,4 +180,4 @@ def route_key(method: str, path: str) -> str:
     return f"{method} {path}"
 
 
-__all__ = ["CLIP", "Param", "ROUTES", "Route", "route_key"]
+__all__ = ["CLIP", "EXPORT", "EXPORT_FILE", "Param", "ROUTES", "Route", "route_key"]

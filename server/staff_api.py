@@ -24,7 +24,7 @@ from aiohttp import web
 
 from . import audit, geoindex, lifecycle, sar, users
 from .audit_time import segments_detail
-from .errors import BadRequest, NotFound, ServerError, StoreError
+from .errors import BadRequest, Conflict, NotFound, ServerError, StoreError, TooLarge
 from .retention import due_utc_us
 from .service import EvidenceService
 from .users import OFFICER, Principal
@@ -35,7 +35,9 @@ T = TypeVar("T")
 CLIP_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 REQUEST_ID_RE = re.compile(r"^SAR-\d{4}-\d{5}\Z")
 DEVICE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
-MAX_BODY = 64 * 1024
+MAX_BODY = 64 * 1024  # a JSON request body; only tus PATCH takes more, and it streams
+AUDIT_PAGE = 5000  # audit records read per step of a streamed export
+MAX_LISTED = 100_000  # clip ids in one sweep answer
 
 
 def now_iso() -> str:
@@ -48,10 +50,16 @@ def principal(request: web.Request) -> Principal:
 
 async def json_body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise BadRequest(f"request body of {request.content_length} bytes is over the {MAX_BODY} allowed")
-    raw = await request.content.read(MAX_BODY + 1)
+        raise TooLarge(f"request body of {request.content_length} bytes is over the {MAX_BODY} bytes a JSON "
+                       "body may have")
+    raw = bytearray()
+    while len(raw) <= MAX_BODY:  # read() gives what has arrived so far, not all it was asked for
+        piece = await request.content.read(MAX_BODY + 1 - len(raw))
+        if not piece:
+            break
+        raw += piece
     if len(raw) > MAX_BODY:
-        raise BadRequest(f"request body is over the {MAX_BODY} bytes allowed")
+        raise TooLarge(f"request body is over the {MAX_BODY} bytes a JSON body may have")
     if not raw.strip():
         return {}
     try:
@@ -108,6 +116,12 @@ def check_request_id(request_id: str) -> str:
     return request_id
 
 
+def export_number(text: str) -> int:
+    if not text.isdigit() or len(text) > 7 or int(text) < 1:
+        raise BadRequest(f"export {text[:20]!r} is not an export number (1, 2, ...)")
+    return int(text)
+
+
 def int_param(q, name: str, default: int, lo: int, hi: int) -> int:
     text = q.get(name)
     if text is None or text == "":
@@ -126,6 +140,7 @@ class StaffEndpoint:
 
     def __init__(self, service: EvidenceService):
         self.service = service
+        self._sweeping = asyncio.Lock()  # one HTTP-started sweep at a time
 
     # ------------------------------------------------------------------ plumbing
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -290,6 +305,23 @@ class StaffEndpoint:
             raise
         return web.json_response({"clip_id": clip_id, "category": category})
 
+    async def evidential_export(self, request: web.Request) -> web.Response:
+        from . import sar_export
+
+        clip_id = check_clip_id(request.match_info["clip_id"])
+        doc = await json_body(request)
+        p = principal(request)
+        case_ref, reason = text_field(doc, "case_ref", limit=100), text_field(doc, "reason")
+        result = await asyncio.to_thread(sar_export.export_evidence, self.service, clip_id, case_ref=case_ref,
+                                         reason=reason, actor=p.actor)
+        result["files"] = _file_links(f"/api/v1/clips/{clip_id}/exports", result["manifest"])
+        request["note"] = f"evidential export {result['manifest']['export']} of clip {clip_id} for {case_ref}"
+        return web.json_response(result, status=201)
+
+    async def evidential_file(self, request: web.Request) -> web.StreamResponse:
+        clip_id = check_clip_id(request.match_info["clip_id"])
+        return await self._download(request, clip_id, f"clip:{clip_id}")
+
     # ------------------------------------------------------------------ retention
     async def due(self, request: web.Request) -> web.Response:
         q = request.query
@@ -311,6 +343,37 @@ class StaffEndpoint:
                        "recorded": geoindex.iso_utc(c.camera_start_us),
                        "due": geoindex.iso_utc(due_utc_us(self.policy, c.facts())),
                        "held_by_marks": c.active_marks, "held_by_requests": c.open_requests} for c in rows]})
+
+    def _sweeper(self, actor: str):
+        from .sweep import Sweeper
+
+        # As `bwv retention sweep` builds it, on the server's own stores; a real sweep ends by signing
+        # an audit checkpoint, since deletions are the records most worth a signature.
+        return Sweeper(self.service.db, self.service.blobs, self.policy, actor=actor,
+                       checkpoint=self.service.checkpoint)
+
+    async def sweep_preview(self, request: web.Request) -> web.Response:
+        limit = int_param(request.query, "limit", 1000, 0, MAX_LISTED)
+        p = principal(request)
+        report = await asyncio.to_thread(self._sweeper(p.actor).run, dry_run=True)
+        await self.write(lambda db: audit.append(db, actor=p.actor, action="view", target="retention:sweep-preview",
+                                                 detail={"would_delete": len(report.deleted_clips)}))
+        request["note"] = f"sweep preview: {len(report.deleted_clips)} clip(s) due"
+        return web.json_response(report.to_dict() | {"would_delete": report.deleted_clips[:limit],
+                                                     "listed": min(limit, len(report.deleted_clips))})
+
+    async def sweep(self, request: web.Request) -> web.Response:
+        """One sweep, in a worker thread: the server goes on answering while it deletes.  Its records
+        (sweep_started, each delete, sweep_finished) name the caller."""
+        p = principal(request)
+        if self._sweeping.locked():
+            raise Conflict("a retention sweep started over HTTP is still running; its report will say what "
+                           "it deleted (GET /api/v1/audit?action=sweep_finished)")
+        async with self._sweeping:
+            report = await asyncio.to_thread(self._sweeper(p.actor).run)
+        request["note"] = f"sweep {report.sweep_id}: {len(report.deleted_clips)} clip(s) deleted"
+        return web.json_response(report.to_dict() | {"clips": report.deleted_clips[:MAX_LISTED],
+                                                     "listed": min(MAX_LISTED, len(report.deleted_clips))})
 
     # ------------------------------------------------------------------ subject access
     async def log_request(self, request: web.Request) -> web.Response:
@@ -340,13 +403,31 @@ class StaffEndpoint:
         status = q.get("status") or None
         if status and status not in (sar.OPEN, sar.EXTENDED, sar.CLOSED):
             raise BadRequest(f"status {status[:20]!r} is not open, extended or closed")
-        rows = await self.read(lambda db: sar.requests(db, status=status,
-                                                       overdue_on=sar.today_utc() if overdue else None))
-        return web.json_response({"requests": rows})
+        p = principal(request)
+
+        def run(db):
+            rows = sar.requests(db, status=status, overdue_on=sar.today_utc() if overdue else None)
+            # Who asked for footage of themselves is personal data: reading the list is on the record.
+            audit.append(db, actor=p.actor, action="view", target="requests",
+                         detail={"status": status, "overdue": overdue, "listed": len(rows)})
+            return rows
+        return web.json_response({"requests": await self.write(run)})
 
     async def request(self, request: web.Request) -> web.Response:
+        from . import sar_export
+
         request_id = check_request_id(request.match_info["request_id"])
-        return web.json_response(await self.read(lambda db: sar.request(db, request_id)))
+        p = principal(request)
+
+        def run(db):
+            doc = sar.request(db, request_id)
+            audit.append(db, actor=p.actor, action="view", target=f"request:{request_id}", detail={"what": "record"})
+            return doc
+        doc = await self.write(run)
+        exports = await asyncio.to_thread(sar_export.export_listing, self.service, request_id)
+        for e in exports:  # the manifest names the export's other files
+            e["manifest_url"] = f"/api/v1/requests/{request_id}/exports/{e['export']}/manifest.json"
+        return web.json_response(doc | {"exports": exports})
 
     async def candidates(self, request: web.Request) -> web.Response:
         request_id = check_request_id(request.match_info["request_id"])
@@ -390,7 +471,37 @@ class StaffEndpoint:
         p = principal(request)
         plan = sar_export.ExportPlan.from_json(doc)
         result = await asyncio.to_thread(sar_export.export_request, self.service, request_id, plan, actor=p.actor)
+        result["files"] = _file_links(f"/api/v1/requests/{request_id}/exports", result["manifest"])
         return web.json_response(result, status=201)
+
+    async def export_file(self, request: web.Request) -> web.StreamResponse:
+        request_id = check_request_id(request.match_info["request_id"])
+        return await self._download(request, request_id, f"request:{request_id}")
+
+    async def _download(self, request: web.Request, owner: str, target: str) -> web.StreamResponse:
+        """A file of an export (sar_export.export_file says which names exist); every download, and every
+        refused or failed one, is an `export` record against the request or clip."""
+        from . import sar_export
+
+        n = export_number(request.match_info["export"])
+        name = request.match_info["name"]
+        p = principal(request)
+        asked = {"export": n, "file": audit.printable(name, 200), "what": "download"}
+        try:
+            path, manifest = await asyncio.to_thread(sar_export.export_file, self.service, owner, n, name)
+        except ServerError as e:
+            outcome = "denied" if isinstance(e, sar_export.ExportFileRefused) else "failed"
+            await asyncio.to_thread(self.service.audit, p.actor, "export", target,
+                                    asked | {"why": audit.printable(e.reason, 1000)}, outcome)
+            raise
+        size = path.stat().st_size
+        case = {"case_ref": manifest["case_ref"]} if "case_ref" in manifest else {}
+        await asyncio.to_thread(self.service.audit, p.actor, "export", target, asked | {"bytes": size} | case)
+        request["note"] = f"download {target} export {n} {name}"
+        kind = {".mp4": "video/mp4", ".json": "application/json", ".sig": "text/plain; charset=us-ascii"}[path.suffix]
+        label = owner if owner.startswith("SAR-") else f"evidential-{owner}"
+        return web.FileResponse(path, headers={"Content-Type": kind, "Cache-Control": "no-store",
+                                               "Content-Disposition": f'attachment; filename="{label}-{n}-{name}"'})
 
     async def extend(self, request: web.Request) -> web.Response:
         request_id = check_request_id(request.match_info["request_id"])
@@ -417,10 +528,7 @@ class StaffEndpoint:
     async def audit(self, request: web.Request) -> web.Response:
         q = request.query
         p = principal(request)
-        filters: dict[str, Any] = {k: q[k] for k in ("actor", "action", "target", "outcome") if q.get(k)}
-        for k in ("since", "until"):
-            if q.get(k):
-                filters[k] = geoindex.iso_utc(time_us(k, q[k]))
+        filters = audit_filters(q)
         limit = int_param(q, "limit", 1000, 1, 10_000)
         after = int_param(q, "after", 0, 0, 2**62)
 
@@ -434,6 +542,64 @@ class StaffEndpoint:
             return rows
         rows = await self.write(run)
         return web.json_response({"records": [r.to_dict() for r in rows]})
+
+    async def audit_export(self, request: web.Request) -> web.StreamResponse:
+        """`bwv audit export` over HTTP: the matching records as JSON lines, read a page at a time and
+        streamed, up to the log's head when the request arrived (so an export ends, however busy the
+        server); then one `export` record says what was taken."""
+        q = request.query
+        p = principal(request)
+        filters = audit_filters(q)
+        after = int_param(q, "after", 0, 0, 2**62)
+
+        def first(db):
+            head = audit.head(db)
+            try:
+                return (head.seq if head else 0), audit.query(db, limit=AUDIT_PAGE, after_seq=after, **filters)
+            except ValueError as e:
+                raise BadRequest(str(e)) from None
+        head, rows = await self.read(first)
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/x-ndjson; charset=utf-8", "Cache-Control": "no-store",
+            "Bwv-Audit-Head": str(head),
+            "Content-Disposition": f'attachment; filename="audit-{after + 1}-{head}.jsonl"'})
+        await response.prepare(request)
+        count, outcome = 0, "failed"  # until the last line is written: a client that went away got part
+        try:
+            while rows:
+                lines = [r.to_json() + "\n" for r in rows if r.seq <= head]
+                if lines:
+                    await response.write("".join(lines).encode("utf-8"))
+                    count += len(lines)
+                if len(lines) < len(rows) or len(rows) < AUDIT_PAGE:
+                    break
+                last = rows[-1].seq
+                rows = await self.read(lambda db: audit.query(db, limit=AUDIT_PAGE, after_seq=last, **filters))
+            outcome = "ok"
+        except ConnectionError:
+            pass
+        finally:
+            await asyncio.to_thread(self.service.audit, p.actor, "export", "audit",
+                                    {"records": count, "filters": filters, "after": after, "through": head,
+                                     "via": "http"}, outcome)
+        request["note"] = f"audit export: {count} record(s){'' if outcome == 'ok' else ', cut short'}"
+        if outcome == "ok":
+            await response.write_eof()
+        return response
+
+    async def audit_checkpoints(self, request: web.Request) -> web.Response:
+        after = int_param(request.query, "after", 0, 0, 2**62)
+        p = principal(request)
+
+        def run(db):
+            found = [cp for cp in audit.stored_checkpoints(db) if cp.size > after]
+            audit.append(db, actor=p.actor, action="view", target="audit:checkpoints",
+                         detail={"after": after, "returned": len(found)})
+            return found
+        found = await self.write(run)
+        return web.Response(body="".join(cp.to_json() + "\n" for cp in found).encode("utf-8"),
+                            headers={"Content-Type": "application/x-ndjson; charset=utf-8",
+                                     "Cache-Control": "no-store"})
 
     async def audit_verify(self, request: web.Request) -> web.Response:
         report = await self.read(lambda db: audit.verify(
@@ -471,8 +637,15 @@ class StaffEndpoint:
             raise BadRequest("disabled must be true or false")
         if role is None and password is None and disabled is None:
             raise BadRequest("nothing to change: give role, password or disabled")
-        await self.write(lambda db: users.change_user(db, username, actor=p.actor, role=role, password=password,
-                                                      disabled=disabled))
+
+        def run(db):
+            try:
+                users.change_user(db, username, actor=p.actor, role=role, password=password, disabled=disabled)
+            except users.OwnRoleChange as e:
+                return e  # commit the refusal's audit record, then refuse
+        refused = await self.write(run)
+        if refused is not None:
+            raise refused
         return web.json_response({"username": username, "changed": True})
 
     async def assign(self, request: web.Request) -> web.Response:
@@ -494,4 +667,20 @@ class StaffEndpoint:
         return web.json_response({"assignment": assignment}, status=201)
 
 
-__all__ = ["StaffEndpoint", "json_body", "now_iso", "principal"]
+def audit_filters(q) -> dict[str, Any]:
+    """The audit query filters of a request's query string (as `bwv audit list/export` takes them)."""
+    filters: dict[str, Any] = {k: q[k] for k in ("actor", "action", "target", "outcome") if q.get(k)}
+    for k in ("since", "until"):
+        if q.get(k):
+            filters[k] = geoindex.iso_utc(time_us(k, q[k]))
+    return filters
+
+
+def _file_links(base: str, manifest: dict) -> dict[str, str]:
+    """Where each file of an export is downloaded: the manifest, its signature, every output."""
+    n = manifest["export"]
+    names = ["manifest.json", "manifest.sig", *(c["output"] for c in manifest.get("clips", []))]
+    return {name: f"{base}/{n}/{name}" for name in names}
+
+
+__all__ = ["StaffEndpoint", "audit_filters", "json_body", "now_iso", "principal"]

@@ -9,11 +9,13 @@ Roles, after the duties in a police evidence unit:
 =================== ==========================================================
 officer             their own footage (clips from a device assigned to them
                     at the time), read only
-supervisor          all footage, read; the retention due list; may mark a
-                    clip as evidence (to catch misfiled evidence before it goes)
-evidence_officer    marking and unmarking evidence, categories, exports, tracks
+supervisor          all footage, read; the retention due list and the sweep's
+                    dry run; may mark a clip as evidence (to catch misfiled
+                    evidence before it goes)
+evidence_officer    marking and unmarking evidence, categories, evidential
+                    exports (unredacted, for a case), tracks, running the sweep
 disclosure_officer  subject access requests: log, search, hold, export, close
-auditor             the audit trail, read and verify; no footage
+auditor             the audit trail, read, export and verify; no footage
 admin               users and devices; no footage
 =================== ==========================================================
 
@@ -36,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 
 from . import audit
 from .audit_time import when
-from .errors import BadRequest, Conflict, NotFound, Unauthorized
+from .errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 
 OFFICER = "officer"
 SUPERVISOR = "supervisor"
@@ -65,6 +67,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "clip.unmark": frozenset({EVIDENCE_OFFICER}),
     "clip.category": frozenset({EVIDENCE_OFFICER}),
     "retention.due": frozenset({SUPERVISOR, EVIDENCE_OFFICER}),
+    # What a sweep would delete now: the due list's own readers.
+    "retention.preview": frozenset({SUPERVISOR, EVIDENCE_OFFICER}),
+    # Run a sweep now (it deletes only what the rules say is due; the timer runs it hourly anyway).
+    "retention.sweep": frozenset({EVIDENCE_OFFICER}),
+    # Evidential export: a marked clip decrypted, verified and unredacted, for a case.
+    "clip.export": frozenset({EVIDENCE_OFFICER}),
     "request.manage": frozenset({DISCLOSURE_OFFICER}),
     "request.export": frozenset({DISCLOSURE_OFFICER}),
     "audit.read": frozenset({AUDITOR}),
@@ -193,10 +201,20 @@ def add_user(db: sqlite3.Connection, username: str, role: str, password: str, *,
 def change_user(db: sqlite3.Connection, username: str, *, actor: str, role: str | None = None,
                 password: str | None = None, disabled: bool | None = None, at: str | None = None,
                 kdf_n: int = SCRYPT_N) -> None:
-    """Change a role, reset a password or (dis)able an account; disabling also revokes its tokens."""
+    """Change a role, reset a password or (dis)able an account; disabling also revokes its tokens.
+
+    No staff member changes their own role (`OwnRoleChange`, audited); the local operator
+    (`bwv user set`, actor ``local:...``) can change anyone's."""
     at = at or _iso(_now())
     if db.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone() is None:
         raise NotFound(f"no user {username!r}")
+    if role is not None and actor == f"user:{username}":
+        current = db.execute("SELECT role FROM users WHERE username = ?", (username,)).fetchone()[0]
+        why = (f"{actor} may not change their own role ({current} -> {role}): another admin must do it, "
+               "or the server's operator with `bwv user set`")
+        audit.append(db, actor=actor, action="user_changed", target=f"user:{username}", outcome="denied",
+                     detail={"role": role, "why": why}, at=when(at))
+        raise OwnRoleChange(why)
     changes: dict[str, object] = {}
     if role is not None:
         db.execute("UPDATE users SET role = ? WHERE username = ?", (check_role(role), username))
@@ -271,6 +289,13 @@ class LoginFailed(Unauthorized):
     """A failed login: the transaction that recorded it must still commit."""
 
 
+class OwnRoleChange(Forbidden):
+    """A staff member changing their own role: refused, so that no one can grant themselves another
+    role's powers (an admin making themselves evidence officer to reach footage, then changing back)
+    nor leave the force without an admin by mistake.  The transaction that recorded the refusal
+    must still commit."""
+
+
 def principal_for_token(db: sqlite3.Connection, token: str, *, now: datetime | None = None) -> Principal:
     """The staff member a bearer token belongs to, or Unauthorized saying why not."""
     if not TOKEN_RE.match(token):
@@ -298,7 +323,7 @@ def revoke_token(db: sqlite3.Connection, token: str, *, at: str | None = None) -
 _DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
 __all__ = [
-    "ADMIN", "AUDITOR", "DISCLOSURE_OFFICER", "DOCK", "EVIDENCE_OFFICER", "LoginFailed", "OFFICER", "PERMISSIONS",
+    "ADMIN", "AUDITOR", "DISCLOSURE_OFFICER", "DOCK", "EVIDENCE_OFFICER", "LoginFailed", "OFFICER", "OwnRoleChange", "PERMISSIONS",
     "Principal", "ROLES", "SCHEMA", "SUPERVISOR", "add_user", "change_user", "check_password", "hash_password",
     "issue_token", "login", "principal_for_token", "revoke_token", "users",
 ]

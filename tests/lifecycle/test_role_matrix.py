@@ -46,10 +46,12 @@ def world(tmp_path_factory):
 
 def fill(path: str, seg) -> str:
     db_clip = _clip_of(seg)
-    return (path.replace("{clip_id}", db_clip).replace("{request_id}", "SAR-2026-00001")
-            .replace("{mark_id}", "1").replace("{upload_id}", "0" * 32).replace("{device_id}", seg.device_id)
-            .replace("{sequence}", str(seg.sequence)).replace("{segment_hash}", seg.segment_hash)
-            .replace("{username}", "nobody-here"))
+    filled = (path.replace("{clip_id}", db_clip).replace("{request_id}", "SAR-2026-00001")
+              .replace("{mark_id}", "1").replace("{upload_id}", "0" * 32).replace("{device_id}", seg.device_id)
+              .replace("{sequence}", str(seg.sequence)).replace("{segment_hash}", seg.segment_hash)
+              .replace("{username}", "nobody-here").replace("{export}", "1").replace("{name}", "manifest.json"))
+    assert "{" not in filled, f"the matrix does not know how to fill {path}: teach fill() its parameter"
+    return filled
 
 
 _clips: dict[str, str] = {}
