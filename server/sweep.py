@@ -29,18 +29,21 @@ that somebody looked (by the caller).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 from .audit_time import segments_detail, when
 from . import audit, geoindex, lifecycle
 from .blobstore import BlobStore
 from .db import MetadataStore
+from .errors import Conflict
 from .geoindex import iso_utc
 from .retention import RetentionPolicy, decide, due_utc_us
 
@@ -115,6 +118,30 @@ class Sweeper:
             report.seconds = time.monotonic() - started
             return report
 
+        lock = self._lock()
+        try:
+            return self._run(report, now, now_us, started, progress)
+        finally:
+            lock.close()  # closing the file releases the lock
+
+    def _lock(self):
+        """One sweep at a time per evidence database, whoever starts it (the hourly timer, the console,
+        the HTTP API): two sweeps would each be exactly-once, but one could abandon a clip the other is
+        shredding.  A lock file beside the database, held with flock, which the kernel releases if the
+        process dies, so a killed sweep never leaves it locked."""
+        path = Path(self.store.path).with_name("retention-sweep.lock")
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise Conflict("another retention sweep is running on this evidence database (the hourly timer, "
+                           "the console or the HTTP API); its sweep_finished audit record will say what it "
+                           "deleted") from None
+        return f
+
+    def _run(self, report: SweepReport, now: datetime, now_us: int, started: float,
+             progress: Callable[[SweepReport], None] | None) -> SweepReport:
         with self.store.transaction() as db:
             audit.append(db, actor=self.actor, action="sweep_started", target=f"sweep:{report.sweep_id}",
                          detail={"now": report.now_utc, "clips_held": report.held_before}, at=self.clock())
@@ -168,15 +195,18 @@ class Sweeper:
             for clip_id, sweep_id in pending:
                 keys = [k for (k,) in db.execute("SELECT blob_key FROM segments WHERE clip_id = ?", (clip_id,))]
                 if lifecycle.is_held(db, clip_id) and all(self.blobs.intact(k) for k in keys):
-                    db.execute("UPDATE clips SET state = 'held', sweep_id = NULL WHERE clip_id = ? "
-                               "AND state = 'deleting'", (clip_id,))
-                    audit.append(db, actor=self.actor, action="hold", target=f"clip:{clip_id}", at=self.clock(),
-                                 detail={"sweep": sweep_id, "why": "held since an interrupted sweep chose it: "
-                                                                   "its deletion is abandoned, nothing was shredded"})
-                    report.abandoned.append(clip_id)
+                    self._abandon(db, clip_id, sweep_id, report)
                 else:
                     finish.append((clip_id, sweep_id))
         return finish
+
+    def _abandon(self, db: sqlite3.Connection, clip_id: str, sweep_id: str, report: SweepReport) -> None:
+        db.execute("UPDATE clips SET state = 'held', sweep_id = NULL WHERE clip_id = ? AND state = 'deleting'",
+                   (clip_id,))
+        audit.append(db, actor=self.actor, action="hold", target=f"clip:{clip_id}", at=self.clock(),
+                     detail={"sweep": sweep_id, "why": "held since the sweep chose it: its deletion is abandoned, "
+                                                       "nothing was shredded"})
+        report.abandoned.append(clip_id)
 
     def _intend(self, clip_ids: list[str], sweep_id: str, now_us: int) -> list[tuple[str, str]]:
         """Step 1: move the clips that are (still) due to ``deleting``, in one transaction."""
@@ -197,14 +227,24 @@ class Sweeper:
         """Steps 2 and 3 for clips in ``deleting``."""
         reader = self.store.reader()
         destroyed: dict[str, str | None] = {}
+        spared: set[str] = set()
         for clip_id, _ in clips:
-            for (key,) in reader.execute("SELECT blob_key FROM segments WHERE clip_id = ?", (clip_id,)):
+            # Asked again just before the clip's first shred, not only when the batch was chosen: a
+            # request logged while the sweep works through a batch holds the clips it has not reached.
+            keys = [k for (k,) in reader.execute("SELECT blob_key FROM segments WHERE clip_id = ?", (clip_id,))]
+            if lifecycle.is_held(reader, clip_id) and all(self.blobs.intact(k) for k in keys):
+                spared.add(clip_id)
+                continue
+            for key in keys:
                 destroyed[key] = self.blobs.shred(key, sync=False)
         self.blobs.sync_all()
         at = _iso(self.clock())
         with self.store.transaction() as db:
             for clip_id, sweep_id in clips:
-                self._record(db, clip_id, sweep_id, destroyed, at, report)
+                if clip_id in spared:
+                    self._abandon(db, clip_id, sweep_id, report)
+                else:
+                    self._record(db, clip_id, sweep_id, destroyed, at, report)
 
     def _record(self, db: sqlite3.Connection, clip_id: str, sweep_id: str, destroyed: dict[str, str | None],
                 at: str, report: SweepReport) -> None:

@@ -28,8 +28,8 @@ def ev(tmp_path):
     e.close()
 
 
-def sweep(ev: Evidence, now: datetime = NOW, **kw):
-    return Sweeper(ev.db, ev.blobs, POLICY, **kw).run(now=now)
+def sweep(ev: Evidence, now: datetime = NOW, *, dry_run: bool = False, **kw):
+    return Sweeper(ev.db, ev.blobs, POLICY, **kw).run(now=now, dry_run=dry_run)
 
 
 def deletes(ev: Evidence, clip_id: str) -> list:
@@ -226,3 +226,31 @@ def test_once_shredding_has_begun_an_interrupted_deletion_is_finished_whatever_a
     assert report.abandoned == [] and report.deleted_clips == [str(clip)]
     assert lifecycle.clip(ev.db.reader(), str(clip)).state == "deleted"
     assert ev.blob_digest(second.segment_hash) is None and len(deletes(ev, str(clip))) == 1
+
+
+def test_a_request_logged_while_a_batch_is_being_shredded_saves_the_clips_not_yet_reached(ev):
+    held = ev.record("cam-1", NOW - timedelta(days=40))
+    sweeper = Sweeper(ev.db, ev.blobs, POLICY)
+    chosen = sweeper._intend([held.clip_id], "sweep-now", int(NOW.timestamp() * 1e6))
+    start = lifecycle.clip(ev.db.reader(), held.clip_id).camera_start_us
+    details = sar.RequestDetails("A. Person", "x", date(2026, 11, 25), start - 60_000_000, start + 60_000_000)
+    write(ev, lambda db: sar.log_request(db, details, actor="user:dora", at=NOW.isoformat()))
+    report = SweepReport("sweep-now", False, NOW.isoformat())
+    sweeper._shred_and_record(chosen, report)  # the batch goes on to its shredding step
+    assert report.abandoned == [held.clip_id] and report.deleted_clips == []
+    assert lifecycle.clip(ev.db.reader(), held.clip_id).state == "held"
+    assert ev.blobs.intact(held.segment_hash)
+
+
+def test_only_one_sweep_runs_at_a_time_on_one_database(ev):
+    import fcntl
+
+    from openbwv.server.errors import Conflict
+
+    ev.record("cam-1", NOW - timedelta(days=40))
+    with open(ev.db.path.with_name("retention-sweep.lock"), "a+") as other:  # another sweep holds it
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(Conflict, match="another retention sweep is running"):
+            sweep(ev)
+        assert sweep(ev, dry_run=True).deleted_clips  # a dry run changes nothing, so it needs no lock
+    assert len(sweep(ev).deleted_clips) == 1  # released: the next one runs
