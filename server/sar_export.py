@@ -182,8 +182,11 @@ def export_request(service, request_id: str, plan: ExportPlan, *, actor: str,
             opened, hashes = _decrypt_audited(service, clip_id, scratch / clip_id, actor=actor,
                                               purpose="subject access", context={"request": request_id})
             dst = out / f"{clip_id}.mp4"
-            report = redact.redact_video(opened.ts_path, dst, keep=plan.keep.get(clip_id, ()),
-                                         manual=plan.manual.get(clip_id, ()), progress=progress)
+            try:
+                report = redact.redact_video(opened.ts_path, dst, keep=plan.keep.get(clip_id, ()),
+                                             manual=plan.manual.get(clip_id, ()), progress=progress)
+            except redact.InvalidBox as e:  # the frame size is known only once the clip is decrypted
+                raise BadRequest(f"clip {clip_id}: {e}; nothing was exported") from None
             entries.append({
                 "clip_id": clip_id,
                 "device_id": opened.device_id,

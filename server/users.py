@@ -201,7 +201,7 @@ def add_user(db: sqlite3.Connection, username: str, role: str, password: str, *,
 def change_user(db: sqlite3.Connection, username: str, *, actor: str, role: str | None = None,
                 password: str | None = None, disabled: bool | None = None, at: str | None = None,
                 kdf_n: int = SCRYPT_N) -> None:
-    """Change a role, reset a password or (dis)able an account; disabling also revokes its tokens.
+    """Change a role, reset a password or (dis)able an account; each of these revokes its tokens.
 
     No staff member changes their own role (`OwnRoleChange`, audited); the local operator
     (`bwv user set`, actor ``local:...``) can change anyone's."""
@@ -226,7 +226,8 @@ def change_user(db: sqlite3.Connection, username: str, *, actor: str, role: str 
     if disabled is not None:
         db.execute("UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username))
         changes["disabled"] = disabled
-    if role is not None or disabled:
+    if role is not None or disabled or password is not None:
+        # A password is reset because it may be known to someone else: the sessions it opened go with it.
         db.execute("UPDATE user_tokens SET revoked_utc = ? WHERE username = ? AND revoked_utc IS NULL", (at, username))
     db.execute("UPDATE users SET updated_utc = ? WHERE username = ?", (at, username))
     audit.append(db, actor=actor, action="user_changed", target=f"user:{username}", detail=changes, at=when(at))

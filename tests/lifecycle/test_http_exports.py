@@ -193,6 +193,16 @@ def test_an_output_altered_on_disk_is_not_served(world):
     assert failed and failed[-1].details["file"] == mp4.name
 
 
+def test_a_box_outside_the_frame_is_a_400_that_names_the_frame_and_exports_nothing(world, sar_export):
+    before = sorted(p.name for p in (world["home"].server_dir / "exports" / world["request"]).iterdir())
+    reply = post(world["staff"]["disclosure_officer"], f"/api/v1/requests/{world['request']}/exports",
+                 {"clips": [world["clip"]], "manual": {world["clip"]: [[0, 1, 150, 100, 40, 40]]}})
+    assert reply.status == 400, reply.body
+    assert "reaches outside the 160x120 frame" in reply.json()["error"] and "nothing was exported" in reply.json()["error"]
+    after = sorted(p.name for p in (world["home"].server_dir / "exports" / world["request"]).iterdir())
+    assert after == before
+
+
 def test_reading_a_request_shows_its_exports(world, sar_export):
     doc = world["staff"]["disclosure_officer"].get(f"/api/v1/requests/{world['request']}").json()
     first = doc["exports"][0]

@@ -62,6 +62,12 @@ def test_the_refusal_is_on_the_record(world):
 def test_an_admin_may_still_reset_their_own_password(world):
     _home, first, _second = world
     assert patch(first, "adm-one", {"password": "a brand new passphrase"}).status == 200
+    # A reset password may have been known to someone else: the sessions it opened end with it.
+    assert first.get("/api/v1/whoami").status == 401
+    login = http_kit.TusSession(first.url, None).request(
+        "POST", "/api/v1/login", body=json.dumps({"username": "adm-one", "password": "a brand new passphrase"}).encode())
+    assert login.status == 200 and login.json()["role"] == "admin"
+    first.token = login.json()["token"]
 
 
 def test_another_admin_may_change_it(world):
