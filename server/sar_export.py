@@ -342,6 +342,12 @@ def export_file(service, owner: str, n: int, name: str) -> tuple[Path, dict]:
         raise ExportFileRefused(f"export {n} of {owner} lists no file {name!r} (it holds {MANIFEST}, {SIGNATURE}"
                                 + "".join(f", {o}" for o in sorted(outputs)) + ")")
     path = directory / name
+    if name in outputs and not path.exists():
+        clip = lifecycle.clip(service.db.reader(), name.removesuffix(".mp4"))
+        if clip is not None and clip.state == lifecycle.CLIP_DELETED:
+            raise NotFound(f"{name} of export {n} of {owner}: the clip was deleted by the retention policy on "
+                           f"{clip.deleted_utc}, and its exported copies with it; the manifest remains as the "
+                           "record of what was exported")
     if path.is_symlink() or not path.is_file():
         raise StoreError(f"{name} of export {n} of {owner} is missing or not a plain file")
     if name in outputs and _sha256(path) != outputs[name]:

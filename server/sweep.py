@@ -227,6 +227,7 @@ class Sweeper:
         """Steps 2 and 3 for clips in ``deleting``."""
         reader = self.store.reader()
         destroyed: dict[str, str | None] = {}
+        copies: dict[str, int] = {}
         spared: set[str] = set()
         for clip_id, _ in clips:
             # Asked again just before the clip's first shred, not only when the batch was chosen: a
@@ -237,6 +238,7 @@ class Sweeper:
                 continue
             for key in keys:
                 destroyed[key] = self.blobs.shred(key, sync=False)
+            copies[clip_id] = self._remove_export_copies(clip_id)
         self.blobs.sync_all()
         at = _iso(self.clock())
         with self.store.transaction() as db:
@@ -244,10 +246,27 @@ class Sweeper:
                 if clip_id in spared:
                     self._abandon(db, clip_id, sweep_id, report)
                 else:
-                    self._record(db, clip_id, sweep_id, destroyed, at, report)
+                    self._record(db, clip_id, sweep_id, destroyed, at, report, copies.get(clip_id, 0))
+
+    def _remove_export_copies(self, clip_id: str) -> int:
+        """Remove the exported copies of a clip being deleted (sar_export.py: subject access exports
+        under exports/<request>/<n>/, evidential ones under exports/evidential/<clip>/<n>/).  They are
+        footage too, decrypted: kept, they would outlive the retention the public was promised.  Each
+        export's signed manifest stays, the record of what was disclosed, to whom and when.  Returns
+        how many were removed (a re-run after a crash finds fewer: removal is idempotent)."""
+        root = Path(self.store.path).with_name("exports")
+        if not root.is_dir():
+            return 0
+        name = f"{clip_id}.mp4"
+        removed = 0
+        for path in [*root.glob(f"*/*/{name}"), *root.glob(f"evidential/{clip_id}/*/{name}")]:
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def _record(self, db: sqlite3.Connection, clip_id: str, sweep_id: str, destroyed: dict[str, str | None],
-                at: str, report: SweepReport) -> None:
+                at: str, report: SweepReport, export_copies: int = 0) -> None:
         record = lifecycle.clip(db, clip_id)
         if record is None or record.state != lifecycle.CLIP_DELETING:
             return  # recorded already (never twice)
@@ -281,7 +300,7 @@ class Sweeper:
         audit.append(db, actor=self.actor, action="delete", target=f"clip:{clip_id}", at=when(at), detail={
             "sweep": sweep_id, "category": record.category, "recorded": iso_utc(record.recorded_utc_us),
             "due": iso_utc(due_utc_us(self.policy, record.facts())), **segments_detail(gone), "bytes": size,
-            "wrapped_keys_destroyed": len(gone), "kept_late_segments": late,
+            "wrapped_keys_destroyed": len(gone), "kept_late_segments": late, "export_copies_removed": export_copies,
         })
         report.deleted_clips.append(clip_id)
         report.deleted_segments += len(gone)

@@ -254,3 +254,21 @@ def test_only_one_sweep_runs_at_a_time_on_one_database(ev):
             sweep(ev)
         assert sweep(ev, dry_run=True).deleted_clips  # a dry run changes nothing, so it needs no lock
     assert len(sweep(ev).deleted_clips) == 1  # released: the next one runs
+
+
+def test_exported_copies_of_a_deleted_clip_go_with_it_and_their_manifests_stay(ev):
+    old, young = ev.record("cam-1", NOW - timedelta(days=40)), ev.record("cam-1", NOW - timedelta(days=3))
+    exports = ev.home.server_dir / "exports"
+    made = {}
+    for held in (old, young):
+        for where in (exports / "SAR-2026-00001" / "1", exports / "evidential" / held.clip_id / "1"):
+            where.mkdir(parents=True, exist_ok=True)
+            (where / f"{held.clip_id}.mp4").write_bytes(b"decrypted footage")
+            (where / "manifest.json").write_text("{}")
+            made.setdefault(held.clip_id, []).append(where / f"{held.clip_id}.mp4")
+    assert sweep(ev).deleted_clips == [old.clip_id]
+    assert not any(p.exists() for p in made[old.clip_id])  # no decrypted copy outlives the footage
+    assert all(p.exists() for p in made[young.clip_id])
+    assert all((p.parent / "manifest.json").exists() for ps in made.values() for p in ps)  # the disclosure record
+    [deleted] = deletes(ev, old.clip_id)
+    assert deleted.details["export_copies_removed"] == 2
