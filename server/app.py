@@ -272,7 +272,7 @@ async def _sign_audit_periodically(service: EvidenceService, stop: asyncio.Event
         except TimeoutError:
             pass
         try:
-            await asyncio.to_thread(service.checkpoint)
+            await asyncio.to_thread(service.checkpoint, stop.is_set())
         except Exception:
             log.exception("could not sign an audit checkpoint (verification will say where the log stands)")
         if stop.is_set():

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import secrets
+import time
 import weakref
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
@@ -40,6 +41,7 @@ from .auth import USER_TOKEN_PREFIX, DockTokens, bearer_token
 from .blobstore import BlobStore, LocalBlobStore
 from .config import ServerConfig
 from .db import MetadataStore, UploadRecord
+from .denials import DenialThrottle
 from .errors import (
     Busy,
     ConfigError,
@@ -53,6 +55,8 @@ from .errors import (
 )
 from .ingest import Ingested, Ingestor, SegmentClaim, utc_now
 from .users import DOCK, Principal
+
+ANONYMOUS = "anonymous"  # how the audit trail names a caller with no valid token
 
 log = logging.getLogger("bwv.server")
 
@@ -97,6 +101,7 @@ class EvidenceService:
         self.ingestor = Ingestor(self.db, self.blobs, self.registry, self.server_keys)
         self.tokens = DockTokens(self.db)
         self.active_uploads = 0
+        self.denials = DenialThrottle()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # ------------------------------------------------------------------ who is calling
@@ -108,11 +113,26 @@ class EvidenceService:
         return Principal(self.tokens.authenticate(header), DOCK)
 
     def record_denial(self, actor: str, method: str, path: str, reason: str, status: int) -> None:
-        """Audit a refused request (401 or 403): failed access is an action on footage too."""
+        """Audit a refused request (401 or 403): failed access is an action on footage too.  Refusals
+        of callers with no valid token are written one by one up to a rate, then summarised
+        (denials.py), so that nobody can grow the log without limit by knocking."""
+        write, suppressed = True, 0
+        if actor == ANONYMOUS:
+            admission = self.denials.admit(time.monotonic())
+            write, suppressed = admission.write, admission.suppressed_before
         with self.db.transaction() as db:
-            audit.append(db, actor=audit.printable(actor, audit.MAX_ACTOR_CHARS), action="access_denied",
-                         target=audit.printable(f"{method} {path}", audit.MAX_TARGET_CHARS), outcome="denied",
-                         detail={"status": status, "why": audit.printable(reason, 1000)})
+            if suppressed:
+                self._summarise_denials(db, suppressed)
+            if write:
+                audit.append(db, actor=audit.printable(actor, audit.MAX_ACTOR_CHARS), action="access_denied",
+                             target=audit.printable(f"{method} {path}", audit.MAX_TARGET_CHARS), outcome="denied",
+                             detail={"status": status, "why": audit.printable(reason, 1000)})
+
+    def _summarise_denials(self, db, suppressed: int) -> None:
+        audit.append(db, actor=ANONYMOUS, action="access_denied", target="requests without a valid token",
+                     outcome="denied", detail={"status": 401, "suppressed": suppressed, "why": (
+                         f"{suppressed} more refusal(s) of callers without a valid token in the last "
+                         f"{self.denials.window_s:g} s, beyond the {self.denials.per_window} written one by one")})
 
     def audit(self, actor: str, action: str, target: str, detail: dict | None = None, outcome: str = "ok") -> None:
         """Append one audit record in a transaction of its own (for reads, which change nothing else)."""
@@ -142,8 +162,13 @@ class EvidenceService:
         """Signed audit checkpoints, also kept outside the database (audit.py)."""
         return self.home.server_dir / "audit-checkpoints.jsonl"
 
-    def checkpoint(self) -> "audit.Checkpoint | None":
-        """Sign the audit log's head, in the database, then (once committed) in the checkpoint file."""
+    def checkpoint(self, final: bool = False) -> "audit.Checkpoint | None":
+        """Sign the audit log's head, in the database, then (once committed) in the checkpoint file;
+        first summarise any refusals suppressed in a window that has ended, so they are signed too."""
+        suppressed = self.denials.flush(time.monotonic(), final=final)
+        if suppressed:
+            with self.db.transaction() as db:
+                self._summarise_denials(db, suppressed)
         return sign_audit_head(self.db, self.server_keys, self.checkpoint_file)
 
     # ------------------------------------------------------------------ files
