@@ -322,9 +322,11 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
     server in the background (SQLite, local disk), record a clip with the
     emulated camera, dock it (serial link on a pty), upload its segments over
     tus, free the camera against the server's signed receipts, verify what the
-    server holds, find the clip again by a point on its GNSS route and a time
-    window, and open it as the server would. Everything is left under BWV_HOME
-    for inspection.
+    server holds, log in a disclosure officer who finds the clip again by a
+    point on its GNSS route and a time window, open it as the server would,
+    and end with the retention schedule of what was uploaded (when it is due
+    for deletion) and a check of the audit trail the run left. Everything is
+    left under BWV_HOME for inspection.
     """,
     """
     example:
