@@ -333,12 +333,20 @@ def add_holds(db: sqlite3.Connection, request_id: str, clip_ids: list[str], *, a
 
 def extend(db: sqlite3.Connection, request_id: str, months: int, *, reason: str, actor: str, at: str) -> date:
     """Extend a complex request by 1 or 2 months past its original due date (at most two in all)."""
-    _, received, _ = _open_request(db, request_id)
+    _, received, due = _open_request(db, request_id)
     if months not in (1, 2) or not reason.strip():
         raise BadRequest("an extension is 1 or 2 months and needs a reason")
     new_due = due_date(date.fromisoformat(received), months)
+    if new_due <= date.fromisoformat(due):
+        # A second extension must not bring the deadline forward, and two months past the first
+        # month is all the law allows.
+        raise Conflict(f"subject access request {request_id} is already due {due}; extending it by {months} "
+                       f"month(s) from receipt would make it {new_due.isoformat()}, which is not later "
+                       "(at most two months' extension in all)")
+    earlier = db.execute("SELECT extension_reason FROM subject_requests WHERE id = ?", (request_id,)).fetchone()[0]
+    reasons = f"{earlier}\n{reason.strip()}" if earlier else reason.strip()  # every reason given is kept
     db.execute("UPDATE subject_requests SET status = ?, due_date = ?, extension_reason = ? WHERE id = ?",
-               (EXTENDED, new_due.isoformat(), reason.strip()[:MAX_TEXT], request_id))
+               (EXTENDED, new_due.isoformat(), reasons[:MAX_TEXT], request_id))
     audit.append(db, actor=actor, action="request_extended", target=f"request:{request_id}",
                  detail={"due": new_due.isoformat(), "months": months, "reason": reason.strip()[:500]}, at=when(at))
     return new_due
