@@ -100,6 +100,7 @@ class Sweeper:
         self.batch = batch
         self.checkpoint = checkpoint
         self.clock = clock
+        self._exports: dict[str, list[Path]] | None = None
 
     def run(self, *, now: datetime | None = None, dry_run: bool = False,
             progress: Callable[[SweepReport], None] | None = None) -> SweepReport:
@@ -119,6 +120,7 @@ class Sweeper:
             return report
 
         lock = self._lock()
+        self._exports = None  # exported copies by clip, indexed at the first deletion of this run
         try:
             return self._run(report, now, now_us, started, progress)
         finally:
@@ -254,16 +256,23 @@ class Sweeper:
         footage too, decrypted: kept, they would outlive the retention the public was promised.  Each
         export's signed manifest stays, the record of what was disclosed, to whom and when.  Returns
         how many were removed (a re-run after a crash finds fewer: removal is idempotent)."""
-        root = Path(self.store.path).with_name("exports")
-        if not root.is_dir():
-            return 0
-        name = f"{clip_id}.mp4"
+        if self._exports is None:
+            self._exports = self._index_exports()
         removed = 0
-        for path in [*root.glob(f"*/*/{name}"), *root.glob(f"evidential/{clip_id}/*/{name}")]:
+        for path in self._exports.pop(clip_id, []):
             if path.is_file() and not path.is_symlink():
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+    def _index_exports(self) -> dict[str, list[Path]]:
+        """Every exported copy, by clip: one walk of the exports per sweep, not one per clip deleted."""
+        root = Path(self.store.path).with_name("exports")
+        index: dict[str, list[Path]] = {}
+        if root.is_dir():
+            for path in [*root.glob("*/*/*.mp4"), *root.glob("evidential/*/*/*.mp4")]:
+                index.setdefault(path.stem, []).append(path)
+        return index
 
     def _record(self, db: sqlite3.Connection, clip_id: str, sweep_id: str, destroyed: dict[str, str | None],
                 at: str, report: SweepReport, export_copies: int = 0) -> None:
