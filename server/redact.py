@@ -328,6 +328,15 @@ class FaceDetector:
             "rate_hz": self.rate_hz,
         }
 
+    def smallest_face(self, frame_width: int) -> int:
+        """The narrowest face, in source pixels, this detector can find in frames `frame_width` wide:
+        `min_face`, or the cascades' own window scaled up from the detection copy if that is larger
+        (a 1080p frame is detected at a third of its size, where the 20-24 px windows of the
+        shipped cascades are 60-72 source pixels).  What the manifest must own up to."""
+        scale = min(1.0, self.detect_width / frame_width)
+        window = min((_cascade_window(c) for c in (*self._frontal, *self._profile)), default=20)
+        return max(self.min_face, math.ceil(window / scale))
+
     def detect(self, grey: np.ndarray) -> list[Box]:
         """Face boxes in source pixels for a 2-D uint8 frame (luma or grey), overlapping finds joined."""
         if grey.ndim != 2 or grey.dtype != np.uint8:
@@ -787,7 +796,7 @@ def redact_video(
                 "margin": MARGIN,
                 "cells": CELLS,
                 "examine_every_frames": every,
-                "detector": detector.settings(),
+                "detector": detector.settings() | {"smallest_face_px": detector.smallest_face(video.width)},
                 "encoder": {"codec": "libx264", "pix_fmt": OUTPUT_PIX_FMT, **X264_OPTIONS, "container": "mp4", "faststart": True},
             },
         )
@@ -832,6 +841,14 @@ def redact_video(
     report.source_sha256 = sha256_file(src)
     report.output_sha256 = sha256_file(dst)
     return report
+
+
+def _cascade_window(cascade: Any) -> int:
+    """The width of a loaded cascade's detection window (its smallest find, in the image it scans)."""
+    try:
+        return int(cascade.getOriginalWindowSize()[0])
+    except (AttributeError, cv2.error):
+        return 20
 
 
 def _open_source(src: Path) -> Any:

@@ -72,3 +72,11 @@ def test_describes_itself_for_the_manifest(detector: FaceDetector):
     settings = detector.settings()
     assert settings["method"] == "opencv-haar" and settings["opencv"] == cv2.__version__
     assert "haarcascade_profileface.xml" in settings["cascades"] and settings["profile_mirrored"]
+
+
+def test_the_smallest_face_it_can_find_grows_with_the_frame_it_shrinks_for_detection():
+    """A 1080p frame is detected at 640 pixels wide: the cascades' 20 px window is 60 source pixels,
+    and the manifest must say so rather than claim the configured 40."""
+    detector = FaceDetector()
+    assert detector.smallest_face(640) == 40 and detector.smallest_face(1280) == 40
+    assert detector.smallest_face(1920) == 60
