@@ -91,6 +91,7 @@ class _OpenSegment:
     last_utc_us: int = 0
     last_mono: float = 0.0
     fixes: int = 0  # location fixes sealed in this segment so far
+    no_fix_at_open: str | None = None  # why there was no fix when the segment opened (None: there was one)
 
 
 @dataclass
@@ -238,7 +239,8 @@ class ClipWriter:
         container = av.open(sink, "w", format="mpegts", container_options={"flush_packets": "1"})
         stream = container.add_stream("h264", rate=Fraction(self.video.fps))
         stream.width, stream.height = self.video.width, self.video.height
-        self._seg = _OpenSegment(stored, container, stream, sink, pkt.t_mono, index, start_utc_us=pkt.utc_us)
+        self._seg = _OpenSegment(stored, container, stream, sink, pkt.t_mono, index, start_utc_us=pkt.utc_us,
+                                 no_fix_at_open=self.no_fix_reason() if self.no_fix_reason is not None else None)
         self._last_flush_mono = pkt.t_mono
         log.debug("segment %d of clip %s opened (sequence %d)", index, self.clip_id, stored.writer.preamble.sequence)
 
@@ -247,7 +249,10 @@ class ClipWriter:
         assert seg is not None
         seg.container.close()  # writes any trailing TS packets into the sink
         if self.no_fix_reason is not None and seg.fixes + self._pending_fixes == 0:
-            self.add_location({"no_fix": True, "reason": self.no_fix_reason() or "no fix arrived during this segment",
+            # Asked at the seal, which may come a little after the segment's end (a loaded camera): if
+            # the fix is back by then, why there was none is what it was when the segment opened.
+            reason = self.no_fix_reason() or seg.no_fix_at_open or "no fix arrived during this segment"
+            self.add_location({"no_fix": True, "reason": reason,
                                "from_utc_us": seg.start_utc_us, "to_utc_us": seg.last_utc_us + self._frame_us})
         self.flush()
         info = seg.stored.seal(seg.last_utc_us + self._frame_us, int(seg.last_mono * 1e9))
