@@ -177,6 +177,14 @@ class ApiEndpoint:
             raise BadRequest(f"sequence {sequence[:40]!r} is not a positive decimal integer below 2^63")
         seg = self.service.db.segment_at(device_id, int(sequence))
         if seg is None:
+            deleted = self.service.db.tombstone_at(device_id, int(sequence))
+            receipt = deleted and self.service.db.tombstone_receipt(deleted[0])
+            if receipt and receipt[2]:
+                # Held once, deleted by policy since: the receipt stays true of when it was issued, and a
+                # camera that never freed the segment needs it to (docs/upload-protocol.md).
+                request["note"] = f"receipt {device_id} #{sequence} (deleted by policy on {deleted[1]})"
+                return web.Response(body=receipt[2].encode(), content_type="application/json",
+                                    headers={"Bwv-Deleted-By-Policy": deleted[1]})
             raise NotFound(f"no segment {device_id} #{sequence} is held here")
         request["note"] = f"receipt {device_id} #{sequence}"
         return web.Response(body=seg.receipt.encode(), content_type="application/json")

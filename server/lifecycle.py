@@ -363,6 +363,10 @@ def assign_device(db: sqlite3.Connection, device_id: str, officer: str, from_utc
     """Record that `officer` wore `device_id` over a time range (open-ended if `to_utc_us` is None)."""
     if to_utc_us is not None and to_utc_us <= from_utc_us:
         raise BadRequest("an assignment must end after it starts")
+    # Whoever records it (the API or the console), footage must not be attributed to a name that is
+    # nobody's account: a typo would hand an officer's own-footage access to no one, or to a later hire.
+    if db.execute("SELECT 1 FROM users WHERE username = ?", (officer,)).fetchone() is None:
+        raise NotFound(f"no user {officer!r}: create the account first (bwv user add, POST /api/v1/users)")
     assignment = db.execute(
         "INSERT INTO device_assignments (device_id, officer, from_utc_us, to_utc_us, assigned_by, assigned_utc) "
         "VALUES (?, ?, ?, ?, ?, ?)", (device_id, officer, from_utc_us, to_utc_us, actor, at)).lastrowid

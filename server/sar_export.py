@@ -172,7 +172,7 @@ def export_request(service, request_id: str, plan: ExportPlan, *, actor: str,
     not_held = [c for c in plan.clips if c not in held]
     if not_held:
         raise Conflict(f"clip(s) {', '.join(not_held)} are not held for {request_id}; hold them first "
-                       "(POST /api/v1/requests/{id}/holds)")
+                       f"(bwv request hold {request_id} CLIP..., or POST /api/v1/requests/{request_id}/holds)")
     base = service.home.server_dir / "exports" / request_id
     n, out = _new_export_dir(base)
     scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=base))

@@ -34,4 +34,9 @@ def test_a_deleted_segment_offered_again_gets_its_original_receipt_and_is_not_ta
                                                  segment_hash=bytes.fromhex(claim.segment_hash))
         assert receipt.size == len(kept_copy)
         assert reply.json()["deleted_by_policy"] and reply.json()["held"] is False
+        # The receipt can also be fetched again, as a dock that lost it would.
+        again = tus.get(f"/api/v1/receipts/cam-1/{claim.sequence}")
+        assert again.status == 200 and again.headers["Bwv-Deleted-By-Policy"]
+        assert kit.verifier(ev.home).check_for(again.body, device_id="cam-1", sequence=claim.sequence,
+                                               segment_hash=bytes.fromhex(claim.segment_hash)).size == len(kept_copy)
     assert not ev.blobs.path(claim.segment_hash).exists()

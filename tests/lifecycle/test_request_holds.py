@@ -76,6 +76,9 @@ def test_a_request_holds_clips_of_every_device_whatever_device_or_officer_it_nam
     worn = in_window(ev, "cam-1", minutes=5)
     nearby = in_window(ev, "cam-2", minutes=40)
     elsewhere_in_time = ev.record("cam-3", WINDOW_TO + timedelta(days=1))
+    from openbwv.server import users
+
+    write(ev, lambda db: users.add_user(db, "pc-smith", users.OFFICER, "a long enough passphrase", actor="user:admin"))
     write(ev, lambda db: lifecycle.assign_device(db, "cam-1", "pc-smith", to_utc_us(WINDOW_FROM) - 3_600_000_000,
                                                  None, actor="user:admin", at=NOW.isoformat()))
     request_id, held = log(ev, device_id="cam-1", officer="pc-smith")
@@ -242,3 +245,12 @@ def segment(clip_id: str, sequence: int, start_us: int, end_us: int, received_us
     h = f"{sequence:064x}"
     return SegmentRecord(h, "cam-1", sequence, "00" * 32, clip_id, 0, start_us, end_us, 100, False, "linked",
                          iso_utc(received_us).replace("Z", "+00:00"), "dock-1", h, "{}")
+
+
+def test_a_camera_cannot_be_assigned_to_a_name_that_is_nobodys_account(ev):
+    from openbwv.server.errors import NotFound
+
+    with pytest.raises(NotFound, match="no user 'pc-smiht'"):
+        write(ev, lambda db: lifecycle.assign_device(db, "cam-1", "pc-smiht", 0, None, actor="local:ops",
+                                                     at=NOW.isoformat()))
+    assert ev.db.reader().execute("SELECT COUNT(*) FROM device_assignments").fetchone() == (0,)
