@@ -28,7 +28,7 @@ import weakref
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from ..home import Home
 from ..registry import DeviceRegistry
@@ -101,7 +101,8 @@ class EvidenceService:
         self.ingestor = Ingestor(self.db, self.blobs, self.registry, self.server_keys)
         self.tokens = DockTokens(self.db)
         self.active_uploads = 0
-        self.denials = DenialThrottle()
+        self.denials = DenialThrottle()  # refusals of callers with no valid token
+        self.login_failures = DenialThrottle()  # failed logins: anyone can send them, with any name
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # ------------------------------------------------------------------ who is calling
@@ -127,6 +128,22 @@ class EvidenceService:
                 audit.append(db, actor=audit.printable(actor, audit.MAX_ACTOR_CHARS), action="access_denied",
                              target=audit.printable(f"{method} {path}", audit.MAX_TARGET_CHARS), outcome="denied",
                              detail={"status": status, "why": audit.printable(reason, 1000)})
+
+    def login_failure_gate(self, db) -> "Callable[[], bool]":
+        """For users.login: whether a failed login's own record is written (in `db`, the login's
+        transaction), a summary of those counted in a window that has ended written first."""
+        def gate() -> bool:
+            admission = self.login_failures.admit(time.monotonic())
+            if admission.suppressed_before:
+                self._summarise_login_failures(db, admission.suppressed_before)
+            return admission.write
+        return gate
+
+    def _summarise_login_failures(self, db, suppressed: int) -> None:
+        audit.append(db, actor=ANONYMOUS, action="login_failed", target="session", outcome="denied",
+                     detail={"suppressed": suppressed, "why": (
+                         f"{suppressed} more failed login(s) in the last {self.login_failures.window_s:g} s, beyond "
+                         f"the {self.login_failures.per_window} written one by one")})
 
     def _summarise_denials(self, db, suppressed: int) -> None:
         audit.append(db, actor=ANONYMOUS, action="access_denied", target="requests without a valid token",
@@ -165,10 +182,15 @@ class EvidenceService:
     def checkpoint(self, final: bool = False) -> "audit.Checkpoint | None":
         """Sign the audit log's head, in the database, then (once committed) in the checkpoint file;
         first summarise any refusals suppressed in a window that has ended, so they are signed too."""
-        suppressed = self.denials.flush(time.monotonic(), final=final)
-        if suppressed:
+        now = time.monotonic()
+        suppressed = self.denials.flush(now, final=final)
+        failed_logins = self.login_failures.flush(now, final=final)
+        if suppressed or failed_logins:
             with self.db.transaction() as db:
-                self._summarise_denials(db, suppressed)
+                if suppressed:
+                    self._summarise_denials(db, suppressed)
+                if failed_logins:
+                    self._summarise_login_failures(db, failed_logins)
         return sign_audit_head(self.db, self.server_keys, self.checkpoint_file)
 
     # ------------------------------------------------------------------ files

@@ -166,7 +166,7 @@ class StaffEndpoint:
 
         def attempt(db: sqlite3.Connection):
             try:
-                return users.login(db, username, password)
+                return users.login(db, username, password, audit_failure=self.service.login_failure_gate(db))
             except users.LoginFailed as e:
                 return e  # commit the failure count and its audit record, then refuse
         result = await self.write(attempt)

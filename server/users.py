@@ -33,6 +33,7 @@ import hmac
 import re
 import secrets
 import sqlite3
+from typing import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -255,31 +256,38 @@ def issue_token(db: sqlite3.Connection, username: str, *, actor: str, hours: flo
     return token, expires
 
 
-def login(db: sqlite3.Connection, username: str, password: str, *, at: datetime | None = None) -> tuple[str, str]:
+def login(db: sqlite3.Connection, username: str, password: str, *, at: datetime | None = None,
+          audit_failure: Callable[[], bool] = lambda: True) -> tuple[str, str]:
     """Check a password and issue a session token, or raise Unauthorized (and audit the failure).
 
     The caller commits even on failure, so that the failure count and its
-    audit record survive (see `LoginFailed`)."""
+    audit record survive (see `LoginFailed`).  `audit_failure` is asked before
+    each failure's record is written: the server counts failures beyond a
+    rate instead of writing them one by one (denials.py)."""
     now = at or _now()
     row = db.execute("SELECT password_hash, disabled, failed_logins, locked_until FROM users WHERE username = ?",
                      (username,)).fetchone() if USERNAME_RE.match(username or "") else None
     if row is None:
         check_password(password or "", _DUMMY_HASH)  # same cost whether or not the user exists
-        audit.append(db, actor=audit.printable(f"user:{username or ''}", audit.MAX_ACTOR_CHARS), action="login_failed", target="session",
-                     outcome="denied", detail={"why": "unknown user"}, at=now)
+        if audit_failure():
+            audit.append(db, actor=audit.printable(f"user:{username or ''}", audit.MAX_ACTOR_CHARS),
+                         action="login_failed", target="session", outcome="denied", detail={"why": "unknown user"},
+                         at=now)
         raise LoginFailed("unknown user or wrong password")
     stored, disabled, failures, locked_until = row
     if locked_until and datetime.fromisoformat(locked_until) > now:
-        audit.append(db, actor=f"user:{username}", action="login_failed", target="session", outcome="denied",
-                     detail={"why": "locked"}, at=now)
+        if audit_failure():
+            audit.append(db, actor=f"user:{username}", action="login_failed", target="session", outcome="denied",
+                         detail={"why": "locked"}, at=now)
         raise LoginFailed(f"account locked after {LOCK_AFTER_FAILURES} failed logins until {locked_until}")
     if disabled or not check_password(password or "", stored):
         failures += 1
         lock = _iso(now + timedelta(minutes=LOCK_MINUTES)) if failures >= LOCK_AFTER_FAILURES else None
         db.execute("UPDATE users SET failed_logins = ?, locked_until = ? WHERE username = ?",
                    (0 if lock else failures, lock, username))
-        audit.append(db, actor=f"user:{username}", action="login_failed", target="session", outcome="denied",
-                     detail={"why": "disabled" if disabled else "wrong password", "locked_until": lock}, at=now)
+        if lock or audit_failure():  # the failure that locks an account is always written
+            audit.append(db, actor=f"user:{username}", action="login_failed", target="session", outcome="denied",
+                         detail={"why": "disabled" if disabled else "wrong password", "locked_until": lock}, at=now)
         raise LoginFailed("unknown user or wrong password")
     db.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE username = ?", (username,))
     audit.append(db, actor=f"user:{username}", action="login", target="session", at=now)

@@ -33,3 +33,28 @@ def _receipt_key(home):
     from openbwv.sealed.keys import ServerPublicKey
 
     return ServerPublicKey.load(home.server_public_key).receipt_verifier()
+
+
+def test_a_flood_of_failed_logins_is_written_up_to_the_rate_then_summarised_and_locking_is_always_written(tmp_path):
+    import json
+
+    home = http_kit.make_home(tmp_path / "home")
+    extra = 15
+    with http_kit.ServerProcess(home.root, "--reserve-mb", "0") as server:
+        http_kit.staff_token(home, "real-user", "auditor")
+        nobody = http_kit.TusSession(server.url, None)
+        for n in range(PER_WINDOW + extra):
+            name = "real-user" if n >= PER_WINDOW + extra - 5 else f"guess-{n}"  # the last five lock an account
+            reply = nobody.request("POST", "/api/v1/login",
+                                   body=json.dumps({"username": name, "password": "not the password"}).encode())
+            assert reply.status == 401
+    db = open_metadata(home)
+    try:
+        failed = audit.query(db.reader(), action="login_failed", limit=10_000)
+    finally:
+        db.close()
+    one_by_one = [r for r in failed if "suppressed" not in r.details]
+    summaries = [r.details["suppressed"] for r in failed if "suppressed" in r.details]
+    locking = [r for r in one_by_one if r.details.get("locked_until")]
+    assert len(locking) == 1 and locking[0].actor == "user:real-user"  # always on the record, whatever the rate
+    assert len(one_by_one) == PER_WINDOW + 1 and sum(summaries) == extra - 1  # every failure counted once
