@@ -250,8 +250,8 @@ def _explain_gaps(links: list[ChainLink], deletions: DeletionRecords, report: Ve
     explained: set[tuple[str, int]] = set()
     for device in sorted(held):
         chain = held[device]
-        if len(chain) < 2:
-            continue
+        if len(chain) < 2 or max(chain) - min(chain) + 1 == len(chain):
+            continue  # no gap to explain: the database is not asked (it may be unreadable, and need not be)
         stones: list[Tombstone] = []
         for stone in deletions.between(device, min(chain), max(chain)):
             present = chain.get(stone.sequence)

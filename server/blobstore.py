@@ -55,9 +55,6 @@ class BlobStore(Protocol):
     def shred(self, key: str, *, sync: bool = True) -> str | None:
         """Destroy the blob's wrapped key, then the blob (the retention sweep; see LocalBlobStore)."""
 
-    def intact(self, key: str) -> bool:
-        """Whether the blob is held with its wrapped key whole: no shred of it has begun."""
-
     def sync_all(self) -> None:
         """Make every shred since the last call durable."""
 
@@ -137,14 +134,6 @@ class LocalBlobStore:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
-
-    def intact(self, key: str) -> bool:
-        try:
-            with open(self.path(key), "rb") as f:
-                preamble, _ = read_preamble(f)
-        except (OSError, SegmentError):
-            return False
-        return any(preamble.wrapped_key)  # all zeros: a shred overwrote it, then was cut short
 
     def size(self, key: str) -> int:
         return self.path(key).stat().st_size

@@ -184,6 +184,9 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     # When each clip was last released from what kept it (lifecycle.py), and the clips a camera
     # running ahead recorded, indexed for subject access holds (sar.py).
     (7, _record_releases),
+    # When the sweep began shredding a clip (sweep.py): from then on no hold can save it, so none is
+    # taken (sar.py), and a resumed sweep knows to finish rather than abandon it.
+    (8, "ALTER TABLE clips ADD COLUMN shred_begun_utc TEXT"),
 ]
 MIGRATIONS.sort(key=lambda m: m[0])
 if [m[0] for m in MIGRATIONS] != list(range(1, len(MIGRATIONS) + 1)):

@@ -191,7 +191,8 @@ def record_segment(db: sqlite3.Connection, clip_id: str, device_id: str, start_u
         "received_utc_us = CASE WHEN state = 'deleted' THEN excluded.received_utc_us ELSE received_utc_us END, "
         "last_utc_us = MAX(last_utc_us, excluded.last_utc_us), "
         "state = CASE WHEN state = 'deleted' THEN 'held' ELSE state END, "
-        "deleted_utc = CASE WHEN state = 'deleted' THEN NULL ELSE deleted_utc END",
+        "deleted_utc = CASE WHEN state = 'deleted' THEN NULL ELSE deleted_utc END, "
+        "shred_begun_utc = CASE WHEN state = 'deleted' THEN NULL ELSE shred_begun_utc END",
         (clip_id, device_id, start_utc_us, recorded, received_utc_us, end_utc_us),
     )
     # The longest clip bounds a time-window search (sar.find_candidates) to an index range.
@@ -202,9 +203,9 @@ def record_segment(db: sqlite3.Connection, clip_id: str, device_id: str, start_u
 # --------------------------------------------------------------------------- reading
 def is_held(db: sqlite3.Connection, clip_id: str) -> bool:
     """Whether something keeps the clip whatever its category says: an evidence mark not lifted, or
-    a subject access request not closed that holds it.  The sweep asks this again, inside its write
-    transaction, before it finishes a clip it finds in ``deleting``: a request logged since the
-    clip was chosen holds it (sar.py holds ``deleting`` clips too)."""
+    a subject access request not closed that holds it.  The sweep asks this again, in the write
+    transaction that marks a clip's shredding begun: a request logged since the clip was chosen
+    holds it (sar.py holds ``deleting`` clips until their shredding begins)."""
     return db.execute(f"SELECT EXISTS ({_ACTIVE_MARKS.replace('COUNT(*)', '1')}) "
                       f"OR EXISTS ({_OPEN_REQUEST_HOLDS.replace('COUNT(*)', '1')}) "
                       "FROM clips c WHERE c.clip_id = ?", (clip_id,)).fetchone() == (1,)

@@ -65,7 +65,14 @@ MAX_WINDOW_US = 366 * 86_400 * 1_000_000  # a request names an encounter, not a 
 # offence.
 CLOCK_MARGIN_US = 2 * 3600 * 1_000_000
 INGEST_ACTOR = "system:ingest"
-_HOLDABLE_STATES = (CLIP_HELD, CLIP_DELETING)
+# A clip can be held while 'held', and while 'deleting' until its shredding begins:
+# a clip the sweep chose but has not touched can still be saved (the sweep asks again, in the transaction
+# that marks the shredding begun); once that is committed the footage is going, and no hold is pretended.
+_HOLDABLE_SQL = "(+state = 'held' OR (+state = 'deleting' AND shred_begun_utc IS NULL))"
+
+
+def _holdable(state: str, shred_begun_utc: str | None) -> bool:
+    return state == CLIP_HELD or (state == CLIP_DELETING and shred_begun_utc is None)
 
 SCHEMA = """
 CREATE TABLE subject_requests (
@@ -233,17 +240,16 @@ def clips_recorded_during(db: sqlite3.Connection, window_from_us: int, window_to
     """Every clip not yet deleted, of any device, that a request with this window must hold (`covers`
     with the clip's retention start and camera end), all of them: no limit, no place, no device."""
     lo, hi = window_from_us - CLOCK_MARGIN_US, window_to_us + CLOCK_MARGIN_US
-    states = ", ".join(f"'{s}'" for s in _HOLDABLE_STATES)
     # Most clips start on the camera's clock (recorded_utc_us = camera_start_us), and no clip is
     # longer than the longest held, which bounds the start to an index range; the few that arrived
     # before their camera says they started have a partial index of their own.  (`+state`: nearly
     # every clip is held, so the index by state would be a scan of them all.)
     found = {r[0] for r in db.execute(
-        f"SELECT clip_id FROM clips WHERE +state IN ({states}) AND camera_start_us BETWEEN ? AND ? "
+        f"SELECT clip_id FROM clips WHERE {_HOLDABLE_SQL} AND camera_start_us BETWEEN ? AND ? "
         "AND last_utc_us >= ?", (lo - lifecycle.longest_clip_us(db), hi, lo))}
     found.update(r[0] for r in db.execute(
         f"SELECT clip_id FROM clips WHERE recorded_utc_us < camera_start_us AND recorded_utc_us <= ? "
-        f"AND last_utc_us >= ? AND +state IN ({states})", (hi, lo)))
+        f"AND last_utc_us >= ? AND {_HOLDABLE_SQL}", (hi, lo)))
     return sorted(found)
 
 
@@ -252,11 +258,11 @@ def hold_for_open_requests(db: sqlite3.Connection, clip_id: str, *, at: str,
     """Hold a clip just recorded or extended (inside the ingest transaction) for every request not
     closed whose window covers it; each new hold is audited.  Returns the requests now holding it
     that did not before."""
-    row = db.execute("SELECT recorded_utc_us, last_utc_us, state FROM clips WHERE clip_id = ?",
+    row = db.execute("SELECT recorded_utc_us, last_utc_us, state, shred_begun_utc FROM clips WHERE clip_id = ?",
                      (clip_id,)).fetchone()
-    if row is None or row[2] not in _HOLDABLE_STATES:
+    if row is None or not _holdable(row[2], row[3]):
         return []
-    start, end, _ = row
+    start, end, _, _ = row
     holding = [r[0] for r in db.execute(
         "SELECT id FROM subject_requests WHERE status IN (?, ?) AND window_from_us <= ? AND window_to_us >= ? "
         "ORDER BY id", (OPEN, EXTENDED, end + CLOCK_MARGIN_US, start - CLOCK_MARGIN_US))]
@@ -319,13 +325,18 @@ def _open_request(db: sqlite3.Connection, request_id: str) -> tuple:
 def add_holds(db: sqlite3.Connection, request_id: str, clip_ids: list[str], *, actor: str, at: str,
               why: str = "added by staff") -> list[str]:
     """Hold more clips for an open request; a clip already deleted cannot be held (Conflict says when).
-    A clip an interrupted sweep left in ``deleting`` is not gone yet, and is held."""
+    A clip an interrupted sweep left in ``deleting`` is not gone yet, and is held, unless its
+    shredding has begun (Conflict says so)."""
     _open_request(db, request_id)
     for clip_id in clip_ids:
-        row = db.execute("SELECT state, deleted_utc FROM clips WHERE clip_id = ?", (clip_id,)).fetchone()
+        row = db.execute("SELECT state, deleted_utc, shred_begun_utc FROM clips WHERE clip_id = ?",
+                         (clip_id,)).fetchone()
         if row is None:
             raise NotFound(f"no clip {clip_id} is known here")
-        if row[0] not in _HOLDABLE_STATES:
+        if row[0] == CLIP_DELETING and row[2] is not None:
+            raise Conflict(f"clip {clip_id} is being deleted by the retention policy (its shredding began at "
+                           f"{row[2]}) and can no longer be held")
+        if not _holdable(row[0], row[2]):
             raise Conflict(f"clip {clip_id} was deleted by the retention policy ({row[0]}"
                            f"{', ' + row[1] if row[1] else ''}) before it could be held")
     return _hold(db, request_id, clip_ids, actor=actor, at=at, why=why)

@@ -121,6 +121,8 @@ class EvidenceService:
         if actor == ANONYMOUS:
             admission = self.denials.admit(time.monotonic())
             write, suppressed = admission.write, admission.suppressed_before
+        if not (write or suppressed):
+            return  # counted: no write lock taken for it, which a flood would otherwise hold
         with self.db.transaction() as db:
             if suppressed:
                 self._summarise_denials(db, suppressed)

@@ -135,8 +135,10 @@ class Sweeper:
         f = open(path, "a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BaseException as e:
             f.close()
+            if not isinstance(e, BlockingIOError):
+                raise
             raise Conflict("another retention sweep is running on this evidence database (the hourly timer, "
                            "the console or the HTTP API); its sweep_finished audit record will say what it "
                            "deleted") from None
@@ -152,10 +154,9 @@ class Sweeper:
             pending = self._deleting(limit=self.batch)
             if not pending:
                 break
-            pending = self._abandon_if_held(pending, report)
-            report.resumed += len(pending)
-            if pending:
-                self._shred_and_record(pending, report)
+            abandoned = len(report.abandoned)
+            self._shred_and_record(pending, report)
+            report.resumed += len(pending) - (len(report.abandoned) - abandoned)
             if progress:
                 progress(report)
         done: set[str] = set()
@@ -187,24 +188,34 @@ class Sweeper:
         return [tuple(r) for r in self.store.reader().execute(
             "SELECT clip_id, sweep_id FROM clips WHERE state = 'deleting' ORDER BY clip_id LIMIT ?", (limit,))]
 
-    def _abandon_if_held(self, pending: list[tuple[str, str]], report: SweepReport) -> list[tuple[str, str]]:
-        """Clips an interrupted sweep chose may have been held since (a subject access request logged
-        while the sweep was down holds ``deleting`` clips too).  While nothing of such a clip has been
-        shredded, its deletion is abandoned: it goes back to ``held``, with an audit record.  Once a
-        shred has begun its footage is unrecoverable anyway, and finishing is the consistent end."""
-        finish: list[tuple[str, str]] = []
+    def _begin_shred(self, clips: list[tuple[str, str]], report: SweepReport) -> list[tuple[str, str]]:
+        """Step 2a, one transaction: the last word of the holds.  A clip in ``deleting`` whose shredding
+        has not begun is asked once more whether a mark or a request holds it (one logged while this
+        batch was chosen, or while an interrupted sweep was down): if so, and its files are all there,
+        its deletion is abandoned and it is ``held`` again (audited).  Every other one is marked
+        ``shred_begun_utc`` in the same transaction, and from that commit on no hold is taken on it
+        (sar.py), so nobody is told footage is held that is being destroyed.  A clip whose shredding
+        had begun (an interrupted sweep) is finished.  Returns the clips to shred."""
+        begun = _iso(self.clock())
+        shred: list[tuple[str, str]] = []
         with self.store.transaction() as db:
-            for clip_id, sweep_id in pending:
-                keys = [k for (k,) in db.execute("SELECT blob_key FROM segments WHERE clip_id = ?", (clip_id,))]
-                if lifecycle.is_held(db, clip_id) and all(self.blobs.intact(k) for k in keys):
-                    self._abandon(db, clip_id, sweep_id, report)
-                else:
-                    finish.append((clip_id, sweep_id))
-        return finish
+            for clip_id, sweep_id in clips:
+                row = db.execute("SELECT state, shred_begun_utc FROM clips WHERE clip_id = ?", (clip_id,)).fetchone()
+                if row is None or row[0] != lifecycle.CLIP_DELETING:
+                    continue
+                if row[1] is None:
+                    keys = [k for (k,) in db.execute("SELECT blob_key FROM segments WHERE clip_id = ?", (clip_id,))]
+                    # A file already gone (a sweep of an older version, killed mid-shred) cannot be held.
+                    if lifecycle.is_held(db, clip_id) and all(self.blobs.exists(k) for k in keys):
+                        self._abandon(db, clip_id, sweep_id, report)
+                        continue
+                    db.execute("UPDATE clips SET shred_begun_utc = ? WHERE clip_id = ?", (begun, clip_id))
+                shred.append((clip_id, sweep_id))
+        return shred
 
     def _abandon(self, db: sqlite3.Connection, clip_id: str, sweep_id: str, report: SweepReport) -> None:
-        db.execute("UPDATE clips SET state = 'held', sweep_id = NULL WHERE clip_id = ? AND state = 'deleting'",
-                   (clip_id,))
+        db.execute("UPDATE clips SET state = 'held', sweep_id = NULL, shred_begun_utc = NULL "
+                   "WHERE clip_id = ? AND state = 'deleting'", (clip_id,))
         audit.append(db, actor=self.actor, action="hold", target=f"clip:{clip_id}", at=self.clock(),
                      detail={"sweep": sweep_id, "why": "held since the sweep chose it: its deletion is abandoned, "
                                                        "nothing was shredded"})
@@ -227,28 +238,21 @@ class Sweeper:
 
     def _shred_and_record(self, clips: list[tuple[str, str]], report: SweepReport) -> None:
         """Steps 2 and 3 for clips in ``deleting``."""
+        clips = self._begin_shred(clips, report)
+        if not clips:
+            return
         reader = self.store.reader()
         destroyed: dict[str, str | None] = {}
         copies: dict[str, int] = {}
-        spared: set[str] = set()
         for clip_id, _ in clips:
-            # Asked again just before the clip's first shred, not only when the batch was chosen: a
-            # request logged while the sweep works through a batch holds the clips it has not reached.
-            keys = [k for (k,) in reader.execute("SELECT blob_key FROM segments WHERE clip_id = ?", (clip_id,))]
-            if lifecycle.is_held(reader, clip_id) and all(self.blobs.intact(k) for k in keys):
-                spared.add(clip_id)
-                continue
-            for key in keys:
+            for (key,) in reader.execute("SELECT blob_key FROM segments WHERE clip_id = ?", (clip_id,)):
                 destroyed[key] = self.blobs.shred(key, sync=False)
             copies[clip_id] = self._remove_export_copies(clip_id)
         self.blobs.sync_all()
         at = _iso(self.clock())
         with self.store.transaction() as db:
             for clip_id, sweep_id in clips:
-                if clip_id in spared:
-                    self._abandon(db, clip_id, sweep_id, report)
-                else:
-                    self._record(db, clip_id, sweep_id, destroyed, at, report, copies.get(clip_id, 0))
+                self._record(db, clip_id, sweep_id, destroyed, at, report, copies.get(clip_id, 0))
 
     def _remove_export_copies(self, clip_id: str) -> int:
         """Remove the exported copies of a clip being deleted (sar_export.py: subject access exports
@@ -304,8 +308,11 @@ class Sweeper:
             gone.append(h)
             size += nbytes
         state = lifecycle.CLIP_HELD if late else lifecycle.CLIP_DELETED
-        db.execute("UPDATE clips SET state = ?, deleted_utc = ? WHERE clip_id = ? AND state = 'deleting'",
-                   (state, None if late else at, clip_id))
+        db.execute("UPDATE clips SET state = ?, deleted_utc = ?, shred_begun_utc = NULL "
+                   "WHERE clip_id = ? AND state = 'deleting'", (state, None if late else at, clip_id))
+        if late:
+            # What arrived late is held from its arrival, with the notice week before it can go.
+            lifecycle.record_release(db, [clip_id], at)
         audit.append(db, actor=self.actor, action="delete", target=f"clip:{clip_id}", at=when(at), detail={
             "sweep": sweep_id, "category": record.category, "recorded": iso_utc(record.recorded_utc_us),
             "due": iso_utc(due_utc_us(self.policy, record.facts())), **segments_detail(gone), "bytes": size,

@@ -285,6 +285,12 @@ class TusEndpoint:
                 f"chain fork: {meta.device_id} #{meta.sequence} is already held as a different segment "
                 f"({rival.segment_hash[:16]}...), not {meta.segment_hash[:16]}..."
             )
+        stone = self.service.db.tombstone_at(meta.device_id, meta.sequence)
+        if stone is not None:  # said before the bytes are sent, not after (ingest would refuse them anyway)
+            raise Conflict(
+                f"chain fork: {meta.device_id} #{meta.sequence} was held as a different segment "
+                f"({stone[0][:16]}...), deleted by the retention policy on {stone[1]}; not {meta.segment_hash[:16]}..."
+            )
         self.service.check_space(length)
 
         upload_id = await asyncio.to_thread(self.service.new_upload_file)

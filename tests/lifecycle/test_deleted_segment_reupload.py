@@ -40,3 +40,18 @@ def test_a_deleted_segment_offered_again_gets_its_original_receipt_and_is_not_ta
         assert kit.verifier(ev.home).check_for(again.body, device_id="cam-1", sequence=claim.sequence,
                                                segment_hash=bytes.fromhex(claim.segment_hash)).size == len(kept_copy)
     assert not ev.blobs.path(claim.segment_hash).exists()
+
+
+def test_another_segment_offered_for_a_deleted_sequence_is_refused_before_its_bytes_are_sent(tmp_path):
+    now = datetime.now(UTC)
+    ev = Evidence(tmp_path / "home")
+    path, claim, clip = ev.seal("cam-1", now - timedelta(days=40))
+    ev.ingest(path, claim, clip, now - timedelta(days=39))
+    assert Sweeper(ev.db, ev.blobs, RetentionPolicy()).run(now=now).deleted_clips == [clip]
+    ev.close()
+    token = add_dock(ev.home, "dock-1")
+    with ServerProcess(ev.home.root, "--reserve-mb", "0") as server:
+        forged = {"filename": "x.bwv", "device_id": "cam-1", "sequence": str(claim.sequence), "segment_hash": "ab" * 32}
+        reply = TusSession(server.url, token).create(metadata=forged, length=1000)
+        assert reply.status == 409 and "deleted by the retention policy" in reply.headers["Bwv-Error"]
+        assert "Location" not in reply.headers

@@ -177,6 +177,7 @@ def test_a_segment_arriving_while_its_clip_is_being_deleted_is_kept(ev):
     assert ev.db.segment(late.segment_hash) is not None and ev.db.segment(first.segment_hash) is None
     assert lifecycle.clip(ev.db.reader(), str(clip)).state == "held"
     assert report.kept_late_segments == 1 and report.deleted_segments == 1
+    assert sweep(ev, NOW + timedelta(hours=1)).deleted_clips == []  # what arrived late gets the notice week
     assert sweep(ev, NOW + timedelta(days=8)).deleted_clips == [str(clip)]  # the late one, once due
 
 
@@ -211,19 +212,26 @@ def test_a_request_logged_while_a_sweep_was_interrupted_saves_the_clip_it_had_ch
     assert "abandoned" in note.details["why"]
 
 
-def test_once_shredding_has_begun_an_interrupted_deletion_is_finished_whatever_arrives(ev):
+def test_once_shredding_has_begun_no_hold_is_pretended_and_the_deletion_is_finished(ev):
     import uuid
+
+    from openbwv.server.errors import Conflict
 
     clip = uuid.uuid4()
     first = ev.record("cam-1", NOW - timedelta(days=40), clip_id=clip)
     second = ev.record("cam-1", NOW - timedelta(days=40) + timedelta(seconds=10), clip_id=clip, index=1)
-    _interrupted_after_intent(ev, str(clip))
-    ev.blobs.shred(first.segment_hash)  # the killed sweep got this far: that footage is gone for good
+    sweeper = Sweeper(ev.db, ev.blobs, POLICY)
+    chosen = sweeper._intend([str(clip)], "sweep-killed", int(NOW.timestamp() * 1e6))
+    assert sweeper._begin_shred(chosen, SweepReport("sweep-killed", False, NOW.isoformat())) == chosen
+    ev.blobs.shred(first.segment_hash)  # ... and the killed sweep got this far: that footage is gone for good
     start = lifecycle.clip(ev.db.reader(), str(clip)).camera_start_us
     details = sar.RequestDetails("A. Person", "x", date(2026, 11, 25), start - 60_000_000, start + 60_000_000)
-    write(ev, lambda db: sar.log_request(db, details, actor="user:dora", at=NOW.isoformat()))
+    _, holding = write(ev, lambda db: sar.log_request(db, details, actor="user:dora", at=NOW.isoformat()))
+    assert str(clip) not in holding  # nobody is told footage is held that is being destroyed
+    with pytest.raises(Conflict, match="shredding began"):
+        write(ev, lambda db: sar.add_holds(db, _, [str(clip)], actor="user:dora", at=NOW.isoformat()))
     report = sweep(ev)
-    assert report.abandoned == [] and report.deleted_clips == [str(clip)]
+    assert report.abandoned == [] and report.deleted_clips == [str(clip)] and report.resumed == 1
     assert lifecycle.clip(ev.db.reader(), str(clip)).state == "deleted"
     assert ev.blob_digest(second.segment_hash) is None and len(deletes(ev, str(clip))) == 1
 
@@ -239,7 +247,8 @@ def test_a_request_logged_while_a_batch_is_being_shredded_saves_the_clips_not_ye
     sweeper._shred_and_record(chosen, report)  # the batch goes on to its shredding step
     assert report.abandoned == [held.clip_id] and report.deleted_clips == []
     assert lifecycle.clip(ev.db.reader(), held.clip_id).state == "held"
-    assert ev.blobs.intact(held.segment_hash)
+    with open(ev.blobs.path(held.segment_hash), "rb") as f:
+        assert any(read_preamble(f)[0].wrapped_key)  # its key untouched
 
 
 def test_only_one_sweep_runs_at_a_time_on_one_database(ev):
