@@ -46,26 +46,37 @@ class ReindexReport:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def unindexed(db: MetadataStore, *, retry_unreadable: bool = False) -> list[tuple[str, str, str, str]]:
-    """(segment hash, device, clip, blob key) of held segments the index does not cover."""
-    extra = f" OR t.status = '{geoindex.TRACK_UNREADABLE}'" if retry_unreadable else ""
+_UNINDEXED = ("FROM segments s LEFT JOIN segment_tracks t ON t.segment_hash = s.segment_hash "
+              "WHERE (t.segment_hash IS NULL{extra})")
+
+
+def _extra(retry_unreadable: bool) -> str:
+    return f" OR t.status = '{geoindex.TRACK_UNREADABLE}'" if retry_unreadable else ""
+
+
+def unindexed(db: MetadataStore, *, retry_unreadable: bool = False, after_rowid: int = 0,
+              limit: int = 1_000_000_000) -> list[tuple[int, str, str, str, str]]:
+    """(rowid, segment hash, device, clip, blob key) of held segments the index does not cover, in rowid
+    order from `after_rowid`: a page at a time, so a million of them never sit in memory at once."""
     return [tuple(r) for r in db.reader().execute(
-        "SELECT s.segment_hash, s.device_id, s.clip_id, s.blob_key FROM segments s "
-        "LEFT JOIN segment_tracks t ON t.segment_hash = s.segment_hash "
-        f"WHERE t.segment_hash IS NULL{extra} ORDER BY s.device_id, s.sequence")]
+        "SELECT s.rowid, s.segment_hash, s.device_id, s.clip_id, s.blob_key "
+        + _UNINDEXED.format(extra=_extra(retry_unreadable)) + " AND s.rowid > ? ORDER BY s.rowid LIMIT ?",
+        (after_rowid, limit))]
 
 
 def reindex(db: MetadataStore, blobs: LocalBlobStore, registry: DeviceRegistry, keys: ServerKeyPair, *,
             actor: str, retry_unreadable: bool = False, dry_run: bool = False, batch: int = DEFAULT_BATCH,
             progress: Callable[[ReindexReport], None] | None = None) -> ReindexReport:
     """Read and index the track of every held segment the index lacks; see the module docstring."""
-    todo = unindexed(db, retry_unreadable=retry_unreadable)
-    report = ReindexReport(candidates=len(todo))
+    count = db.reader().execute("SELECT COUNT(*) " + _UNINDEXED.format(extra=_extra(retry_unreadable))).fetchone()[0]
+    report = ReindexReport(candidates=count)
     if dry_run:
         return report
-    for start in range(0, len(todo), max(1, batch)):
+    after = 0
+    while page := unindexed(db, retry_unreadable=retry_unreadable, after_rowid=after, limit=max(1, batch)):
+        after = page[-1][0]
         read = [(h, device, clip, geoindex.read_track(blobs.path(key), registry, keys))
-                for h, device, clip, key in todo[start:start + batch]]
+                for _, h, device, clip, key in page]
         with db.transaction() as conn:
             for h, device, clip, track in read:
                 _write(conn, h, device, clip, track, actor, retry_unreadable, report)

@@ -343,10 +343,16 @@ def export_file(service, owner: str, n: int, name: str) -> tuple[Path, dict]:
                                 + "".join(f", {o}" for o in sorted(outputs)) + ")")
     path = directory / name
     if name in outputs and not path.exists():
-        clip = lifecycle.clip(service.db.reader(), name.removesuffix(".mp4"))
-        if clip is not None and clip.state == lifecycle.CLIP_DELETED:
+        reader = service.db.reader()
+        clip_id = name.removesuffix(".mp4")
+        clip = lifecycle.clip(reader, clip_id)
+        stones = lifecycle.tombstones_of(reader, clip_id) if clip is not None else []
+        if clip is not None and (clip.state == lifecycle.CLIP_DELETED or stones):
+            # Deleted, or deleted and then held again for segments that arrived late: either way the
+            # sweep removed the exported copies with the footage they showed.
+            when = clip.deleted_utc or max(t["deleted_utc"] for t in stones)
             raise NotFound(f"{name} of export {n} of {owner}: the clip was deleted by the retention policy on "
-                           f"{clip.deleted_utc}, and its exported copies with it; the manifest remains as the "
+                           f"{when}, and its exported copies with it; the manifest remains as the "
                            "record of what was exported")
     if path.is_symlink() or not path.is_file():
         raise StoreError(f"{name} of export {n} of {owner} is missing or not a plain file")

@@ -39,11 +39,11 @@ def test_segments_held_before_the_index_existed_become_searchable_and_a_rerun_do
         with db.transaction() as conn:  # as a database from before the index (schema version 1) would be
             for seg in segs[:2]:
                 geoindex.delete_track(conn, seg.segment_hash)
-        assert [r[0] for r in unindexed(db)] == [s.segment_hash for s in segs[:2]]
+        assert [r[1] for r in unindexed(db)] == [s.segment_hash for s in segs[:2]]
         assert len(db.search_tracks(*CENTRE, 10, T0, T0 + 30 * S)) == 1  # only the third's fixes
         assert _run(home, db, keys, dry_run=True).candidates == 2 and len(unindexed(db)) == 2
 
-        report = _run(home, db, keys)
+        report = _run(home, db, keys, batch=1)  # a page of one: every page is read, none twice
         assert (report.candidates, report.indexed, report.fixes, report.unreadable) == (2, 2, 4, 0)
         [match] = db.search_tracks(*CENTRE, 10, T0, T0 + 30 * S)
         assert sorted(match.segment_hashes) == sorted(s.segment_hash for s in segs) and match.fixes == 6
