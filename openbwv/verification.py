@@ -18,6 +18,8 @@ with the hash expected and the hash found; a gap without tombstones is missing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sqlite3
 from dataclasses import dataclass, field
@@ -132,6 +134,7 @@ class Tombstone:
     deleted_utc: str
     sweep_id: str
     where: str  # the database and the record, for problem lines
+    clip_id: str = ""
 
 
 class DeletionRecords:
@@ -166,7 +169,7 @@ class DeletionRecords:
         """The device's tombstones with `after` < sequence < `before`, in sequence order."""
         try:
             rows = self._connection().execute(
-                "SELECT sequence, segment_hash, prev_hash, deleted_utc, sweep_id FROM tombstones "
+                "SELECT sequence, segment_hash, prev_hash, deleted_utc, sweep_id, clip_id FROM tombstones "
                 "WHERE device_id = ? AND sequence > ? AND sequence < ? ORDER BY sequence",
                 (device_id, after, before)).fetchall()
         except sqlite3.OperationalError as e:
@@ -174,8 +177,53 @@ class DeletionRecords:
                 return []  # written before the lifecycle schema: nothing was ever deleted by policy
             raise
         return [Tombstone(device_id, seq, str(h).lower(), str(prev).lower(), deleted, sweep,
-                          f"{self.path} [tombstone {device_id} #{seq}]")
-                for seq, h, prev, deleted, sweep in rows]
+                          f"{self.path} [tombstone {device_id} #{seq}]", str(clip))
+                for seq, h, prev, deleted, sweep, clip in rows]
+
+    def audited(self, stone: Tombstone) -> str | None:
+        """Why the audit trail does not account for this tombstone, or None if it does.
+
+        A sweep writes each clip's tombstones and its `delete` audit record in one transaction, the
+        record naming the sweep and the segments (server/sweep.py, audit_time.segments_detail).  A
+        tombstone no such record names was not written by a sweep.  The record's own hash is
+        recomputed here; its place in the chain and under a signed checkpoint is what
+        `bwv audit verify` proves."""
+        from .server.audit import record_hash  # the server owns the audit format
+
+        db = self._connection()
+        try:
+            rows = db.execute(
+                "SELECT seq, at_utc, actor, action, target, outcome, detail, prev_hash, record_hash FROM audit_log "
+                "WHERE action = 'delete' AND target = ? AND outcome = 'ok' ORDER BY seq",
+                (f"clip:{stone.clip_id}",)).fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return None  # a database from before the audit trail: nothing to hold it to
+            raise
+        for row in rows:
+            try:
+                detail = json.loads(row[6])
+            except (TypeError, ValueError):
+                continue
+            if not isinstance(detail, dict) or detail.get("sweep") != stone.sweep_id:
+                continue
+            named = detail.get("segments")
+            if isinstance(named, list):
+                found = stone.segment_hash in named
+            else:
+                swept = [h for (h,) in db.execute(
+                    "SELECT segment_hash FROM tombstones WHERE clip_id = ? AND sweep_id = ? ORDER BY sequence",
+                    (stone.clip_id, stone.sweep_id))]
+                found = (stone.segment_hash in swept
+                         and hashlib.sha256("\n".join(swept).encode()).hexdigest() == detail.get("segments_sha256"))
+            if not found:
+                continue
+            if record_hash(*row[:8]) != row[8]:
+                return (f"the audit record #{row[0]} of its deletion does not hash to what it says it does: "
+                        "it was altered")
+            return None
+        return (f"no `delete` record of the audit trail (clip {stone.clip_id}, sweep {stone.sweep_id}) names it: "
+                "a deletion by policy is always audited, so this tombstone was not written by a sweep")
 
     def close(self) -> None:
         if self._db is not None:
@@ -264,6 +312,15 @@ def _explain_gaps(links: list[ChainLink], deletions: DeletionRecords, report: Ve
                     f"{stone.segment_hash}, this file hashes to {present.segment_hash.hex()}"), "chain broken"))
         explained.update((device, s.sequence) for s in stones)
         linked = _check_links(device, chain, stones, report)
+        for stone in stones:
+            if stone.sequence not in linked:
+                continue
+            why = deletions.audited(stone)
+            if why is not None:
+                linked.discard(stone.sequence)
+                report.problems.append(Problem(stone.where, (
+                    f"the tombstone of segment {stone.sequence} of {device} (deleted by policy on "
+                    f"{stone.deleted_utc[:10]}) links, but {why}"), "unaccounted deletion"))
         report.deleted.extend(_runs(device, [s for s in stones if s.sequence in linked]))
     return explained
 

@@ -219,3 +219,23 @@ def test_status_tells_deleted_by_policy_from_missing_per_device(ev, capsys):
     cam2 = lines.index("cam-2: 0 segment(s), sequence 1..1")
     assert lines[cam2 + 1] == "#1: 1 deleted by policy (tombstones)"
     assert "1 flagged chain gap(s); 1 segment(s) missing, 2 deleted by policy (tombstones)" in lines
+
+
+def test_a_tombstone_the_audit_trail_does_not_account_for_explains_nothing(ev, middle_swept, capsys):
+    """A tombstone that links but that no `delete` record names was not written by a sweep: whoever can
+    write the database could otherwise make any missing segment read 'deleted by policy'."""
+    _first, middle, _last, _sweep_id = middle_swept
+    tamper(ev, "DELETE FROM audit_log WHERE action = 'delete'")
+    code, out = verify_store(capsys, ev)
+    assert code == 1, out
+    (line,) = [line for line in out.splitlines() if "unaccounted deletion" in line]
+    assert "[tombstone cam-1 #2]" in line and "no `delete` record of the audit trail" in line
+    assert "note:" not in out
+
+
+def test_an_altered_delete_record_does_not_vouch_for_its_tombstone(ev, middle_swept, capsys):
+    tamper(ev, "UPDATE audit_log SET actor = 'user:someone-else' WHERE action = 'delete'")
+    code, out = verify_store(capsys, ev)
+    assert code == 1, out
+    (line,) = [line for line in out.splitlines() if "unaccounted deletion" in line]
+    assert "it was altered" in line and "note:" not in out
