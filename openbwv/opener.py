@@ -50,7 +50,8 @@ class OpenReport:
     problems: list[Problem] = field(default_factory=list)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, hex, read a MiB at a time (manifests of opened and exported footage)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
@@ -164,8 +165,8 @@ def open_paths(
             "segments": entries,
             "missing_segment_indices": missing,
             "outputs": {
-                ts_path.name: _sha256_file(ts_path),
-                **({mp4_path.name: _sha256_file(mp4_path)} if mp4_path else {}),
+                ts_path.name: sha256_file(ts_path),
+                **({mp4_path.name: sha256_file(mp4_path)} if mp4_path else {}),
             },
         }
         manifest_path = out_dir / f"{stem}.json"

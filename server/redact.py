@@ -42,7 +42,6 @@ faces) are in docs/redaction.md.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import operator
 import os
@@ -56,6 +55,9 @@ from typing import Any, Callable, Iterable, Sequence
 import av
 import cv2
 import numpy as np
+
+from ..opener import sha256_file
+from ..sealed.durable import fsync_dir
 
 HOLD_S = 0.5  # a detection is blurred this long before and after the frame it was seen in
 MARGIN = 0.3  # face boxes grow by this fraction of their width/height on every side (Haar boxes stop short of hair and chin)
@@ -734,15 +736,6 @@ class RedactionReport:
 # -- the video -----------------------------------------------------------------
 
 
-def sha256_file(path: Path, *, piece: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes, for the export manifest."""
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(piece):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def redact_video(
     src: Path,
     dst: Path,
@@ -831,7 +824,7 @@ def redact_video(
         _sync_file(tmp)
         os.replace(tmp, dst)
         tmp = None
-        _sync_dir(dst.parent)
+        fsync_dir(dst.parent)
     except av.FFmpegError as e:
         raise RedactionError(f"{src} -> {dst}: {e}") from None
     finally:
@@ -948,11 +941,3 @@ def _planes(yuv: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.nd
 def _sync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

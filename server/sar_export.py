@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 
+from ..opener import sha256_file
 from ..sealed.durable import atomic_write, fsync_dir
 from . import audit, lifecycle
 from .audit_time import segments_detail
@@ -111,14 +112,6 @@ class ExportPlan:
         if stray:
             raise BadRequest(f"boxes given for clip(s) not being exported: {', '.join(stray)}")
         return cls(ids, keep, manual)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _new_export_dir(base: Path) -> tuple[int, Path]:
@@ -191,9 +184,9 @@ def export_request(service, request_id: str, plan: ExportPlan, *, actor: str,
                 "clip_id": clip_id,
                 "device_id": opened.device_id,
                 "sealed_segments": hashes,
-                "decrypted_media_sha256": _sha256(opened.ts_path),
+                "decrypted_media_sha256": sha256_file(opened.ts_path),
                 "output": dst.name,
-                "output_sha256": _sha256(dst),
+                "output_sha256": sha256_file(dst),
                 "redaction": report.to_dict(),
                 "kept_boxes": [[b.start_s, b.end_s, b.box.x, b.box.y, b.box.w, b.box.h]
                                for b in plan.keep.get(clip_id, ())],
@@ -268,9 +261,9 @@ def export_evidence(service, clip_id: str, *, case_ref: str, reason: str, actor:
                                                     "clock_synced_utc", "media_bytes")}
                              for s in opened_manifest["segments"]],
                 "missing_segment_indices": opened_manifest["missing_segment_indices"],
-                "decrypted_media_sha256": _sha256(opened.ts_path),
+                "decrypted_media_sha256": sha256_file(opened.ts_path),
                 "output": dst.name,
-                "output_sha256": _sha256(dst),
+                "output_sha256": sha256_file(dst),
                 "duration_s": opened.duration_s,
             }],
         }
@@ -356,7 +349,7 @@ def export_file(service, owner: str, n: int, name: str) -> tuple[Path, dict]:
                            "record of what was exported")
     if path.is_symlink() or not path.is_file():
         raise StoreError(f"{name} of export {n} of {owner} is missing or not a plain file")
-    if name in outputs and _sha256(path) != outputs[name]:
+    if name in outputs and sha256_file(path) != outputs[name]:
         raise StoreError(f"{name} of export {n} of {owner} no longer has the SHA-256 its manifest gives; "
                          "it is not served")
     return path, manifest

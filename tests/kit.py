@@ -27,3 +27,18 @@ def systemd_verify_complaints(unit: Path, workdir: Path) -> list[str]:
     result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60)
     return [line for line in (result.stdout + result.stderr).splitlines()
             if line.strip() and "is not executable" not in line]
+
+
+def server_kit():
+    """tests/server/server_kit.py (a real server process, tus, sealed segments), for other folders:
+    tests/ is no package, so it is imported by path, once, under one name."""
+    import importlib.util
+    import sys
+
+    name = "openbwv_tests_server_kit"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "server" / "server_kit.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -3,27 +3,16 @@ the lifecycle tests share: a home with keys, a dock token, an enrolled camera.""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
+import kit as shared_kit
 from openbwv.enrol import create_server_keys, enrol_device
 from openbwv.home import Home
 from openbwv.server.auth import DockTokens
 from openbwv.server.service import open_metadata
 
 
-def _load_server_kit():
-    name = "openbwv_tests_server_kit"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent / "server" / "server_kit.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-kit = _load_server_kit()
+kit = shared_kit.server_kit()
 ServerProcess, TusSession, DeviceChain, staff_token = kit.ServerProcess, kit.TusSession, kit.DeviceChain, kit.staff_token
 
 
