@@ -10,9 +10,13 @@ want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 want openssl
 want libasound2-dev   # simpleaudio compiles against ALSA
 want xvfb             # a virtual display, so the emulated camera's window is tested too
-if [ "${1:-}" = "--bench" ]; then
-  want ffmpeg
-fi
+want ffmpeg           # ffprobe/ffmpeg: the tests check opened and exported video with an independent tool
+want chromium         # the browser the web application's tests drive (Playwright, system browser)
+want postgresql-15    # the fleet metadata engine; the tests start their own cluster on loopback
+want ceph-mon; want ceph-osd; want radosgw; want ceph-common   # S3 Object Lock, started by the tests
+want haproxy          # the real load balancer in front of several server nodes
+want espeak-ng        # speech for the emulated microphone
+want sox              # measures and converts audio in the tests
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
