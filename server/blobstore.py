@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -60,6 +61,15 @@ class BlobStore(Protocol):
 
     def free_bytes(self) -> int:
         """Space left for new blobs, in bytes (what admission control compares with its reserve)."""
+
+    def set_retention(self, key: str, until: datetime) -> None:
+        """Keep the blob undeletable until `until` at least (S3: a COMPLIANCE Object Lock, which can be
+        lengthened, never shortened).  The metadata database stays the authority on what is due;
+        this is the store's own guarantee beneath it."""
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        """Set or clear a hold under which the blob cannot be deleted whatever its retention date
+        (evidence marks, open subject access requests)."""
 
 
 def check_key(key: str) -> str:
@@ -192,6 +202,26 @@ class LocalBlobStore:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
+    def set_retention(self, key: str, until: datetime) -> None:
+        """Nothing: a local file system has no lock the server could not lift itself; the metadata
+        database's retention rules are what keep footage here."""
+        check_key(key)
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        """Nothing, as for set_retention: marks and requests hold footage through the database."""
+        check_key(key)
+
+
+def readable_path(blobs: BlobStore, key: str, workdir: Path) -> Path:
+    """A file holding the blob's bytes, for readers that want a path (opening a clip, reindexing):
+    the blob itself in a local store, else a copy written into `workdir` (the caller's to remove)."""
+    if isinstance(blobs, LocalBlobStore):
+        return blobs.path(key)
+    dst = Path(workdir) / f"{check_key(key)}.bwv"
+    with blobs.open(key) as src, open(dst, "wb") as out:
+        shutil.copyfileobj(src, out, COPY_PIECE)
+    return dst
+
 
 def _syncfs(directory: Path) -> None:
     """syncfs(2) on the file system holding `directory` (only that one), through libc; sync(2)
@@ -207,4 +237,4 @@ def _syncfs(directory: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["BlobStore", "LocalBlobStore", "check_key"]
+__all__ = ["BlobStore", "LocalBlobStore", "check_key", "readable_path"]
