@@ -212,6 +212,16 @@ class LocalBlobStore:
         check_key(key)
 
 
+def open_blob_store(spec: str, local_root: Path) -> BlobStore:
+    """The store a setting names (config.check_blobs): "local" for `local_root`, or an s3:// URL (boto3
+    is loaded only then).  An S3 store checks its bucket here, so a wrong one stops the server at start."""
+    if spec == "local":
+        return LocalBlobStore(local_root)
+    from .s3store import S3BlobStore
+
+    return S3BlobStore.from_url(spec)
+
+
 def readable_path(blobs: BlobStore, key: str, workdir: Path) -> Path:
     """A file holding the blob's bytes, for readers that want a path (opening a clip, reindexing):
     the blob itself in a local store, else a copy written into `workdir` (the caller's to remove)."""
@@ -237,4 +247,4 @@ def _syncfs(directory: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["BlobStore", "LocalBlobStore", "check_key", "readable_path"]
+__all__ = ["BlobStore", "LocalBlobStore", "check_key", "open_blob_store", "readable_path"]

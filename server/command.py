@@ -36,6 +36,11 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="largest upload accepted, announced as Tus-Max-Size (default 4096)")
     p.add_argument("--idle-timeout", type=float, metavar="S", dest="idle_timeout_s",
                    help="a PATCH body that stalls S seconds counts as a cut connection (default 60)")
+    p.add_argument("--blobs", metavar="STORE",
+                   help="where held segments live: 'local' (BWV_HOME/server/store, the default) or "
+                        "s3://BUCKET[/PREFIX]?endpoint=URL[&region=R][&initial_lock_s=S][&profile=P], a bucket "
+                        "created with Object Lock and no default retention; credentials from "
+                        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS credentials file, never the URL")
     sub = p.add_subparsers(dest="server_what", metavar="{add-dock,status,reindex,api-docs}")
     a = sub.add_parser("add-dock", help="create a dock's upload token (shown once)",
                        formatter_class=p.formatter_class, parents=[common_options()],
@@ -88,7 +93,15 @@ def _configure(p: argparse.ArgumentParser) -> None:
     (`bwv keys server`), enrolled cameras from BWV_HOME/server/devices
     (`bwv keys device`). Settings may also go in the [server] table of
     BWV_HOME/config.toml (listen, max_concurrent, reserve_mb, max_upload_mb,
-    idle_timeout_s, tls_cert, tls_key, tls_client_ca); options override it.
+    idle_timeout_s, tls_cert, tls_key, tls_client_ca, blobs); options override it.
+
+    With --blobs s3://... held segments live in an S3 bucket with Object
+    Lock instead of store/: each is locked in COMPLIANCE mode until its
+    retention date, an evidence mark or open subject access request sets a
+    legal hold, and its wrapped key is kept in an unlocked object of its own
+    so that the retention sweep can crypto-shred it at the due time even
+    while the segment itself stays locked (docs/deployment.md). `bwv
+    retention` and `bwv request` read the same setting from config.toml.
 
     The first line on stdout is "listening on URL"; one log line per request
     and per ingest follows on stderr.
@@ -100,6 +113,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
       bwv server --listen 0.0.0.0:8443 --tls-cert server.pem --tls-key server.key
       bwv server --listen [::]:8443 --tls-cert s.pem --tls-key s.key --tls-client-ca docks-ca.pem
       bwv server --max-concurrent 32 --reserve-mb 20000
+      AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \
+        bwv server --blobs 's3://evidence?endpoint=https://rgw.force.example:7480'
       bwv server status                            what is held, per device, and any gaps
       bwv server reindex --dry-run                 held segments a search by place would miss
 
@@ -303,7 +318,7 @@ def _serve(args: argparse.Namespace, home: Home) -> int:
         config = load_config(home.config_file, settings(
             listen=args.listen, max_concurrent=args.max_concurrent, reserve_mb=args.reserve_mb,
             max_upload_mb=args.max_upload_mb, idle_timeout_s=args.idle_timeout_s, tls_cert=args.tls_cert,
-            tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+            tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, blobs=args.blobs,
         ))
         config.ssl_context()  # fail now, not at the first connection
         service = EvidenceService(home, config)

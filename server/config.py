@@ -34,6 +34,7 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set: mutual TLS, clients must present a certificate it signed
     checkpoint_interval_s: float = 600.0  # how often the audit log's head is signed
+    blobs: str = "local"  # where held segments live: BWV_HOME/server/store, or s3://... (blobstore.py)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # the [retention] table
 
     def __post_init__(self) -> None:
@@ -95,6 +96,7 @@ _FILE_KEYS = {
     "tls_cert": str,
     "tls_key": str,
     "tls_client_ca": str,
+    "blobs": str,
 }
 
 
@@ -122,6 +124,7 @@ def settings(
     tls_key: str | Path | None = None,
     tls_client_ca: str | Path | None = None,
     checkpoint_interval_s: float | None = None,
+    blobs: str | None = None,
 ) -> dict[str, Any]:
     """User-facing settings (MB, HOST:PORT) as ServerConfig fields; None means "not given"."""
     out: dict[str, Any] = {}
@@ -137,10 +140,31 @@ def settings(
         out["idle_timeout_s"] = float(idle_timeout_s)
     if checkpoint_interval_s is not None:
         out["checkpoint_interval_s"] = float(checkpoint_interval_s)
+    if blobs is not None:
+        out["blobs"] = check_blobs(blobs)
     for name, value in (("tls_cert", tls_cert), ("tls_key", tls_key), ("tls_client_ca", tls_client_ca)):
         if value is not None:
             out[name] = Path(value)
     return out
+
+
+def check_blobs(spec: str) -> str:
+    """The blob store setting, checked without touching the network: "local" (BWV_HOME/server/store,
+    the default) or an s3:// URL whose every part is valid (s3store.parse_s3_url)."""
+    if spec == "local":
+        return spec
+    if spec.startswith("s3://"):
+        from .s3store import parse_s3_url
+
+        parse_s3_url(spec)
+        return spec
+    raise ConfigError(f"blob store {spec!r}: give 'local' (BWV_HOME/server/store) or "
+                      "s3://BUCKET[/PREFIX]?endpoint=URL (S3 with Object Lock)")
+
+
+def load_blobs(config_file: Path | None) -> str:
+    """Only the blob store setting of the ``[server]`` table (for the commands that need no listener)."""
+    return load_config(config_file, {}).blobs
 
 
 def load_retention(config_file: Path | None) -> RetentionPolicy:
@@ -172,4 +196,4 @@ def load_config(config_file: Path | None, overrides: Mapping[str, Any]) -> Serve
     return ServerConfig(**{k: v for k, v in values.items() if k in known})
 
 
-__all__ = ["ServerConfig", "load_config", "load_retention", "parse_listen", "settings"]
+__all__ = ["ServerConfig", "check_blobs", "load_blobs", "load_config", "load_retention", "parse_listen", "settings"]

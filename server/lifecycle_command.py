@@ -19,7 +19,7 @@ from pathlib import Path
 from ..cli import EXIT_OK, EXIT_PROBLEMS, UsageError, _Formatter, command, common_options
 from ..home import Home
 from . import audit, geoindex, lifecycle, sar, users
-from .config import load_retention
+from .config import load_blobs, load_retention
 from .errors import BadRequest, ConfigError, ServerError
 from .retention import due_utc_us
 from .service import open_metadata, sign_audit_head
@@ -168,6 +168,8 @@ def run_retention(args: argparse.Namespace, home: Home) -> int:
                 lifecycle.assign_device(conn, args.device_id, args.officer, _time("--from", args.start),
                                         _time("--to", args.end) if args.end else None, actor=actor, at=_now())
                 print(f"{args.device_id} assigned to {args.officer} from {args.start}")
+        if args.what in ("mark", "unmark", "category"):
+            _settle(home, db, policy, [args.clip_id])
         return EXIT_OK
     finally:
         db.close()
@@ -209,9 +211,25 @@ def _print_due(db, policy, args) -> int:
     return EXIT_OK
 
 
+def _blob_store(home: Home):
+    """The blob store config.toml names ([server] blobs; BWV_HOME/server/store by default)."""
+    from .blobstore import open_blob_store
+
+    return open_blob_store(load_blobs(home.root / "config.toml"), home.server_dir / "store")
+
+
+def _settle(home: Home, db, policy, clip_ids: list[str]) -> None:
+    """After a committed change of marks, categories or requests: a store with locks of its own
+    (S3 Object Lock) follows it (blob_locks.py); the local store has none, and nothing is opened."""
+    if load_blobs(home.root / "config.toml") == "local":
+        return
+    from . import blob_locks
+
+    blob_locks.settle(db.reader(), _blob_store(home), policy or load_retention(home.root / "config.toml"), clip_ids)
+
+
 def _sweep(home: Home, db, policy, args) -> int:
     from ..sealed.keys import ServerKeyPair
-    from .blobstore import LocalBlobStore
     from .sweep import Sweeper
 
     now = datetime.fromisoformat(args.now) if args.now else None
@@ -219,7 +237,7 @@ def _sweep(home: Home, db, policy, args) -> int:
         raise UsageError("--now needs a time zone")
     keys = None if args.dry_run else ServerKeyPair.load(home.server_keys_dir)
     checkpoint = (lambda: sign_audit_head(db, keys, home.server_dir / "audit-checkpoints.jsonl")) if keys else None
-    sweeper = Sweeper(db, LocalBlobStore(home.server_dir / "store"), policy, batch=max(1, args.batch),
+    sweeper = Sweeper(db, _blob_store(home), policy, batch=max(1, args.batch),
                       checkpoint=checkpoint)
 
     def progress(r) -> None:
@@ -246,7 +264,7 @@ def _evidential_export(home: Home, db, policy, args, actor: str) -> int:
     from .sar_export import export_evidence
     from .service import EvidenceService
 
-    service = EvidenceService(home, ServerConfig(retention=policy), db=db)
+    service = EvidenceService(home, ServerConfig(retention=policy, blobs=load_blobs(home.root / "config.toml")), db=db)
     result = export_evidence(service, args.clip_id, case_ref=args.case, reason=args.reason, actor=actor)
     (clip,) = result["manifest"]["clips"]
     print(f"evidential export {result['manifest']['export']} of clip {args.clip_id} for {args.case} written to "
@@ -365,6 +383,7 @@ def run_request(args: argparse.Namespace, home: Home) -> int:
                                          device_id=args.device, officer=args.officer)
             with db.transaction() as conn:
                 request_id, held = sar.log_request(conn, details, actor=actor, at=_now())
+            _settle(home, db, None, held)
             print(f"{request_id} logged; due {sar.due_date(received).isoformat()}; {len(held)} clip(s) held")
             for c in held:
                 print(f"  {c}")
@@ -394,6 +413,7 @@ def run_request(args: argparse.Namespace, home: Home) -> int:
         elif args.what == "hold":
             with db.transaction() as conn:
                 added = sar.add_holds(conn, args.request_id, args.clips, actor=actor, at=_now())
+            _settle(home, db, None, args.clips)
             print(f"{len(added)} clip(s) newly held for {args.request_id}")
         elif args.what == "export":
             return _export(home, db, args, actor)
@@ -404,6 +424,7 @@ def run_request(args: argparse.Namespace, home: Home) -> int:
         elif args.what == "close":
             with db.transaction() as conn:
                 released = sar.close(conn, args.request_id, outcome=args.outcome, actor=actor, at=_now())
+            _settle(home, db, None, sar.request(db.reader(), args.request_id)["held_clips"])
             print(f"{args.request_id} closed; {released} hold(s) released")
         return EXIT_OK
     finally:
@@ -425,7 +446,8 @@ def _export(home: Home, db, args, actor: str) -> int:
             raise UsageError(f"--plan {args.plan}: expected a JSON object with keep/manual")
         doc.update({k: plan_doc.get(k) for k in ("keep", "manual")})
     plan = ExportPlan.from_json(doc)
-    service = EvidenceService(home, ServerConfig(retention=load_retention(home.root / "config.toml")), db=db)
+    service = EvidenceService(home, ServerConfig(retention=load_retention(home.root / "config.toml"),
+                                                 blobs=load_blobs(home.root / "config.toml")), db=db)
     result = export_request(service, args.request_id, plan, actor=actor)
     print(f"export written to {result['directory']} (manifest sha256 {result['manifest_sha256']})")
     for c in result["manifest"]["clips"]:

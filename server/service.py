@@ -11,7 +11,8 @@ upload whose last byte arrived but was never ingested is ingested now.
 State lives under BWV_HOME/server/::
 
     evidence.db        metadata (SQLite, WAL)
-    store/             held segments, content-addressed (LocalBlobStore)
+    store/             held segments, content-addressed (LocalBlobStore; or an S3 bucket
+                       with Object Lock, --blobs s3://..., s3store.py)
     uploads/           partial uploads, <upload-id>.part
 """
 
@@ -36,9 +37,9 @@ from ..sealed.durable import fsync_dir
 from ..sealed.errors import KeyFileError
 from ..sealed.keys import ServerKeyPair
 from ..opener import OpenedClip, open_paths
-from . import audit, lifecycle, users
+from . import audit, blob_locks, lifecycle, users
 from .auth import USER_TOKEN_PREFIX, DockTokens, bearer_token
-from .blobstore import BlobStore, LocalBlobStore
+from .blobstore import BlobStore, open_blob_store, readable_path
 from .config import ServerConfig
 from .db import MetadataStore, UploadRecord
 from .denials import DenialThrottle
@@ -96,7 +97,7 @@ class EvidenceService:
         self.uploads_dir = home.server_dir / "uploads"
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         self.db = db or open_metadata(home)
-        self.blobs = blobs or LocalBlobStore(home.server_dir / "store")
+        self.blobs = blobs or open_blob_store(config.blobs, home.server_dir / "store")
         self.registry = DeviceRegistry(home.registry_dir)
         self.ingestor = Ingestor(self.db, self.blobs, self.registry, self.server_keys)
         self.tokens = DockTokens(self.db)
@@ -169,7 +170,9 @@ class EvidenceService:
         keys = lifecycle.segment_hashes(reader, clip_id)
         if not keys:
             raise NotFound(f"clip {clip_id} holds no segments ({record.state})")
-        paths = [self.blobs.path(k) for k in keys]
+        copies = Path(workdir) / "segments"
+        copies.mkdir(parents=True, exist_ok=True)
+        paths = [readable_path(self.blobs, k, copies) for k in keys]
         report = open_paths(paths, self.registry, self.server_keys, workdir)
         if report.problems or not report.clips:
             why = "; ".join(p.reason for p in report.problems[:3]) or "nothing could be opened"
@@ -287,10 +290,18 @@ class EvidenceService:
         """
         claim = SegmentClaim(upload.device_id, upload.sequence, upload.segment_hash)
         try:
-            return self.ingestor.ingest(self.part_path(upload.id), claim, dock=upload.dock, upload_id=upload.id)
+            done = self.ingestor.ingest(self.part_path(upload.id), claim, dock=upload.dock, upload_id=upload.id)
         except (VerificationFailed, ForkRejected):
             self.discard(upload.id)
             raise
+        # Before the receipt: the store's lock reaches the retention date (a retry, a duplicate, settles again).
+        blob_locks.settle(self.db.reader(), self.blobs, self.config.retention, [done.segment.clip_id],
+                          keys=[done.segment.segment_hash])
+        return done
+
+    def settle_locks(self, clip_ids: list[str]) -> int:
+        """After a committed change of holds or categories: the store's locks follow (blob_locks.py)."""
+        return blob_locks.settle(self.db.reader(), self.blobs, self.config.retention, clip_ids)
 
     # ------------------------------------------------------------------ start-up
     def recover(self) -> list[str]:

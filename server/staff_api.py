@@ -152,6 +152,10 @@ class StaffEndpoint:
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.to_thread(lambda: fn(self.service.db.reader()))
 
+    async def settle(self, clip_ids: list[str]) -> None:
+        """After the change has committed, the blob store's locks and legal holds follow it."""
+        await asyncio.to_thread(self.service.settle_locks, list(clip_ids))
+
     @property
     def policy(self):
         return self.service.config.retention
@@ -276,6 +280,7 @@ class StaffEndpoint:
         case_ref, reason = text_field(doc, "case_ref", limit=100), text_field(doc, "reason")
         mark_id = await self.write(lambda db: lifecycle.mark_evidence(db, clip_id, case_ref=case_ref, reason=reason,
                                                                      actor=p.actor, at=now_iso()))
+        await self.settle([clip_id])
         return web.json_response({"clip_id": clip_id, "mark": mark_id}, status=201)
 
     async def unmark(self, request: web.Request) -> web.Response:
@@ -289,6 +294,7 @@ class StaffEndpoint:
         reason = text_field(doc, "reason")
         await self.write(lambda db: lifecycle.lift_mark(db, clip_id, mark_id, reason=reason, actor=p.actor,
                                                         at=now_iso()))
+        await self.settle([clip_id])
         return web.json_response({"clip_id": clip_id, "mark": mark_id, "lifted": True})
 
     async def category(self, request: web.Request) -> web.Response:
@@ -303,6 +309,7 @@ class StaffEndpoint:
             if type(e).__name__ == "ConfigError":
                 raise BadRequest(str(e)) from None
             raise
+        await self.settle([clip_id])
         return web.json_response({"clip_id": clip_id, "category": category})
 
     async def evidential_export(self, request: web.Request) -> web.Response:
@@ -393,6 +400,7 @@ class StaffEndpoint:
             lon=number_field(doc, "lon"), radius_m=number_field(doc, "radius_m"), device_id=device,
             officer=text_field(doc, "officer", required=False, limit=64) or None)
         request_id, held = await self.write(lambda db: sar.log_request(db, details, actor=p.actor, at=now_iso()))
+        await self.settle(held)
         request["note"] = f"{request_id}: {len(held)} clip(s) held"
         return web.json_response({"request": request_id, "held_clips": held,
                                   "due": sar.due_date(received).isoformat()}, status=201)
@@ -461,6 +469,7 @@ class StaffEndpoint:
         ids = [check_clip_id(c) if isinstance(c, str) else check_clip_id(str(c)) for c in clips]
         why = text_field(doc, "why", required=False) or "added by staff"
         added = await self.write(lambda db: sar.add_holds(db, request_id, ids, actor=p.actor, at=now_iso(), why=why))
+        await self.settle(ids)
         return web.json_response({"request": request_id, "added": added})
 
     async def export(self, request: web.Request) -> web.Response:
@@ -522,6 +531,7 @@ class StaffEndpoint:
         outcome = text_field(doc, "outcome")
         released = await self.write(lambda db: sar.close(db, request_id, outcome=outcome, actor=p.actor,
                                                          at=now_iso()))
+        await self.settle((await self.read(lambda db: sar.request(db, request_id)))["held_clips"])
         return web.json_response({"request": request_id, "status": "closed", "holds_released": released})
 
     # ------------------------------------------------------------------ audit

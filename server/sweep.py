@@ -171,6 +171,7 @@ class Sweeper:
                 self._shred_and_record(intended, report)
             if progress:
                 progress(report)
+        self.blobs.sync_all()  # and what the store could not finish when it shredded (S3: locks ended since)
         report.seconds = time.monotonic() - started
         with self.store.transaction() as db:
             audit.append(db, actor=self.actor, action="sweep_finished", target=f"sweep:{report.sweep_id}",

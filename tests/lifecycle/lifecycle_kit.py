@@ -41,12 +41,12 @@ class Held:
 class Evidence:
     """BWV_HOME with server keys, a metadata store, a blob store and an ingestor."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, blobs=None):
         self.home = Home(root)
         create_server_keys(self.home)
         self.keys = ServerKeyPair.load(self.home.server_keys_dir)
         self.db = open_metadata(self.home)
-        self.blobs = LocalBlobStore(self.home.server_dir / "store")
+        self.blobs = blobs or LocalBlobStore(self.home.server_dir / "store")
         self.received = datetime.now(UTC)
         self.ingestor = Ingestor(self.db, self.blobs, DeviceRegistry(self.home.registry_dir), self.keys,
                                  clock=lambda: self.received.isoformat(timespec="seconds"))
