@@ -120,3 +120,30 @@ def _env(home: Home) -> dict[str, str]:
     import os
 
     return dict(os.environ, BWV_HOME=str(home.root))
+
+
+def test_the_console_commands_follow_config_toml_marks_set_a_hold_and_the_sweep_shreds_in_the_bucket(
+        home, rgw, bucket, tmp_path):
+    home.config_file.write_text(f'[server]\nblobs = "{rgw.blobs_url(bucket)}"\n')
+    token = dock_token(home)
+    seg = sk.DeviceChain(home, "cam-1", tmp_path / "cam").seal(payload_bytes=10_000)
+    with sk.ServerProcess(home.root, "--reserve-mb", "0").start() as server:
+        assert sk.TusSession(server.url, token).upload(seg).status == 204
+    clip_id, due_us = clip_of(home, seg.segment_hash)
+    name = f"segments/{seg.segment_hash[:2]}/{seg.segment_hash[2:4]}/{seg.segment_hash}.bwv"
+    s3 = rgw.client()
+
+    def bwv(*args: str) -> str:
+        done = subprocess.run([sk.BWV, *args], capture_output=True, text=True, env=_env(home), timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    bwv("retention", "mark", clip_id, "--case", "CR-9", "--reason", "assault")
+    assert s3.get_object_legal_hold(Bucket=bucket, Key=name)["LegalHold"]["Status"] == "ON"
+    bwv("retention", "unmark", clip_id, "--mark", "1", "--reason", "no further action")
+    assert s3.get_object_legal_hold(Bucket=bucket, Key=name)["LegalHold"]["Status"] == "OFF"
+    after_due = datetime.fromtimestamp(due_us / 1e6 + 8 * 86400, timezone.utc).isoformat()
+    out = bwv("retention", "sweep", "--now", after_due)
+    assert "deleted 1 clip(s)" in out
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="keys/").get("KeyCount") == 0  # the means to decrypt: gone
+    assert s3.list_object_versions(Bucket=bucket, Prefix=name)["Versions"]  # the ciphertext: locked till due
