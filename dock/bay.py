@@ -138,12 +138,19 @@ class Bay:
         self._check_stop()  # raised through the uploader: a stopping dock abandons the upload at once
         self.status.current = {"segment": snap.segment, "bytes": snap.done, "total": snap.total,
                                "rate_Bps": round(snap.rate_bps), "eta_s": snap.eta_s}
+        if snap.server != self.status.server:  # failed over (or back): say so now, not a second later
+            self.status.server = snap.server
+            self._progress_written = 0.0
         now = time.monotonic()
         if self.store is not None and (now - self._progress_written >= 1.0 or snap.done >= snap.total):
             self._progress_written = now
             self.store.write_bay(self.status)
 
     # -- the session -------------------------------------------------------------------
+    def _server(self) -> str | None:
+        """host:port of the server the uploader uses now, when it is one of several (dock/failover.py)."""
+        return getattr(self.uploader, "server_label", None)
+
     def camera_present(self) -> bool:
         return self.config.mount.is_dir()
 
@@ -290,7 +297,7 @@ class Bay:
             self._check_stop()
             self._check_mount()
             progress = UploadProgress(self.name, device_id, entry.name, entry.size, display=self.display,
-                                      on_snapshot=self._on_progress)
+                                      on_snapshot=self._on_progress, server=self._server)
             self.set_state(UPLOADING, entry.name, attempts=attempt, retry_at_utc=None)
             try:
                 raw = self.uploader.upload(path, device_id, entry.sequence, entry.segment_hash, progress)
@@ -299,7 +306,7 @@ class Bay:
                 attempt += 1
                 report.upload_retries += 1
                 self.set_state(WAITING, entry.name, attempts=attempt, last_error=str(e),
-                               retry_at_utc=utc_iso(time.time() + delay))
+                               retry_at_utc=utc_iso(time.time() + delay), server=self._server())
                 log_event("upload_retry", level=logging.WARNING, bay=self.name, device=device_id,
                           segment=entry.name, attempt=attempt, delay_s=round(delay, 2), error=str(e))
                 self._wait(delay)

@@ -25,7 +25,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="bays file (TOML, [[bay]] name, serial, mount; default: BWV_HOME/dock/bays.toml)")
     p.add_argument("--state-dir", type=Path, metavar="DIR",
                    help="where bay status files and camera records live (default: BWV_HOME/dock/state)")
-    p.add_argument("--server", metavar="URL", help="evidence server to upload to")
+    p.add_argument("--server", metavar="URL", action="append", dest="servers",
+                   help="evidence server (ingest node) to upload to; give it again for each node of a fleet: "
+                        "bay i uses server i mod n and fails over to the others (default: [dock] servers "
+                        "in the bays file)")
     p.add_argument("--token-file", type=Path, metavar="FILE",
                    help="file holding this dock's upload token (default: $BWV_DOCK_TOKEN)")
     p.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA certificate that signed the server's TLS certificate")
@@ -56,14 +59,36 @@ def _configure(p: argparse.ArgumentParser) -> None:
     segment. While the server is unreachable the dock retries with backoff and
     the camera's files stay untouched.
 
-    Progress (bytes, rate, ETA) is shown per bay on the terminal and logged as
-    key=value lines (event=upload_progress, upload_retry, segment_freed,
-    camera_clear, ...). `bwv dock status` prints each bay's state.
+    Several evidence servers (--server given more than once, or [dock]
+    servers): the bays spread over them, bay number i (0-based, in the bays
+    file's order) uploading to server i mod n, its home. When an upload to a
+    server fails for a reason that may pass (connection refused or reset, a
+    timeout, HTTP 5xx, 507 full, 423 busy) that server is passed over by every
+    bay for a backoff of 2 s doubling to 60 s, and the bay goes straight on to
+    the next server. The upload begun on the dead node is first asked for on
+    the next one by the same upload path (HEAD): nodes that share their upload
+    store continue from the durable offset; a node that does not know it
+    (404/410) takes the segment again from byte 0. A refusal (400, 401, 403,
+    409 fork, 413, 422) is never failed over. Each new segment starts at the
+    bay's home again once the home is no longer passed over. Only when every
+    server has failed does the bay wait with --retry-max backoff. Whichever
+    node signs the receipt, the camera checks it against the server key it was
+    enrolled with before it frees anything: all nodes of a fleet share the
+    server keys.
+
+    Progress (bytes, rate, ETA, and the server when there are several) is
+    shown per bay on the terminal and logged as key=value lines
+    (event=upload_progress, upload_retry, segment_freed, camera_clear, ...).
+    Each change of server is logged as event=upload_server bay=B server=S
+    reason=home|failover|home_back previous=S error=WHY, each failed server
+    as event=server_unavailable, its return as event=server_back.
+    `bwv dock status` prints each bay's state and the server it uses.
 
     Bays file (TOML):
       [dock]
       id = "dock-station-3"
       bays_root = "/media/bwv"       # optional: a bay's mount defaults to bays_root/NAME
+      servers = ["https://ingest-1.example", "https://ingest-2.example"]   # optional
       [[bay]]
       name = "bay-1"
       serial = "/dev/bwv-bay-1"      # or "pty:bays/bay-1.tty" in emulation
@@ -72,6 +97,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
     """
     examples:
       bwv dock --bays-config /etc/openbwv/bays.toml --server https://evidence.example
+      bwv dock --server https://ingest-1.example --server https://ingest-2.example
+      bwv dock --server https://evidence-lb.example     (one URL: a load balancer in front of the nodes)
       bwv dock --bays-config bays.toml --upload-dir /tmp/evidence     (emulation)
       bwv dock status
 
@@ -105,7 +132,7 @@ def _run(args: argparse.Namespace, home: Home, state_dir: Path) -> int:
         backoff = Backoff(maximum_s=max(2.0, args.retry_max))
     except (DockConfigError, ValueError) as e:
         raise UsageError(str(e)) from None
-    uploader = _uploader(args, home)
+    uploader = _uploader(args, home, list(args.servers or ([] if args.upload_dir else config.servers)))
     display = TerminalDisplay(sys.stdout)
     dock_log = logging.getLogger("bwv.dock")
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
@@ -148,8 +175,9 @@ def _run(args: argparse.Namespace, home: Home, state_dir: Path) -> int:
         daemon.stop()
 
 
-def _uploader(args: argparse.Namespace, home: Home):
-    if args.server:
+def _uploader(args: argparse.Namespace, home: Home, servers: list[str]):
+    if servers:
+        from .failover import FleetUploader
         from .tus_upload import TusUploader
 
         token = os.environ.get("BWV_DOCK_TOKEN", "")
@@ -165,12 +193,16 @@ def _uploader(args: argparse.Namespace, home: Home):
             if bool(args.tls_client_cert) != bool(args.tls_client_key):
                 raise UsageError("--tls-client-cert and --tls-client-key go together")
             cert = (str(args.tls_client_cert), str(args.tls_client_key)) if args.tls_client_cert else None
-            return TusUploader(args.server, token, state_path=home.root / "dock" / "uploads.json",
-                               verify=str(args.tls_ca) if args.tls_ca else True, client_cert=cert)
+            options = dict(state_path=home.root / "dock" / "uploads.json",
+                           verify=str(args.tls_ca) if args.tls_ca else True, client_cert=cert)
+            if len(servers) == 1:
+                return TusUploader(servers[0], token, **options)
+            return FleetUploader(servers, token, **options)
         except ValueError as e:
             raise UsageError(str(e)) from None
     if args.upload_dir is None:
-        raise UsageError("say where segments go: --server URL, or --upload-dir DIR in emulation")
+        raise UsageError("say where segments go: --server URL (or [dock] servers in the bays file), "
+                         "or --upload-dir DIR in emulation")
     from ..registry import DeviceRegistry
     from ..sealed.keys import ServerKeyPair
     from .upload import DirectoryUploader

@@ -3,6 +3,7 @@
     [dock]
     id = "dock-station-3"            # optional; default: the host name
     bays_root = "/media/bwv"         # optional; a bay's mount defaults to bays_root/<name>
+    servers = ["https://ingest-1.example", "https://ingest-2.example"]   # optional; --server overrides
 
     [[bay]]
     name = "bay-1"
@@ -12,7 +13,9 @@
 In emulation `serial = "pty:PATH"` makes a pty pair and links the camera's
 end at PATH (for `bwv camera --dock-port PATH`), and `mount` is a directory
 that appears when a camera is "cradled".  Relative paths are relative to the
-file.  Every key is checked: a mistyped key would otherwise leave a bay
+file.  `servers` lists the evidence servers (ingest nodes) the bays spread
+over, bay i to server i mod n, failing over to the others (dock/failover.py).
+Every key is checked: a mistyped key would otherwise leave a bay
 silently unwatched.
 """
 
@@ -27,6 +30,7 @@ from typing import Any
 
 from .errors import DockConfigError
 from .ports import PTY_PREFIX
+from .servers import check_server_url
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}\Z")
 
@@ -42,6 +46,7 @@ class BayConfig:
 class DockConfig:
     dock_id: str
     bays: tuple[BayConfig, ...]
+    servers: tuple[str, ...] = ()  # evidence server URLs from the file; empty: --server must say
 
 
 def parse_config(doc: dict[str, Any], *, base: Path, where: str = "bays file") -> DockConfig:
@@ -49,8 +54,17 @@ def parse_config(doc: dict[str, Any], *, base: Path, where: str = "bays file") -
     if unknown:
         raise DockConfigError(f"{where}: unknown table(s) {sorted(unknown)}; expected [dock] and [[bay]]")
     dock = doc.get("dock", {})
-    if not isinstance(dock, dict) or set(dock) - {"id", "bays_root"}:
-        raise DockConfigError(f"{where}: [dock] takes only 'id' and 'bays_root'")
+    if not isinstance(dock, dict) or set(dock) - {"id", "bays_root", "servers"}:
+        raise DockConfigError(f"{where}: [dock] takes only 'id', 'bays_root' and 'servers'")
+    servers = dock.get("servers", [])
+    if not isinstance(servers, list) or not all(isinstance(u, str) for u in servers):
+        raise DockConfigError(f"{where}: [dock] servers must be a list of URLs, e.g. servers = [\"https://a\"]")
+    try:
+        servers = [check_server_url(u) for u in servers]
+    except ValueError as e:
+        raise DockConfigError(f"{where}: [dock] servers: {e}") from None
+    if len(set(servers)) != len(servers):
+        raise DockConfigError(f"{where}: [dock] servers lists a URL twice")
     root = dock.get("bays_root")
     if root is not None and (not isinstance(root, str) or not root):
         raise DockConfigError(f"{where}: [dock] bays_root must be a path")
@@ -90,7 +104,7 @@ def parse_config(doc: dict[str, Any], *, base: Path, where: str = "bays file") -
         dupes = sorted({str(v) for v in values if values.count(v) > 1})
         if dupes:
             raise DockConfigError(f"{where}: two bays share the {attr} {', '.join(dupes)}")
-    return DockConfig(dock_id, tuple(bays))
+    return DockConfig(dock_id, tuple(bays), tuple(servers))
 
 
 def load_config(path: Path) -> DockConfig:

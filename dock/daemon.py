@@ -51,8 +51,10 @@ class DockDaemon:
         self.store = StateStore(state_dir)
         self.session_backoff = session_backoff
         self.bays: dict[str, Bay] = {}
-        for cfg in bays:
-            self.bays[cfg.name] = Bay(cfg, uploader, dock_id=dock_id, store=self.store, display=display,
+        for index, cfg in enumerate(bays):
+            # Several servers (dock/failover.py): each bay gets its own view, its home node i mod n.
+            bay_uploader = uploader.for_bay(index, cfg.name) if hasattr(uploader, "for_bay") else uploader
+            self.bays[cfg.name] = Bay(cfg, bay_uploader, dock_id=dock_id, store=self.store, display=display,
                                       backoff=upload_backoff, stop=self.stop_event, **bay_options)
         self.reports: dict[str, list[SessionReport]] = {name: [] for name in self.bays}
         self.errors: dict[str, list[str]] = {name: [] for name in self.bays}

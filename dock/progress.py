@@ -32,6 +32,7 @@ class ProgressSnapshot:
     elapsed_s: float
     rate_bps: float  # bytes per second
     eta_s: float | None  # None: no rate yet
+    server: str | None = None  # host:port the bytes go to, when the dock has several servers
 
     @property
     def fraction(self) -> float:
@@ -40,12 +41,14 @@ class ProgressSnapshot:
     def line(self) -> str:
         eta = "--:--" if self.eta_s is None else _clock(self.eta_s)
         return (f"{self.bay:<8} {self.device_id:<14} {self.segment:<28} {_mb(self.done)}/{_mb(self.total)} "
-                f"{self.fraction * 100:5.1f}%  {_mb(self.rate_bps)}/s  ETA {eta}")
+                f"{self.fraction * 100:5.1f}%  {_mb(self.rate_bps)}/s  ETA {eta}"
+                + (f"  to {self.server}" if self.server else ""))
 
     def fields(self) -> dict[str, object]:
         return {"bay": self.bay, "device": self.device_id, "segment": self.segment, "bytes": self.done,
                 "total": self.total, "pct": round(self.fraction * 100, 1), "rate_Bps": round(self.rate_bps),
-                "eta_s": None if self.eta_s is None else round(self.eta_s, 1)}
+                "eta_s": None if self.eta_s is None else round(self.eta_s, 1)} | (
+                    {"server": self.server} if self.server else {})
 
 
 def _mb(n: float) -> str:
@@ -69,7 +72,9 @@ class ProgressMeter:
 
     def update(self, done: int, now: float) -> tuple[float, float | None]:
         """Record `done` bytes at time `now`; returns (rate in bytes/s, seconds left or None)."""
-        self.done = max(self.done, done)
+        if done < self.done:  # begun again (another server that did not know the upload): a fresh window
+            self._points = deque([(now, done)])
+        self.done = done
         self._points.append((now, self.done))
         while len(self._points) > 2 and now - self._points[1][0] >= self.window_s:
             self._points.popleft()
@@ -166,10 +171,12 @@ class UploadProgress:
                  display: TerminalDisplay | None = None,
                  on_snapshot: Callable[[ProgressSnapshot], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
+                 server: Callable[[], str | None] | None = None,
                  show_interval_s: float = 0.25, log_interval_s: float = 2.0):
         self.bay, self.device_id, self.segment = bay, device_id, segment
         self.display = display
         self.on_snapshot = on_snapshot
+        self._server = server
         self._clock = clock
         self.meter = ProgressMeter(total, clock())
         self.show_interval_s = show_interval_s
@@ -197,7 +204,8 @@ class UploadProgress:
         log_event("upload_done", **(snap.fields() | {"rate_Bps": round(rate), "seconds": round(snap.elapsed_s, 3)}))
         if self.display is not None:
             self.display.message(self.bay, f"{self.bay:<8} {self.device_id:<14} {self.segment:<28} "
-                                           f"{_mb(snap.done)} uploaded in {snap.elapsed_s:.1f} s ({_mb(rate)}/s)")
+                                           f"{_mb(snap.done)} uploaded in {snap.elapsed_s:.1f} s ({_mb(rate)}/s)"
+                                           + (f" to {snap.server}" if snap.server else ""))
         if self.on_snapshot is not None:
             self.on_snapshot(snap)
         return snap
@@ -205,7 +213,8 @@ class UploadProgress:
     def _snapshot(self, done: int, now: float) -> ProgressSnapshot:
         rate, eta = self.meter.update(done, now)
         self.last = ProgressSnapshot(self.bay, self.device_id, self.segment, self.meter.done, self.meter.total,
-                                     now - self.meter.start, rate, eta)
+                                     now - self.meter.start, rate, eta,
+                                     self._server() if self._server is not None else None)
         return self.last
 
 

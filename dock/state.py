@@ -52,6 +52,7 @@ class BayStatus:
     segments_freed: int = 0
     segments_left: int | None = None
     current: dict[str, Any] | None = None  # the upload in progress: segment, bytes, total, rate_Bps, eta_s
+    server: str | None = None  # host:port of the evidence server of the current (or last) upload
     clock_offset_us: int | None = None
     clock_rtt_us: int | None = None
     retry_at_utc: str | None = None
@@ -126,7 +127,8 @@ def format_status(bays: list[BayStatus]) -> str:
             c = b.current
             eta = c.get("eta_s")
             detail = (f"{c.get('segment')} {c.get('bytes', 0) / 1e6:.1f}/{c.get('total', 0) / 1e6:.1f} MB "
-                      f"{(c.get('rate_Bps') or 0) / 1e6:.1f} MB/s ETA {'-' if eta is None else f'{eta:.0f}s'}")
+                      f"{(c.get('rate_Bps') or 0) / 1e6:.1f} MB/s ETA {'-' if eta is None else f'{eta:.0f}s'}"
+                      + (f" to {b.server}" if b.server else ""))
         if b.state == WAITING and b.retry_at_utc:
             detail = f"retry {b.attempts} at {b.retry_at_utc}: {b.last_error or ''}"
         elif b.state in (ERROR, ATTENTION) and b.last_error:

@@ -25,7 +25,7 @@ import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -52,6 +52,46 @@ def _reason(resp: requests.Response) -> str:
         return resp.headers.get("Bwv-Error") or resp.reason or f"HTTP {resp.status_code}"
 
 
+class ResumeState:
+    """Segment hash -> the upload URL it is being sent to, kept across dock restarts.
+
+    One per dock, shared by the uploaders of all its servers, so an upload
+    begun on one node is found again when a bay fails over to another.  In a
+    JSON file written atomically (or in memory when no path is given).
+    """
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else None
+        self._lock = threading.Lock()
+        self._memory: dict[str, str] = {}
+
+    def _read(self) -> dict[str, str]:
+        if self.path is None or not self.path.exists():
+            return self._memory
+        try:
+            return json.loads(self.path.read_text())
+        except ValueError:
+            log.warning("upload state %s unreadable; uploads restart from the server's offsets", self.path)
+            return {}
+
+    def get(self, segment_hash: str) -> str | None:
+        with self._lock:
+            return self._read().get(segment_hash)
+
+    def remember(self, segment_hash: str, url: str | None) -> None:
+        with self._lock:
+            urls = dict(self._read())
+            if url is None:
+                urls.pop(segment_hash, None)
+            else:
+                urls[segment_hash] = url
+            if self.path is None:
+                self._memory = urls
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(self.path, json.dumps(urls, indent=1).encode())
+
+
 class TusUploader:
     """Uploads sealed segments to one evidence server; safe to share between bays (threads)."""
 
@@ -66,20 +106,19 @@ class TusUploader:
         read_timeout: float = 120.0,
         verify: bool | str = True,
         client_cert: tuple[str, str] | None = None,
+        resume: "ResumeState | None" = None,
     ):
         if not server_url.startswith(("http://", "https://")):
             raise ValueError(f"server URL {server_url!r} must start with http:// or https://")
         self.base = server_url.rstrip("/") + "/"
         self.chunk_size = chunk_size
         self.timeout = (connect_timeout, read_timeout)
-        self.state_path = Path(state_path) if state_path else None
+        self.resume = resume if resume is not None else ResumeState(state_path)
         self._local = threading.local()
-        self._lock = threading.Lock()
         self._headers = {"Authorization": f"Bearer {token}", "Tus-Resumable": TUS_VERSION}
         self._verify = verify
         self._cert = client_cert
         self.bytes_sent = 0  # all PATCH bytes, resent ones included (for the resume benchmark)
-        self._memory_urls: dict[str, str] = {}
 
     # -- HTTP -------------------------------------------------------------------
     def _session(self) -> requests.Session:
@@ -107,53 +146,37 @@ class TusUploader:
                                     + (f"; retry after {retry} s" if retry else ""))
         raise UploadRejected(f"{what}: refused by the server ({resp.status_code} {reason})")
 
-    # -- resume state ---------------------------------------------------------------
-    def _urls(self) -> dict[str, str]:
-        if self.state_path is None or not self.state_path.exists():
-            return self._memory_urls
-        try:
-            return json.loads(self.state_path.read_text())
-        except ValueError:
-            log.warning("upload state %s unreadable; uploads restart from the server's offsets", self.state_path)
-            return {}
-
-    def _remember(self, segment_hash: str, url: str | None) -> None:
-        with self._lock:
-            urls = dict(self._urls())
-            if url is None:
-                urls.pop(segment_hash, None)
-            else:
-                urls[segment_hash] = url
-            if self.state_path is None:
-                self._memory_urls = urls
-            else:
-                self.state_path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(self.state_path, json.dumps(urls, indent=1).encode())
-
     # -- the upload ----------------------------------------------------------------
     def upload(self, path: Path, device_id: str, sequence: int, segment_hash: str,
                progress: ProgressCallback) -> bytes:
         try:
             return self._upload(Path(path), device_id, sequence, segment_hash, progress)
         except UploadRejected:
-            self._remember(segment_hash, None)  # the server dropped it; a later try starts afresh
+            self.resume.remember(segment_hash, None)  # the server dropped it; a later try starts afresh
             raise
 
     def _upload(self, path: Path, device_id: str, sequence: int, segment_hash: str,
                 progress: ProgressCallback) -> bytes:
         size = path.stat().st_size
         what = f"{device_id} #{sequence}"
-        url = self._urls().get(segment_hash)
+        url = self.resume.get(segment_hash)
         offset = 0
+        if url is not None and not url.startswith(self.base):
+            # Begun on another node: the same upload path on this one.  A node that shares the
+            # upload store answers with the durable offset; one that does not says 404.
+            url = self._here(url)
+            log.info("event=upload_resume_elsewhere device=%s sequence=%d url=%s", device_id, sequence, url)
         if url is not None:
             head = self._request("HEAD", url)
             if head.status_code == 200 and head.headers.get("Bwv-Receipt"):
-                self._remember(segment_hash, None)
+                self.resume.remember(segment_hash, None)
                 return base64.b64decode(head.headers["Bwv-Receipt"])
             if head.status_code in (200, 204):
                 offset = int(head.headers.get("Upload-Offset", "0"))
                 log.info("event=upload_resume device=%s sequence=%d offset=%d size=%d", device_id, sequence, offset, size)
             elif head.status_code in (404, 410):
+                log.info("event=upload_restart device=%s sequence=%d server=%s reason=upload_unknown_here "
+                         "status=%d", device_id, sequence, self.base, head.status_code)
                 url = None
             else:
                 self._fail(head, what)
@@ -170,15 +193,21 @@ class TusUploader:
             if resp.status_code != 201 or "Location" not in resp.headers:
                 self._fail(resp, what)
             url = urljoin(self.base, resp.headers["Location"])
-            self._remember(segment_hash, url)
+            self.resume.remember(segment_hash, url)
         receipt = self._send(url, path, size, offset, what, progress)
-        self._remember(segment_hash, None)
+        self.resume.remember(segment_hash, None)
         if receipt is None:
             resp = self._request("GET", urljoin(self.base, f"api/v1/receipts/{device_id}/{sequence}"))
             if resp.status_code != 200:
                 self._fail(resp, f"{what}: receipt")
             return resp.content
         return receipt
+
+    def _here(self, url: str) -> str:
+        """An upload URL of another node, moved onto this node (same path below the tus endpoint)."""
+        path = urlsplit(url).path
+        at = path.rfind("/tus/")
+        return urljoin(self.base, path[at + 1:] if at >= 0 else path.lstrip("/"))
 
     def _send(self, url: str, path: Path, size: int, offset: int, what: str,
               progress: ProgressCallback) -> bytes | None:
