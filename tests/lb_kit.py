@@ -149,7 +149,7 @@ def haproxy_config(listen_port: int, backends: Sequence[Backend], *, stats_port:
     lines += [
         "",
         "frontend stats",
-    "    no log",
+    "    http-request set-log-level silent",  # the tests poll it; keep the log for the traffic
         f"    bind 127.0.0.1:{stats_port}",
         "    stats enable",
         "    stats uri /stats",
