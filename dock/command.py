@@ -43,6 +43,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="with --once: give up after S seconds (default: %(default)s)")
     p.add_argument("--retry-max", type=float, default=300.0, metavar="S",
                    help="longest wait between attempts to reach the server (default: %(default)s)")
+    p.add_argument("--read-timeout", type=float, default=120.0, metavar="S",
+                   help="longest wait for a server's answer to one request before it counts as unreachable "
+                        "(with several servers: the bay fails over); keep it above the time a server takes to "
+                        "verify a segment's last chunk (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="status: print the bays' status as JSON")
 
 
@@ -193,7 +197,9 @@ def _uploader(args: argparse.Namespace, home: Home, servers: list[str]):
             if bool(args.tls_client_cert) != bool(args.tls_client_key):
                 raise UsageError("--tls-client-cert and --tls-client-key go together")
             cert = (str(args.tls_client_cert), str(args.tls_client_key)) if args.tls_client_cert else None
-            options = dict(state_path=home.root / "dock" / "uploads.json",
+            if not args.read_timeout > 0:
+                raise UsageError(f"--read-timeout must be a positive number of seconds, not {args.read_timeout:g}")
+            options = dict(state_path=home.root / "dock" / "uploads.json", read_timeout=args.read_timeout,
                            verify=str(args.tls_ca) if args.tls_ca else True, client_cert=cert)
             if len(servers) == 1:
                 return TusUploader(servers[0], token, **options)

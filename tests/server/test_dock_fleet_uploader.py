@@ -1,0 +1,58 @@
+"""The dock's uploader for several servers (dock/failover.py) against the real server over loopback.
+
+What fails over and what does not: a server that cannot be reached is
+passed over and the next one takes the segment; a segment a server refuses
+for good is not offered to the next one.  Two nodes dying mid-upload, and a
+real load balancer, are the system tests (tests/system/test_fleet_*.py).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+
+import pytest
+
+from openbwv.dock.errors import UploadRejected
+from openbwv.dock.failover import FleetUploader
+
+from .server_kit import blob_path, check_receipt
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket is closed
+
+
+def test_a_bay_whose_home_server_is_down_uploads_to_the_next_and_later_bays_skip_the_dead_one(
+        server, token, camera, shared_home):
+    dead = closed_port_url()
+    fleet = FleetUploader([dead, server.url], token, connect_timeout=1)
+    bay = fleet.for_bay(0, "bay-1")
+    assert bay.home == dead
+    seg = camera().seal()
+    receipt = bay.upload(seg.path, seg.device_id, seg.sequence, seg.segment_hash, lambda n: None)
+    check_receipt(shared_home, receipt, seg)
+    assert blob_path(shared_home, seg.segment_hash).read_bytes() == seg.data
+    assert bay.server == server.url and bay.server_label == server.url.removeprefix("http://")
+    assert fleet.pool.is_down(dead)
+    assert fleet.pool.candidates(2) == [server.url, dead]  # bay 3 (home: the dead one) goes straight on
+
+
+def test_a_segment_refused_by_one_server_is_not_offered_to_the_next(server, token, camera):
+    witness = socket.create_server(("127.0.0.1", 0))  # a second "node" that only notes connections
+    try:
+        other = f"http://127.0.0.1:{witness.getsockname()[1]}"
+        fleet = FleetUploader([server.url, other], token)
+        seg = camera().seal()
+        data = bytearray(seg.data)
+        data[len(data) // 2] ^= 1
+        seg.path.write_bytes(bytes(data))
+        with pytest.raises(UploadRejected, match="422"):
+            fleet.for_bay(0, "bay-1").upload(seg.path, seg.device_id, seg.sequence, seg.segment_hash,
+                                             lambda n: None)
+        assert select.select([witness], [], [], 0.2)[0] == [], "the refused segment went to the other node"
+        assert not fleet.pool.is_down(server.url)  # a refusal says nothing of the server's health
+    finally:
+        witness.close()
