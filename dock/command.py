@@ -69,7 +69,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
     server fails for a reason that may pass (connection refused or reset, a
     timeout, HTTP 5xx, 507 full, 423 busy) that server is passed over by every
     bay for a backoff of 2 s doubling to 60 s, and the bay goes straight on to
-    the next server. The upload begun on the dead node is first asked for on
+    the next server; after that it must answer GET /api/v1/health within 5 s
+    before it gets an upload again. The upload begun on the dead node is first asked for on
     the next one by the same upload path (HEAD): nodes that share their upload
     store continue from the durable offset; a node that does not know it
     (404/410) takes the segment again from byte 0. A refusal (400, 401, 403,

@@ -7,7 +7,11 @@ shares; `for_bay(i, name)` gives bay i its own `BayUploader`, which is the
 pool's order: an `UploadUnavailable` from one (refused, timed out, 5xx,
 507, 423) marks that server down and moves on to the next at once; only
 when every server has failed does the bay see `UploadUnavailable` and back
-off as it does with a single server.  `UploadRejected` is never failed
+off as it does with a single server.  A server that has failed is asked
+`GET /api/v1/health` (bounded by a few seconds) before it is given an upload
+again, so a node that accepts connections but hangs costs a bay that short
+check, not a whole read timeout, each time its pass-over ends.
+`UploadRejected` is never failed
 over: a segment a server refuses for good (bad signature, a fork) is
 refused by the fleet.
 
@@ -41,15 +45,18 @@ log = logging.getLogger("bwv.dock.fleet")
 
 # How long a failed server is passed over: short, so a restarted node gets its bays back within a minute.
 SERVER_BACKOFF = Backoff(initial_s=2.0, factor=2.0, maximum_s=60.0)
+# A server that failed is asked GET /api/v1/health, bounded by this, before it gets an upload again.
+HEALTH_TIMEOUT_S = 5.0
 
 
 class FleetUploader:
     """Uploads to whichever of several evidence servers is up; a `BayUploader` per bay."""
 
     def __init__(self, server_urls: Sequence[str], token: str, *, state_path: Path | None = None,
-                 server_backoff: Backoff = SERVER_BACKOFF,
+                 server_backoff: Backoff = SERVER_BACKOFF, health_timeout: float = HEALTH_TIMEOUT_S,
                  make_uploader: Callable[..., TusUploader] = TusUploader, **tus_options):
         self.pool = ServerPool(server_urls, backoff=server_backoff)
+        self.health_timeout = health_timeout
         self.resume = ResumeState(state_path)
         self.nodes = {url: make_uploader(url, token, resume=self.resume, **tus_options) for url in self.pool.urls}
         self._default: BayUploader | None = None
@@ -91,19 +98,28 @@ class BayUploader:
         pool = self.fleet.pool
         errors: list[str] = []
         for url in pool.candidates(self.index):
+            node = self.fleet.nodes[url]
+            if pool.has_failed(url):
+                why = node.unhealthy(self.fleet.health_timeout)  # not back yet: do not hang a bay on it
+                if why is not None:
+                    self._failed(url, why, device_id, sequence, errors)
+                    continue
             self._use(url, device_id, sequence, errors[-1] if errors else None)
             try:
-                receipt = self.fleet.nodes[url].upload(path, device_id, sequence, segment_hash, progress)
+                receipt = node.upload(path, device_id, sequence, segment_hash, progress)
             except UploadUnavailable as e:
-                passed_over = pool.mark_failed(url, str(e))
-                errors.append(f"{server_label(url)}: {e}")
-                log_event("server_unavailable", level=logging.WARNING, bay=self.name, server=server_label(url),
-                          device=device_id, sequence=sequence, passed_over_s=round(passed_over, 1), error=str(e))
+                self._failed(url, str(e), device_id, sequence, errors)
                 continue
             if pool.mark_ok(url):
                 log_event("server_back", bay=self.name, server=server_label(url))
             return receipt
         raise UploadUnavailable("no evidence server can take the upload now: " + "; ".join(errors))
+
+    def _failed(self, url: str, error: str, device_id: str, sequence: int, errors: list[str]) -> None:
+        passed_over = self.fleet.pool.mark_failed(url, error)
+        errors.append(f"{server_label(url)}: {error}")
+        log_event("server_unavailable", level=logging.WARNING, bay=self.name, server=server_label(url),
+                  device=device_id, sequence=sequence, passed_over_s=round(passed_over, 1), error=error)
 
     def _use(self, url: str, device_id: str, sequence: int, error: str | None) -> None:
         """Note (and log) the server this bay is about to use, when it is not the one it used last."""

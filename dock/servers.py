@@ -102,6 +102,11 @@ class ServerPool:
         with self._lock:
             return self._health[url].down_until > self._clock()
 
+    def has_failed(self, url: str) -> bool:
+        """The server's last attempt failed (it may be past its pass-over, not yet known to be back)."""
+        with self._lock:
+            return self._health[url].failures > 0
+
     def mark_failed(self, url: str, error: str) -> float:
         """Record a failed attempt; returns how long (s) the server is now passed over."""
         with self._lock:

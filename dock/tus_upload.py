@@ -146,6 +146,20 @@ class TusUploader:
                                     + (f"; retry after {retry} s" if retry else ""))
         raise UploadRejected(f"{what}: refused by the server ({resp.status_code} {reason})")
 
+    def unhealthy(self, timeout: float) -> str | None:
+        """None if `GET /api/v1/health` answers 200 within `timeout` seconds; else what went wrong.
+
+        Asked before a server that has failed is given an upload again: a node
+        that accepts connections but hangs would otherwise hold a bay for a
+        whole read timeout each time its pass-over ends."""
+        try:
+            resp = self._session().get(urljoin(self.base, "api/v1/health"), timeout=(timeout, timeout),
+                                       verify=self._verify, cert=self._cert)
+        except requests.RequestException as e:
+            self._local.session = None
+            return f"health check: {type(e).__name__}: {e}"
+        return None if resp.status_code == 200 else f"health check: HTTP {resp.status_code} {_reason(resp)}"
+
     # -- the upload ----------------------------------------------------------------
     def upload(self, path: Path, device_id: str, sequence: int, segment_hash: str,
                progress: ProgressCallback) -> bytes:

@@ -13,6 +13,7 @@ import socket
 
 import pytest
 
+from openbwv.dock.backoff import Backoff
 from openbwv.dock.errors import UploadRejected
 from openbwv.dock.failover import FleetUploader
 
@@ -56,3 +57,26 @@ def test_a_segment_refused_by_one_server_is_not_offered_to_the_next(server, toke
         assert not fleet.pool.is_down(server.url)  # a refusal says nothing of the server's health
     finally:
         witness.close()
+
+
+def test_a_server_that_failed_must_answer_its_health_check_before_it_gets_an_upload_again(
+        server, token, camera, shared_home):
+    hung = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    try:
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        fleet = FleetUploader([url, server.url], token, health_timeout=0.5,
+                              server_backoff=Backoff(initial_s=0.0, maximum_s=0.0, jitter=0.0))
+        fleet.pool.mark_failed(url, "read timeout")  # passed over for no time: due to be tried again now
+        bay = fleet.for_bay(0, "bay-1")
+        seg = camera().seal()
+        receipt = bay.upload(seg.path, seg.device_id, seg.sequence, seg.segment_hash, lambda n: None)
+        check_receipt(shared_home, receipt, seg)
+        assert bay.server == server.url
+        conn, _ = hung.accept()
+        with conn:
+            conn.settimeout(5)
+            assert conn.recv(4096).startswith(b"GET /api/v1/health "), "asked for its health, sent no upload"
+        assert select.select([hung], [], [], 0.2)[0] == [], "no second connection to the hung server"
+        assert fleet.pool.has_failed(url)
+    finally:
+        hung.close()
