@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .fleet_kit import FleetCustody, FleetDock, assert_fleet_holds_exactly_once, clone_node_home
-from .system_kit import Camera, EvidenceServer, add_dock, eventually
+from .system_kit import Camera, EvidenceServer, add_dock, assert_server_holds_exactly, eventually
 
 SEGMENTS = 3
 MEDIA_BYTES = 2_500_000  # one PATCH each: the kill lands inside a chunk's body
@@ -88,3 +88,53 @@ def test_killing_one_of_two_servers_mid_upload_moves_its_bays_to_the_other_and_f
             cam.undock()
         if custody is not None:
             custody.close()
+
+
+SHARED_MEDIA_BYTES = 9_000_000  # three PATCHes of the dock's 4 MiB: the first is durable when the kill comes
+SHARED_UPLINK_BPS = 4_000_000
+MiB = 1024 * 1024
+
+
+def test_nodes_sharing_their_storage_continue_an_upload_killed_on_one_from_its_durable_offset_on_the_other(
+        home, custody, launch, slow_link, tmp_path):
+    """Two `bwv server` processes on one BWV_HOME (one SQLite database in WAL mode, one upload area, one
+    store) stand in for nodes sharing PostgreSQL and an object store: node B answers HEAD for the upload
+    node A began, and the dock sends only what A had not made durable."""
+    cams = []
+    try:
+        cams = [Camera(home, "cam-1", custody), Camera(home, "cam-2", custody)]
+        cams[0].seal(2, SHARED_MEDIA_BYTES)
+        cams[1].seal(1, 100_000)
+        token = add_dock(home, "dock-1")
+        node_a = launch(EvidenceServer(home, tmp_path / "node-a-logs", "--idle-timeout", "5"))
+        node_b = launch(EvidenceServer(home, tmp_path / "node-b-logs", "--idle-timeout", "5"))
+        uplink_a = slow_link(node_a.port, SHARED_UPLINK_BPS)
+        b_label = node_b.url.removeprefix("http://")
+        dock = launch(FleetDock(tmp_path / "dock", "dock-1", token, [uplink_a.url, node_b.url],
+                                {"bay-1": cams[0].directory, "bay-2": cams[1].directory}))
+        for bay, cam in zip(("bay-1", "bay-2"), cams):
+            cam.dock(dock.port_path(bay))
+        custody.watch(cams)
+
+        partials = home.server_dir / "uploads"
+
+        def second_chunk_on_its_way() -> bool:
+            return any(4 * MiB + 200_000 < p.stat().st_size < 7 * MiB for p in partials.glob("*.part"))
+
+        eventually(second_chunk_on_its_way, 60, "node A past the first chunk of a segment of bay-1")
+        node_a.kill()
+
+        eventually(lambda: all(cam.empty for cam in cams), 90, "both cameras emptied after node A was killed")
+        custody.look(cams)
+        assert custody.violations == []
+        assert_server_holds_exactly(home, custody, cams)
+        log = dock.log()
+        assert f"event=upload_server bay=bay-1 server={b_label} reason=failover" in log
+        assert "event=upload_resume_elsewhere" in log
+        assert f"offset={4 * MiB} " in log, "node B continued from the offset node A had made durable"
+        assert "reason=upload_unknown_here" not in log
+        assert dock.stop() == 0
+        assert node_b.stop() == 0
+    finally:
+        for cam in cams:
+            cam.undock()
