@@ -28,7 +28,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", metavar="URL", action="append", dest="servers",
                    help="evidence server (ingest node) to upload to; give it again for each node of a fleet: "
                         "bay i uses server i mod n and fails over to the others (default: [dock] servers "
-                        "in the bays file)")
+                        "in the bays file; an empty URL counts as not given, so a unit's --server "
+                        "${BWV_SERVER} may leave it unset)")
     p.add_argument("--token-file", type=Path, metavar="FILE",
                    help="file holding this dock's upload token (default: $BWV_DOCK_TOKEN)")
     p.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA certificate that signed the server's TLS certificate")
@@ -137,7 +138,8 @@ def _run(args: argparse.Namespace, home: Home, state_dir: Path) -> int:
         backoff = Backoff(maximum_s=max(2.0, args.retry_max))
     except (DockConfigError, ValueError) as e:
         raise UsageError(str(e)) from None
-    uploader = _uploader(args, home, list(args.servers or ([] if args.upload_dir else config.servers)))
+    given = [url for url in args.servers or [] if url.strip()]
+    uploader = _uploader(args, home, given or ([] if args.upload_dir else list(config.servers)))
     display = TerminalDisplay(sys.stdout)
     dock_log = logging.getLogger("bwv.dock")
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
