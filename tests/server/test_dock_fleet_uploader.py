@@ -8,6 +8,7 @@ real load balancer, are the system tests (tests/system/test_fleet_*.py).
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 
@@ -15,7 +16,9 @@ import pytest
 
 from openbwv.dock.backoff import Backoff
 from openbwv.dock.errors import UploadRejected
+from openbwv.dock.events import parse_kv
 from openbwv.dock.failover import FleetUploader
+from openbwv.dock.servers import ServerPool
 
 from .server_kit import blob_path, check_receipt
 
@@ -80,3 +83,30 @@ def test_a_server_that_failed_must_answer_its_health_check_before_it_gets_an_upl
         assert fleet.pool.has_failed(url)
     finally:
         hung.close()
+
+
+def test_a_bay_goes_back_to_its_home_server_once_it_is_no_longer_passed_over_and_says_why(
+        server, token, camera, shared_home, caplog):
+    other = server.url.replace("127.0.0.1", "localhost")  # a second name for a working server
+    fleet = FleetUploader([server.url, other], token)
+    now = [1000.0]
+    fleet.pool = ServerPool(fleet.pool.urls, backoff=Backoff(initial_s=10.0, maximum_s=10.0, jitter=0.0),
+                            clock=lambda: now[0])
+    bay = fleet.for_bay(0, "bay-1")
+    chain = camera()
+    caplog.set_level(logging.INFO, logger="bwv.dock")
+    fleet.pool.mark_failed(server.url, "connection refused")  # as if another bay had just found it dead
+    first = chain.seal()
+    check_receipt(shared_home, bay.upload(first.path, first.device_id, first.sequence, first.segment_hash,
+                                          lambda n: None), first)
+    assert bay.server == other
+    now[0] += 11  # its pass-over is over: asked for its health, then given the next segment
+    second = chain.seal()
+    check_receipt(shared_home, bay.upload(second.path, second.device_id, second.sequence, second.segment_hash,
+                                          lambda n: None), second)
+    assert bay.server == server.url and not fleet.pool.has_failed(server.url)
+    events = [parse_kv(r.getMessage()) for r in caplog.records if r.getMessage().startswith("event=upload_server")]
+    assert [(e["server"], e["reason"]) for e in events] == [
+        (other.removeprefix("http://"), "failover"), (server.url.removeprefix("http://"), "home_back")]
+    assert "home server passed over after failing: connection refused" in events[0]["error"]
+    assert any(r.getMessage().startswith("event=server_back bay=bay-1") for r in caplog.records)
