@@ -175,7 +175,7 @@ class EvidenceService:
         paths = [readable_path(self.blobs, k, copies) for k in keys]
         report = open_paths(paths, self.registry, self.server_keys, workdir)
         if report.problems or not report.clips:
-            why = "; ".join(p.reason for p in report.problems[:3]) or "nothing could be opened"
+            why = "; ".join(p.message for p in report.problems[:3]) or "nothing could be opened"
             raise StoreError(f"clip {clip_id} could not be opened: {why}")
         return report.clips[0]
 
