@@ -12,26 +12,83 @@ from __future__ import annotations
 import json
 import re
 
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
 from .. import __version__
+from . import api_models as models
 from .routes import ROUTES, Route
 from .users import DOCK, PERMISSIONS, ROLES
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
+_REF = "#/components/schemas/{model}"
 
+# Why each error status is sent, for the routes that can send it (route.also adds the rest).
 _ERRORS = {
-    "400": "malformed or out-of-range input; the body says what",
-    "401": "no token, or an unknown, expired or revoked one (audited)",
-    "403": "the caller's role may not do this (audited)",
-    "404": "no such thing held here",
-    "409": "conflicts with what is held (deleted clip, closed request, fork)",
+    400: "malformed or out-of-range input; the body says which field and what is wrong",
+    401: "no token, or an unknown, expired or revoked one (audited)",
+    403: "the caller's role may not do this (audited)",
+    404: "no such thing held here",
+    413: "the JSON body is over 64 KiB",
 }
 
 
-def _success(route: Route) -> dict:
-    ok: dict = {"description": "success (201 for what is created)"}
+def _models() -> tuple[list[type[BaseModel]], list[type[BaseModel]]]:
+    """The request and answer models the routes name, each once, in the table's order."""
+    bodies: dict[str, type[BaseModel]] = {}
+    answers: dict[str, type[BaseModel]] = {"Error": models.Error}
+    for route in ROUTES:
+        if route.body is not None:
+            bodies.setdefault(route.body.__name__, route.body)
+        for model in (route.answer, *(_answer_of(v) for v in route.also.values())):
+            if model is not None:
+                answers.setdefault(model.__name__, model)
+    return list(bodies.values()), list(answers.values())
+
+
+def _answer_of(also: str | tuple[str, type[BaseModel]]) -> type[BaseModel] | None:
+    return also[1] if isinstance(also, tuple) else None
+
+
+def _schemas() -> dict:
+    """components/schemas: the JSON Schema of every model, as pydantic writes it (validation for what the
+    server reads, serialisation for what it sends)."""
+    bodies, answers = _models()
+    _, doc = models_json_schema([(b, "validation") for b in bodies] + [(a, "serialization") for a in answers],
+                                ref_template=_REF, by_alias=True)
+    return doc.get("$defs", {})
+
+
+def _json(model: type[BaseModel] | None) -> dict:
+    return {"application/json": {"schema": {"$ref": _REF.format(model=model.__name__)} if model else
+                                 {"type": "object"}}}
+
+
+def _responses(route: Route) -> dict:
+    ok: dict = {"description": "success" if route.status != 201 else "created"}
     if route.produces != "application/json":  # a file or a stream, not a JSON document
-        ok["content"] = {route.produces: {"schema": {"type": "string", "format": "binary"}}}
-    return ok
+        media = (route.produces,) if isinstance(route.produces, str) else route.produces
+        ok["content"] = {kind: {"schema": {"type": "object", "description": "the export's signed manifest"}
+                                if kind == "application/json" else {"type": "string", "format": "binary"}}
+                         for kind in media}
+    elif route.answer is not None and route.method != "HEAD":
+        ok["content"] = _json(route.answer)
+    statuses: dict[int, dict] = {route.status: ok}
+    has_path = bool(_PATH_PARAM.search(route.path))
+    errors = {400: bool(route.params or route.body), 401: route.permission is not None,
+              403: route.permission is not None, 404: has_path,
+              413: route.body is not None and route.body_type == "application/json"}
+    for code, sent in errors.items():
+        if sent:
+            statuses[code] = {"description": _ERRORS[code]}
+    for code, also in route.also.items():
+        statuses[code] = {"description": also[0] if isinstance(also, tuple) else also}
+        if isinstance(also, tuple):
+            statuses[code]["content"] = _json(also[1])
+    for code, answer in statuses.items():
+        if code >= 400 and route.method != "HEAD":  # every refusal is {"error": reason}; a HEAD has no body
+            answer["content"] = _json(models.Error)
+    return {str(code): statuses[code] for code in sorted(statuses)}
 
 
 def _operation(route: Route) -> dict:
@@ -40,26 +97,23 @@ def _operation(route: Route) -> dict:
         "operationId": route.handler.replace(".", "_") + "_" + route.method.lower(),
         "x-openbwv-permission": route.permission or "public",
         "x-openbwv-roles": list(route.roles()),
-        "responses": {"200": _success(route),
-                      **{code: {"description": text, "content": {"application/json": {"schema": {
-                          "$ref": "#/components/schemas/Error"}}}} for code, text in _ERRORS.items()
-                         if route.permission is not None or code not in ("401", "403")}},
+        "responses": _responses(route),
     }
     if route.own_footage:
         op["description"] = "An officer may call this only for clips recorded on a device assigned to them."
-    params = []
     declared = {p.name for p in route.params}
-    for name in _PATH_PARAM.findall(route.path):
-        if name not in declared:
-            params.append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
-    for p in route.params:
-        params.append({"name": p.name, "in": p.where, "required": p.required or p.where == "path",
-                       "description": p.description, "schema": {"type": p.type}})
+    missing = [name for name in _PATH_PARAM.findall(route.path) if name not in declared]
+    if missing:
+        raise ValueError(f"{route.method} {route.path} does not describe its path parameter(s) {missing}")
+    params = [{"name": p.name, "in": p.where, "required": p.required or p.where == "path",
+               "description": p.description, "schema": dict(p.schema)} for p in route.params]
     if params:
         op["parameters"] = params
-    if route.body:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "description": f"fields: {route.body}"}}}}
+    if route.body is not None:
+        op["requestBody"] = {"required": True, "content": _json(route.body)}
+    elif route.body_type != "application/json":
+        op["requestBody"] = {"required": True, "content": {route.body_type: {
+            "schema": {"type": "string", "format": "binary"}}}}
     if route.permission is not None:
         op["security"] = [{"bearer": []}]
     return op
@@ -75,13 +129,13 @@ def openapi() -> dict:
                  "description": "Uploads from docks (tus 1.0, docs/upload-protocol.md) and the staff API: "
                                 "footage, retention, subject access requests, audit, accounts. Every "
                                 "operation names the permission it needs and the roles holding it; every "
-                                "refusal is audited."},
+                                "refusal is audited. Request and answer bodies are the models of "
+                                "server/api_models.py, which the server checks input with."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "a dock token (bwvd_...) or a user token (bwvu_..., "
                                                           "from POST /api/v1/login)"}},
-            "schemas": {"Error": {"type": "object", "required": ["error"],
-                                  "properties": {"error": {"type": "string"}}}},
+            "schemas": _schemas(),
         },
         "paths": paths,
     }

@@ -22,7 +22,11 @@ from typing import Any, Callable, TypeVar
 
 from aiohttp import web
 
+from pydantic import BaseModel
+
+from . import api_models as models
 from . import audit, geoindex, lifecycle, sar, users
+from .api_models import CLIP_ID_RE, REQUEST_ID_RE
 from .audit_time import segments_detail
 from .errors import BadRequest, Conflict, NotFound, ServerError, StoreError, TooLarge
 from .retention import due_utc_us
@@ -32,8 +36,7 @@ from .users import OFFICER, Principal
 log = logging.getLogger("bwv.server.staff")
 
 T = TypeVar("T")
-CLIP_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
-REQUEST_ID_RE = re.compile(r"^SAR-\d{4}-\d{5}\Z")
+B = TypeVar("B", bound=BaseModel)
 DEVICE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 MAX_BODY = 64 * 1024  # a JSON request body; only tus PATCH takes more, and it streams
 AUDIT_PAGE = 5000  # audit records read per step of a streamed export
@@ -71,17 +74,10 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return doc
 
 
-def text_field(doc: dict, name: str, *, required: bool = True, limit: int = 4000) -> str:
-    value = doc.get(name, "")
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise BadRequest(f"{name} must be a string")
-    if required and not value.strip():
-        raise BadRequest(f"{name} is required")
-    if len(value) > limit:
-        raise BadRequest(f"{name} is {len(value)} characters; at most {limit}")
-    return value.strip()
+async def body(request: web.Request, model: type[B]) -> B:
+    """The request's JSON body as `model` (api_models): 413 over the size limit, 400 naming the field and what
+    is wrong with it; an empty body is an empty object (so a missing field is named, not the body)."""
+    return models.parse(model, await json_body(request))
 
 
 def number_field(doc: dict, name: str) -> float | None:
@@ -162,11 +158,8 @@ class StaffEndpoint:
 
     # ------------------------------------------------------------------ session
     async def login(self, request: web.Request) -> web.Response:
-        doc = await json_body(request)
-        username = text_field(doc, "username", limit=64)
-        password = doc.get("password")
-        if not isinstance(password, str) or not password:
-            raise BadRequest("password is required")
+        given = await body(request, models.LoginBody)
+        username, password = given.username, given.password
 
         def attempt(db: sqlite3.Connection):
             try:
@@ -179,12 +172,12 @@ class StaffEndpoint:
         token, expires = result
         request["note"] = f"login {username}"
         role = (await self.read(lambda db: users.principal_for_token(db, token))).role
-        return web.json_response({"token": token, "expires": expires, "username": username, "role": role})
+        return web.json_response(models.Session(token=token, expires=expires, username=username, role=role).wire())
 
     async def whoami(self, request: web.Request) -> web.Response:
         p = principal(request)
         allowed = sorted(name for name, roles in users.PERMISSIONS.items() if p.role in roles)
-        return web.json_response({"username": p.name, "role": p.role, "permissions": allowed})
+        return web.json_response(models.WhoAmI(username=p.name, role=p.role, permissions=allowed).wire())
 
     async def logout(self, request: web.Request) -> web.Response:
         token = request["token"]
@@ -194,7 +187,7 @@ class StaffEndpoint:
             users.revoke_token(db, token)
             audit.append(db, actor=p.actor, action="logout", target="session")
         await self.write(run)
-        return web.json_response({"status": "logged out"})
+        return web.json_response(models.Status(status="logged out").wire())
 
     # ------------------------------------------------------------------ footage
     async def clips(self, request: web.Request) -> web.Response:
@@ -275,13 +268,13 @@ class StaffEndpoint:
 
     async def mark(self, request: web.Request) -> web.Response:
         clip_id = check_clip_id(request.match_info["clip_id"])
-        doc = await json_body(request)
+        given = await body(request, models.MarkBody)
         p = principal(request)
-        case_ref, reason = text_field(doc, "case_ref", limit=100), text_field(doc, "reason")
+        case_ref, reason = given.case_ref, given.reason
         mark_id = await self.write(lambda db: lifecycle.mark_evidence(db, clip_id, case_ref=case_ref, reason=reason,
                                                                      actor=p.actor, at=now_iso()))
         await self.settle([clip_id])
-        return web.json_response({"clip_id": clip_id, "mark": mark_id}, status=201)
+        return web.json_response(models.Marked(clip_id=clip_id, mark=mark_id).wire(), status=201)
 
     async def unmark(self, request: web.Request) -> web.Response:
         clip_id = check_clip_id(request.match_info["clip_id"])
@@ -289,19 +282,18 @@ class StaffEndpoint:
             mark_id = int(request.match_info["mark_id"])
         except ValueError:
             raise BadRequest("mark id is not a whole number") from None
-        doc = await json_body(request)
+        reason = (await body(request, models.LiftBody)).reason
         p = principal(request)
-        reason = text_field(doc, "reason")
         await self.write(lambda db: lifecycle.lift_mark(db, clip_id, mark_id, reason=reason, actor=p.actor,
                                                         at=now_iso()))
         await self.settle([clip_id])
-        return web.json_response({"clip_id": clip_id, "mark": mark_id, "lifted": True})
+        return web.json_response(models.Lifted(clip_id=clip_id, mark=mark_id, lifted=True).wire())
 
     async def category(self, request: web.Request) -> web.Response:
         clip_id = check_clip_id(request.match_info["clip_id"])
-        doc = await json_body(request)
+        given = await body(request, models.CategoryBody)
         p = principal(request)
-        category, reason = text_field(doc, "category", limit=32), text_field(doc, "reason")
+        category, reason = given.category, given.reason
         try:
             await self.write(lambda db: lifecycle.set_category(db, self.policy, clip_id, category, actor=p.actor,
                                                                reason=reason, at=now_iso()))
@@ -310,15 +302,15 @@ class StaffEndpoint:
                 raise BadRequest(str(e)) from None
             raise
         await self.settle([clip_id])
-        return web.json_response({"clip_id": clip_id, "category": category})
+        return web.json_response(models.Categorised(clip_id=clip_id, category=category).wire())
 
     async def evidential_export(self, request: web.Request) -> web.Response:
         from . import sar_export
 
         clip_id = check_clip_id(request.match_info["clip_id"])
-        doc = await json_body(request)
+        given = await body(request, models.EvidentialExportBody)
         p = principal(request)
-        case_ref, reason = text_field(doc, "case_ref", limit=100), text_field(doc, "reason")
+        case_ref, reason = given.case_ref, given.reason
         result = await asyncio.to_thread(sar_export.export_evidence, self.service, clip_id, case_ref=case_ref,
                                          reason=reason, actor=p.actor)
         result["files"] = _file_links(f"/api/v1/clips/{clip_id}/exports", result["manifest"])
@@ -384,26 +376,19 @@ class StaffEndpoint:
 
     # ------------------------------------------------------------------ subject access
     async def log_request(self, request: web.Request) -> web.Response:
-        doc = await json_body(request)
+        given = await body(request, models.LogRequestBody)
         p = principal(request)
-        received_text = text_field(doc, "received", required=False, limit=10)
-        try:
-            received = date.fromisoformat(received_text) if received_text else sar.today_utc()
-        except ValueError:
-            raise BadRequest(f"received {received_text!r} is not a date (YYYY-MM-DD)") from None
-        device = text_field(doc, "device", required=False, limit=64) or None
+        received = given.received or sar.today_utc()
         details = sar.RequestDetails(
-            requester=text_field(doc, "requester", limit=200), description=text_field(doc, "description"),
-            received=received, window_from_us=time_us("from", doc.get("from")),
-            window_to_us=time_us("to", doc.get("to")), contact=text_field(doc, "contact", required=False),
-            place=text_field(doc, "place", required=False), lat=number_field(doc, "lat"),
-            lon=number_field(doc, "lon"), radius_m=number_field(doc, "radius_m"), device_id=device,
-            officer=text_field(doc, "officer", required=False, limit=64) or None)
+            requester=given.requester, description=given.description, received=received,
+            window_from_us=geoindex.to_utc_us(given.from_), window_to_us=geoindex.to_utc_us(given.to),
+            contact=given.contact or "", place=given.place or "", lat=given.lat, lon=given.lon,
+            radius_m=given.radius_m, device_id=given.device or None, officer=given.officer or None)
         request_id, held = await self.write(lambda db: sar.log_request(db, details, actor=p.actor, at=now_iso()))
         await self.settle(held)
         request["note"] = f"{request_id}: {len(held)} clip(s) held"
-        return web.json_response({"request": request_id, "held_clips": held,
-                                  "due": sar.due_date(received).isoformat()}, status=201)
+        return web.json_response(models.RequestLogged(request=request_id, held_clips=held,
+                                                      due=sar.due_date(received).isoformat()).wire(), status=201)
 
     async def requests(self, request: web.Request) -> web.Response:
         q = request.query
@@ -461,22 +446,19 @@ class StaffEndpoint:
 
     async def hold(self, request: web.Request) -> web.Response:
         request_id = check_request_id(request.match_info["request_id"])
-        doc = await json_body(request)
+        given = await body(request, models.HoldBody)
         p = principal(request)
-        clips = doc.get("clips")
-        if not isinstance(clips, list) or not clips or len(clips) > 1000:
-            raise BadRequest("clips must be a list of 1 to 1000 clip ids")
-        ids = [check_clip_id(c) if isinstance(c, str) else check_clip_id(str(c)) for c in clips]
-        why = text_field(doc, "why", required=False) or "added by staff"
+        ids, why = given.clips, given.why or "added by staff"
         added = await self.write(lambda db: sar.add_holds(db, request_id, ids, actor=p.actor, at=now_iso(), why=why))
         await self.settle(ids)
-        return web.json_response({"request": request_id, "added": added})
+        return web.json_response(models.HoldsAdded(request=request_id, added=added).wire())
 
     async def export(self, request: web.Request) -> web.Response:
         from . import sar_export  # OpenCV is loaded only when an export is made
 
         request_id = check_request_id(request.match_info["request_id"])
         doc = await json_body(request)
+        models.parse(models.ExportBody, doc)  # the published shape; the plan checks what the media needs
         p = principal(request)
         plan = sar_export.ExportPlan.from_json(doc)
         result = await asyncio.to_thread(sar_export.export_request, self.service, request_id, plan, actor=p.actor)
@@ -514,25 +496,21 @@ class StaffEndpoint:
 
     async def extend(self, request: web.Request) -> web.Response:
         request_id = check_request_id(request.match_info["request_id"])
-        doc = await json_body(request)
+        given = await body(request, models.ExtendBody)
         p = principal(request)
-        months = doc.get("months")
-        if not isinstance(months, int) or isinstance(months, bool):
-            raise BadRequest("months must be 1 or 2")
-        reason = text_field(doc, "reason")
+        months, reason = given.months, given.reason
         due = await self.write(lambda db: sar.extend(db, request_id, months, reason=reason, actor=p.actor,
                                                      at=now_iso()))
-        return web.json_response({"request": request_id, "due": due.isoformat()})
+        return web.json_response(models.Extended(request=request_id, due=due.isoformat()).wire())
 
     async def close(self, request: web.Request) -> web.Response:
         request_id = check_request_id(request.match_info["request_id"])
-        doc = await json_body(request)
+        outcome = (await body(request, models.CloseBody)).outcome
         p = principal(request)
-        outcome = text_field(doc, "outcome")
         released = await self.write(lambda db: sar.close(db, request_id, outcome=outcome, actor=p.actor,
                                                          at=now_iso()))
         await self.settle((await self.read(lambda db: sar.request(db, request_id)))["held_clips"])
-        return web.json_response({"request": request_id, "status": "closed", "holds_released": released})
+        return web.json_response(models.Closed(request=request_id, status="closed", holds_released=released).wire())
 
     # ------------------------------------------------------------------ audit
     async def audit(self, request: web.Request) -> web.Response:
@@ -623,28 +601,18 @@ class StaffEndpoint:
         return web.json_response({"users": await self.read(users.users)})
 
     async def add_user(self, request: web.Request) -> web.Response:
-        doc = await json_body(request)
+        given = await body(request, models.AddUserBody)
         p = principal(request)
-        username, role = text_field(doc, "username", limit=64), text_field(doc, "role", limit=32)
-        password = doc.get("password")
-        if not isinstance(password, str):
-            raise BadRequest("password is required")
-        full_name = text_field(doc, "full_name", required=False, limit=200)
+        username, role, password, full_name = given.username, given.role, given.password, given.full_name or ""
         await self.write(lambda db: users.add_user(db, username, role, password, full_name=full_name,
                                                    actor=p.actor))
-        return web.json_response({"username": username, "role": role}, status=201)
+        return web.json_response(models.UserCreated(username=username, role=role).wire(), status=201)
 
     async def change_user(self, request: web.Request) -> web.Response:
         username = request.match_info["username"]
-        doc = await json_body(request)
+        given = await body(request, models.ChangeUserBody)
         p = principal(request)
-        role = text_field(doc, "role", required=False, limit=32) or None
-        password = doc.get("password")
-        if password is not None and not isinstance(password, str):
-            raise BadRequest("password must be a string")
-        disabled = doc.get("disabled")
-        if disabled is not None and not isinstance(disabled, bool):
-            raise BadRequest("disabled must be true or false")
+        role, password, disabled = given.role or None, given.password, given.disabled
         if role is None and password is None and disabled is None:
             raise BadRequest("nothing to change: give role, password or disabled")
 
@@ -656,17 +624,17 @@ class StaffEndpoint:
         refused = await self.write(run)
         if refused is not None:
             raise refused
-        return web.json_response({"username": username, "changed": True})
+        return web.json_response(models.UserChanged(username=username, changed=True).wire())
 
     async def assign(self, request: web.Request) -> web.Response:
         device_id = request.match_info["device_id"]
         if not DEVICE_RE.match(device_id):
             raise BadRequest(f"device id {device_id[:80]!r} is not 1-64 letters, digits, '.', '_' or '-'")
-        doc = await json_body(request)
+        given = await body(request, models.AssignBody)
         p = principal(request)
-        officer = text_field(doc, "officer", limit=64)
-        t0 = time_us("from", doc.get("from"))
-        t1 = time_us("to", doc.get("to")) if doc.get("to") else None
+        officer = given.officer
+        t0 = geoindex.to_utc_us(given.from_)
+        t1 = geoindex.to_utc_us(given.to) if given.to else None
 
         def run(db):
             row = db.execute("SELECT role FROM users WHERE username = ?", (officer,)).fetchone()
@@ -674,7 +642,7 @@ class StaffEndpoint:
                 raise NotFound(f"no user {officer!r}")
             return lifecycle.assign_device(db, device_id, officer, t0, t1, actor=p.actor, at=now_iso())
         assignment = await self.write(run)
-        return web.json_response({"assignment": assignment}, status=201)
+        return web.json_response(models.Assigned(assignment=assignment).wire(), status=201)
 
 
 def audit_filters(q) -> dict[str, Any]:
