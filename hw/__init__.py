@@ -16,7 +16,7 @@ camera source and the sound output too)::
             ...
 
 Modules: ``board`` (board files), ``gpio`` (pin factories, devices, pin
-tracing), ``emulator``, ``camera_source``, ``sound``, ``nmea`` (NMEA 0183 to
+tracing), ``emulator``, ``camera_source``, ``audio_source`` (microphones), ``sound``, ``nmea`` (NMEA 0183 to
 fixes, pure), ``gnss`` (GNSS receivers), ``gnss_emulator`` (log replay and
 synthetic tracks through a pty), ``trace`` and ``trace_analysis``,
 ``config``, ``hardware`` (this facade), ``errors``.
@@ -24,11 +24,14 @@ Picamera2, lgpio, RPi.GPIO and simpleaudio are imported only when the
 backend that needs them is chosen.
 """
 
+from .audio_source import AlsaAudioSource, AudioChunk, AudioSource, FileAudioSource, SyntheticAudioSource
 from .board import Board, PinSpec, available_boards, load_board
 from .camera_source import Frame, FrameSource, OpenCvSource, Picamera2Source, SyntheticSource
-from .config import CameraConfig, GnssConfig, HardwareConfig, add_hardware_arguments, config_from_arguments
+from .config import AudioConfig, CameraConfig, GnssConfig, HardwareConfig, add_hardware_arguments, config_from_arguments
 from .emulator import Emulator
 from .errors import (
+    AudioError,
+    AudioOpenFailed,
     BackendUnavailable,
     BoardFileError,
     CameraError,
@@ -52,6 +55,8 @@ from .sound import BuzzerSound, SilentSound, SimpleaudioSound, Sound
 from .trace import HardwareTrace
 
 __all__ = [
+    "AlsaAudioSource", "AudioChunk", "AudioConfig", "AudioError", "AudioOpenFailed", "AudioSource",
+    "FileAudioSource", "SyntheticAudioSource",
     "BackendUnavailable", "Board", "BoardFileError", "BuzzerSound", "CameraConfig", "CameraError",
     "CameraOpenFailed", "Emulator", "EndOfStream", "Fix", "FixEvent", "Frame", "FrameSource", "GnssConfig",
     "GnssConfigError", "GnssError", "GnssSource", "GpsdReceiver", "Hardware", "HardwareConfig",

@@ -147,13 +147,24 @@ class SyntheticSource(FrameSource):
     leave the capture loop's thread.  The thread starts at the first
     :meth:`read` and ends with :meth:`close` (or when the source is
     dropped); it holds at most two frames the caller has not read yet.
+
+    ``flash_period_s`` (A/V sync tests): a frame whose capture instant
+    falls within ``flash_s`` after a multiple of the period on the monotonic
+    clock is all white instead, so it shows a flash at the same instants as
+    a :class:`~openbwv.hw.audio_source.SyntheticAudioSource` with that
+    period clicks.
     """
 
     SCROLL_PIXELS_PER_FRAME = 8
 
     def __init__(self, width: int = 1920, height: int = 1080, fps: float = 30.0, *,
                  start_utc_ns: int | None = None, paced: bool = True, frame_limit: int | None = None,
-                 render_ahead: bool = True):
+                 render_ahead: bool = True, flash_period_s: float | None = None, flash_s: float = 0.1):
+        if flash_period_s is not None and not (0.05 <= flash_period_s <= 3600 and 0 < flash_s < flash_period_s):
+            raise CameraError(f"flash period {flash_period_s!r} s / flash {flash_s!r} s are not usable; expected a "
+                              "period of 0.05 to 3600 s and a flash shorter than it")
+        self.flash_period_s = flash_period_s
+        self.flash_s = flash_s
         if width < 320 or height < 240 or width % 2 or height % 2:
             raise CameraError(f"synthetic source size {width}x{height} is not usable; expected even sizes of at least 320x240")
         if not 0 < fps <= 240:
@@ -225,7 +236,10 @@ class SyntheticSource(FrameSource):
         else:
             pixels = self.render(index)
         self._next = index + 1
-        return Frame(pixels, index, time.monotonic(), self.frame_time_ns(index))
+        mono = time.monotonic()
+        if self.flash_period_s is not None and mono % self.flash_period_s < self.flash_s:
+            pixels = np.full_like(pixels, 255)
+        return Frame(pixels, index, mono, self.frame_time_ns(index))
 
     def close(self) -> None:
         self._closed = True

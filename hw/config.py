@@ -19,8 +19,16 @@ setting                    environment            default
 ``--gnss SOURCE|FILE``     ``BWV_GNSS``           emulated: ``synthetic``; pi: the board's receiver
 ``--gnss-device PORT``     ``BWV_GNSS_DEVICE``    (serial: the board file's; gpsd: ``127.0.0.1:2947``)
 ``--gnss-baud N``          ``BWV_GNSS_BAUD``      the board file's, else 9600
+``--audio SOURCE|FILE``    ``BWV_AUDIO``          emulated: ``synthetic``; pi: ``alsa``
+``--audio-device PCM``     ``BWV_AUDIO_DEVICE``   (alsa: ``default``)
 ``--hw-trace FILE``        ``BWV_HW_TRACE``       no trace
 =========================  =====================  ===============================
+
+``--audio`` takes a source name (``alsa``, ``synthetic``, ``file``,
+``none``) or the path of a sound file, which means ``file``.  Like the
+emulated GNSS sources, ``synthetic`` and ``file`` are refused on the real
+backend: a camera must never seal invented sound as evidence.  Whether sound
+is *recorded* at all is the camera policy's ([camera.audio]), not this.
 
 ``--gnss`` takes a source name (``serial``, ``gpsd``, ``synthetic``,
 ``replay``, ``none``) or the path of an NMEA log, which means ``replay`` of
@@ -42,6 +50,8 @@ from .errors import GnssConfigError, HardwareConfigError, UnknownBackend
 BACKENDS = ("emulated", "pi")
 CAMERA_SOURCES = ("synthetic", "opencv", "picamera2", "none")
 SOUND_OUTPUTS = ("buzzer", "simpleaudio", "silent")
+AUDIO_SOURCES = ("alsa", "synthetic", "file", "none")
+EMULATED_AUDIO_SOURCES = ("synthetic", "file")
 GNSS_SOURCES = ("serial", "gpsd", "synthetic", "replay", "none")
 EMULATED_GNSS_SOURCES = ("synthetic", "replay")
 DEFAULT_EMULATED_BOARD = "pi5"
@@ -58,6 +68,7 @@ class CameraConfig:
     device: str | None = None  # opencv: device index ("0") or path to a device or file
     paced: bool = True  # synthetic and file sources: real time (True) or as fast as read
     loop: bool = False  # opencv files: start over at the end
+    flash_period_s: float | None = None  # synthetic: a white frame at each multiple (A/V sync tests)
 
     def check(self) -> None:
         if self.source is not None and self.source not in CAMERA_SOURCES:
@@ -99,6 +110,34 @@ class GnssConfig:
 
 
 @dataclass(frozen=True)
+class AudioConfig:
+    """Which microphone, and (emulation) what it hears."""
+
+    source: str | None = None  # None: the backend's default (emulated: synthetic; pi: alsa)
+    device: str | None = None  # alsa: PCM name (default "default"); file: the sound file
+    pattern: str = "clicks"  # synthetic: clicks, tones, silence
+    period_s: float = 2.0  # synthetic: a click at every multiple of this on the monotonic clock
+    paced: bool = True  # synthetic and file: real time (True) or as fast as read
+    loop: bool = True  # file: start over at the end
+
+    def check(self, backend: str) -> None:
+        if self.source is not None and self.source not in AUDIO_SOURCES:
+            raise UnknownBackend("audio source", self.source, AUDIO_SOURCES)
+        if self.source in EMULATED_AUDIO_SOURCES and backend != "emulated":
+            raise HardwareConfigError(
+                f"audio source {self.source!r} invents or repeats sound; backend {backend!r} was chosen, "
+                f"expected 'emulated' (a camera must never seal invented sound as evidence)"
+            )
+        if self.source == "file" and not self.device:
+            raise HardwareConfigError("audio source 'file' needs the sound file: --audio FILE or [hardware.audio] device")
+        if self.pattern not in ("clicks", "tones", "silence"):
+            raise HardwareConfigError(f"synthetic audio pattern {self.pattern!r} is not known; "
+                                      "expected 'clicks', 'tones' or 'silence'")
+        if not 0.05 <= self.period_s <= 3600:
+            raise HardwareConfigError(f"synthetic audio period {self.period_s!r} s is out of range; expected 0.05 to 3600")
+
+
+@dataclass(frozen=True)
 class HardwareConfig:
     """Everything :func:`openbwv.hw.open_hardware` needs to build a camera's hardware."""
 
@@ -106,6 +145,7 @@ class HardwareConfig:
     board: str = "auto"
     camera: CameraConfig = field(default_factory=CameraConfig)
     gnss: GnssConfig = field(default_factory=GnssConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
     sound: str = "buzzer"
     triggers: tuple[str, ...] = ()
     trace_path: Path | None = None
@@ -119,6 +159,7 @@ class HardwareConfig:
             raise UnknownBackend("sound", self.sound, SOUND_OUTPUTS)
         self.camera.check()
         self.gnss.check(self.backend)
+        self.audio.check(self.backend)
         if self.trace_path is not None and self.backend != "emulated":
             raise HardwareConfigError(
                 f"a hardware trace ({self.trace_path}) records the emulated hardware's pins; "
@@ -133,6 +174,13 @@ class HardwareConfig:
         return "picamera2" if self.backend == "pi" else "synthetic"
 
     @property
+    def audio_source(self) -> str:
+        """The audio source in effect, after the backend's default."""
+        if self.audio.source is not None:
+            return self.audio.source
+        return "alsa" if self.backend == "pi" else "synthetic"
+
+    @property
     def gnss_source(self) -> str | None:
         """The GNSS source in effect; None on the real backend means "the board file's receiver, if it has one"."""
         if self.gnss.source is not None:
@@ -143,8 +191,8 @@ class HardwareConfig:
     def from_mapping(cls, data: Mapping[str, object], *, where: str = "[hardware]") -> "HardwareConfig":
         """Build from a config-file table, e.g. a ``[hardware]`` section read with tomllib.
 
-        ``camera`` and ``gnss`` may be sub-tables with the keys of
-        :class:`CameraConfig` and :class:`GnssConfig`.
+        ``camera``, ``gnss`` and ``audio`` may be sub-tables with the keys of
+        :class:`CameraConfig`, :class:`GnssConfig` and :class:`AudioConfig`.
         Unknown keys are errors: a misspelt ``trigers`` must not silently
         leave auto-start disabled.
         """
@@ -167,6 +215,13 @@ class HardwareConfig:
         unknown = set(gnss) - gnss_allowed
         if unknown:
             raise HardwareConfigError(f"{where}.gnss has unknown key(s) {sorted(unknown)}; expected some of {sorted(gnss_allowed)}")
+        audio = values.pop("audio", {})
+        if not isinstance(audio, Mapping):
+            raise HardwareConfigError(f"{where} audio is {audio!r}; expected a table")
+        audio_allowed = {f.name for f in fields(AudioConfig)}
+        unknown = set(audio) - audio_allowed
+        if unknown:
+            raise HardwareConfigError(f"{where}.audio has unknown key(s) {sorted(unknown)}; expected some of {sorted(audio_allowed)}")
         if "triggers" in values:
             triggers = values["triggers"]
             if not isinstance(triggers, (list, tuple)) or not all(isinstance(t, str) for t in triggers):
@@ -174,7 +229,8 @@ class HardwareConfig:
             values["triggers"] = tuple(triggers)
         if values.get("trace_path") is not None:
             values["trace_path"] = Path(str(values["trace_path"]))
-        config = cls(camera=CameraConfig(**camera), gnss=GnssConfig(**gnss), **values)  # type: ignore[arg-type]
+        config = cls(camera=CameraConfig(**camera), gnss=GnssConfig(**gnss), audio=AudioConfig(**audio),
+                     **values)  # type: ignore[arg-type]
         config.check()
         return config
 
@@ -201,6 +257,11 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gnss-device", metavar="PORT",
                        help="GNSS port: /dev/serial0, /dev/ttyACM0, a pyserial URL; gpsd: HOST:PORT (BWV_GNSS_DEVICE)")
     group.add_argument("--gnss-baud", type=int, metavar="N", help="GNSS serial speed (default 9600) (BWV_GNSS_BAUD)")
+    group.add_argument("--audio", metavar="SOURCE|FILE",
+                       help="microphone: alsa, synthetic, none, or a sound FILE to play as the microphone "
+                            "(emulation); default: synthetic clicks emulated, alsa on a Pi (BWV_AUDIO)")
+    group.add_argument("--audio-device", metavar="PCM",
+                       help="ALSA capture device, e.g. plughw:CARD=Device,DEV=0 (see arecord -L) (BWV_AUDIO_DEVICE)")
     group.add_argument("--hw-trace", metavar="FILE", help="write every emulated LED, beep and button change to FILE as JSON lines (BWV_HW_TRACE)")
 
 
@@ -214,6 +275,7 @@ def config_from_arguments(
         "video_size": args.video_size, "fps": args.fps, "sound": args.sound, "triggers": args.triggers,
         "trace_path": args.hw_trace, "gnss_device": getattr(args, "gnss_device", None),
         "gnss_baud": getattr(args, "gnss_baud", None), "gnss": getattr(args, "gnss", None),
+        "audio": getattr(args, "audio", None), "audio_device": getattr(args, "audio_device", None),
     }
     values.update({k: v for k, v in cli.items() if v is not None})
     return _apply(base or HardwareConfig(), values)
@@ -223,7 +285,7 @@ _ENV = {
     "BWV_HW_BACKEND": "backend", "BWV_BOARD": "board", "BWV_CAMERA": "source", "BWV_CAMERA_DEVICE": "device",
     "BWV_VIDEO_SIZE": "video_size", "BWV_FPS": "fps", "BWV_SOUND": "sound", "BWV_TRIGGERS": "triggers",
     "BWV_HW_TRACE": "trace_path", "BWV_GNSS_DEVICE": "gnss_device", "BWV_GNSS_BAUD": "gnss_baud",
-    "BWV_GNSS": "gnss",
+    "BWV_GNSS": "gnss", "BWV_AUDIO": "audio", "BWV_AUDIO_DEVICE": "audio_device",
 }
 
 
@@ -235,8 +297,9 @@ def _apply(config: HardwareConfig, values: Mapping[str, object]) -> HardwareConf
     top: dict[str, object] = {}
     camera: dict[str, object] = {}
     gnss: dict[str, object] = {}
-    # "gnss" last: "--gnss FILE" names the log, whatever BWV_GNSS_DEVICE says.
-    for key, value in sorted(values.items(), key=lambda kv: kv[0] == "gnss"):
+    audio: dict[str, object] = {}
+    # "gnss" and "audio" last: "--gnss FILE" names the log, whatever BWV_GNSS_DEVICE says (audio alike).
+    for key, value in sorted(values.items(), key=lambda kv: kv[0] in ("gnss", "audio")):
         if key in ("backend", "board", "sound"):
             top[key] = str(value)
         elif key == "triggers":
@@ -257,6 +320,13 @@ def _apply(config: HardwareConfig, values: Mapping[str, object]) -> HardwareConf
                 gnss["source"] = str(value)
             else:
                 gnss["source"], gnss["device"] = "replay", str(value)
+        elif key == "audio":
+            if str(value) in AUDIO_SOURCES:
+                audio["source"] = str(value)
+            else:
+                audio["source"], audio["device"] = "file", str(value)
+        elif key == "audio_device":
+            audio["device"] = str(value)
         elif key == "gnss_device":
             gnss["device"] = str(value)
         elif key == "gnss_baud":
@@ -265,7 +335,7 @@ def _apply(config: HardwareConfig, values: Mapping[str, object]) -> HardwareConf
             except ValueError:
                 raise GnssConfigError(f"GNSS baud rate is {value!r}; expected a number like 9600") from None
     config = replace(config, camera=replace(config.camera, **camera), gnss=replace(config.gnss, **gnss),
-                     **top)  # type: ignore[arg-type]
+                     audio=replace(config.audio, **audio), **top)  # type: ignore[arg-type]
     config.check()
     return config
 

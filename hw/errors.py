@@ -53,6 +53,14 @@ class EndOfStream(CameraError):
     """A finite source (a video file without looping) has no more frames; also raised after close()."""
 
 
+class AudioError(HardwareError):
+    """A microphone (audio source) could not be set up or stopped delivering samples."""
+
+
+class AudioOpenFailed(AudioError):
+    """The device or file behind an audio source could not be opened."""
+
+
 class SoundError(HardwareError):
     """The sound output could not play a tone or was used after close()."""
 

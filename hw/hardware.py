@@ -16,6 +16,7 @@ from typing import Mapping
 from gpiozero import LED, Button, DigitalInputDevice, PWMOutputDevice
 from gpiozero.pins import Factory
 
+from .audio_source import AlsaAudioSource, AudioSource, FileAudioSource, SyntheticAudioSource
 from .board import Board, detect_board, load_board
 from .camera_source import FrameSource, OpenCvSource, Picamera2Source, SyntheticSource
 from .config import DEFAULT_EMULATED_BOARD, HardwareConfig
@@ -62,6 +63,7 @@ class Hardware:
     pin_factory: Factory
     emulator: Emulator | None = None
     gnss: GnssSource | None = None
+    audio: AudioSource | None = None
     trace: HardwareTrace | None = None
     _gpio: GpioDevices | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
@@ -74,6 +76,8 @@ class Hardware:
         try:
             if self.gnss is not None:
                 self.gnss.close()
+            if self.audio is not None:
+                self.audio.close()
             self.sound.close()
             if self.camera is not None:
                 self.camera.close()
@@ -110,6 +114,7 @@ def open_hardware(config: HardwareConfig | None = None) -> Hardware:
     sound: Sound | None = None
     camera: FrameSource | None = None
     gnss: GnssSource | None = None
+    audio: AudioSource | None = None
     try:
         if config.backend == "emulated":
             if config.trace_path is not None:
@@ -135,7 +140,10 @@ def open_hardware(config: HardwareConfig | None = None) -> Hardware:
         sound = _open_sound(config, gpio, trace)
         camera = _open_camera(config)
         gnss = open_gnss(config, board)
+        audio = _open_audio(config)
     except BaseException:
+        if gnss is not None:
+            gnss.close()
         if camera is not None:
             camera.close()
         if sound is not None:
@@ -163,6 +171,7 @@ def open_hardware(config: HardwareConfig | None = None) -> Hardware:
         pin_factory=factory,
         emulator=emulator,
         gnss=gnss,
+        audio=audio,
         trace=trace,
         _gpio=gpio,
     )
@@ -188,7 +197,7 @@ def _open_camera(config: HardwareConfig) -> FrameSource | None:
     if source == "none":
         return None
     if source == "synthetic":
-        return SyntheticSource(cam.width, cam.height, cam.fps, paced=cam.paced)
+        return SyntheticSource(cam.width, cam.height, cam.fps, paced=cam.paced, flash_period_s=cam.flash_period_s)
     if source == "opencv":
         device: int | str = cam.device if cam.device is not None else "0"
         if isinstance(device, str) and device.isdigit():
@@ -197,3 +206,17 @@ def _open_camera(config: HardwareConfig) -> FrameSource | None:
     if source == "picamera2":
         return Picamera2Source(cam.width, cam.height, cam.fps)
     raise HardwareConfigError(f"camera source {source!r} has no builder")  # check() makes this unreachable
+
+
+def _open_audio(config: HardwareConfig) -> AudioSource | None:
+    a = config.audio
+    source = config.audio_source
+    if source == "none":
+        return None
+    if source == "synthetic":
+        return SyntheticAudioSource(a.pattern, period_s=a.period_s, paced=a.paced)
+    if source == "file":
+        return FileAudioSource(a.device or "", paced=a.paced, loop=a.loop)
+    if source == "alsa":
+        return AlsaAudioSource(a.device or "default")
+    raise HardwareConfigError(f"audio source {source!r} has no builder")  # check() makes this unreachable
