@@ -13,12 +13,22 @@ Two kinds of thread meet here:
   GNSS fixes that arrived since the last tick to the open clip (or, while
   not recording, keeps them as long as the pre-event buffer keeps video, so
   that the pre-event seconds of a clip have their location too).
+* the microphone thread (when the hardware has one and the policy records
+  sound) reads chunks, encodes them to AAC-LC and queues the packets; the
+  capture loop takes them after each frame and routes them as it does the
+  video's: into the open clip from the moment recording started, and while
+  not recording into the pre-event audio buffer only if the policy keeps
+  sound there (by default it does not: the pre-event seconds are picture
+  only, as Axon's are).  Audio and video presentation times both come from
+  the packets' monotonic capture times, counted from the run's start.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -29,11 +39,12 @@ from typing import Callable
 from ..sealed.storage import DeviceStorage
 from ..sealed.writer import SealedInfo
 from . import space
-from .clipwriter import ClipWriter, ClockState, VideoFormat
+from .audio_encoder import AacEncoder
+from .clipwriter import AudioFormat, ClipWriter, ClockState, VideoFormat
 from .config import CameraConfig
 from .encoder import EncoderSettings, H264Encoder
 from .indicators import Indicators
-from .prebuffer import PreEventBuffer
+from .prebuffer import AudioPreEventBuffer, PreEventBuffer
 from .state import (
     Bookmark,
     ButtonDown,
@@ -85,6 +96,8 @@ class CameraReport:
     recorded_frames: int = 0
     bookmarks: int = 0
     location_records: int = 0  # fixes and fix events sealed
+    audio_packets: int = 0  # AAC frames sealed
+    audio_errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stop_reasons: list[str] = field(default_factory=list)
 
@@ -122,6 +135,21 @@ class Camera:
         # Fixes taken while not recording, for the pre-event part of the next clip (1 Hz over up to 122 s).
         self._location_backlog: deque[dict] = deque(maxlen=4096)
         self._clock_warned = False
+        # Sound: only if the policy records it and the hardware has a microphone.
+        self.audio_source = getattr(hw, "audio", None) if config.audio.record else None
+        self._audio_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._audio_stop = threading.Event()
+        self._audio_thread: threading.Thread | None = None
+        self._audio_format: AudioFormat | None = None
+        self._audio_failed: str | None = None
+        self._audio_failure_reported = False
+        self._audio_from = float("inf")  # sound captured before this instant is not put in the clip
+        self._start_t = 0.0
+        self._audio_prebuffer = AudioPreEventBuffer(
+            config.prebuffer.seconds + config.video.keyframe_seconds + 1.0,
+            max(1, int((config.prebuffer.seconds + config.video.keyframe_seconds + 1.0) * config.audio.bitrate / 8 * 2)),
+        ) if self.audio_source is not None and config.audio.pre_event else None
+        self._pts_origin = 0.0
         self.recording_started = threading.Event()  # for tests and `--seconds`
         self._wire_inputs()
 
@@ -150,6 +178,7 @@ class Camera:
             self.indicators.recording(action.on)
         elif isinstance(action, StartClip):
             self._start_reason = action.reason
+            self._start_t = time.monotonic()
             log.info("recording: start (%s)", action.reason)
         elif isinstance(action, StopClip):
             self._stop_reason = action.reason
@@ -185,6 +214,13 @@ class Camera:
             preset=v.preset, tune=v.tune, keyframe_seconds=v.keyframe_seconds, input_format="bgr24",
         ))
         self._video = VideoFormat(source.width, source.height, round(source.fps), "h264", v.bitrate)
+        self._pts_origin = time.monotonic()
+        if self.audio_source is not None:
+            audio_encoder = AacEncoder(bitrate=self.config.audio.bitrate)
+            self._audio_format = AudioFormat(bitrate=audio_encoder.bitrate, extradata=audio_encoder.extradata)
+            self._audio_thread = threading.Thread(target=self._audio_loop, args=(self.audio_source, audio_encoder),
+                                                  name="microphone", daemon=True)
+            self._audio_thread.start()
         self.post(StorageLevel(time.monotonic(), self._measure_storage()))
         next_tick = time.monotonic() + TICK_S
         try:
@@ -202,11 +238,13 @@ class Camera:
                     self.on_frame(frame, self)
                 self._maybe_open_clip()
                 if self.machine.mode is Mode.DOCKED:
+                    self._route_audio()  # dropped: in the dock the camera neither records nor buffers
                     if self._stop.is_set():
                         break
                     continue  # in the dock: not recording, not buffering
                 packets = encoder.encode(frame.pixels, frame.monotonic, frame.utc_ns // 1000)
                 self._route(packets)
+                self._route_audio()
                 now = time.monotonic()
                 if record_seconds is not None and self._clip is not None and self._stop_reason is None:
                     if frame.monotonic - self._clip_started_mono >= record_seconds:
@@ -217,6 +255,7 @@ class Camera:
                     self.post(Tick(now))
                     self._check_storage()
                     self._take_location()
+                    self._check_audio()
                     if self._clip is not None:
                         self._clip.flush_if_due(frame.monotonic)
                 if self._stop.is_set() and self._clip is None and self._start_reason is None:
@@ -229,8 +268,50 @@ class Camera:
                     self._route(encoder.flush())
                     self._close_clip()
             finally:
+                self._audio_stop.set()
+                if self._audio_thread is not None:
+                    self._audio_thread.join(timeout=2.0)
                 self.indicators.close()
         return self.report
+
+    # -- sound -------------------------------------------------------------------
+    def _audio_loop(self, source, encoder: AacEncoder) -> None:
+        """The microphone thread: chunks in, AAC packets onto the queue, until the run ends."""
+        try:
+            while not self._audio_stop.is_set():
+                chunk = source.read()
+                for pkt in encoder.encode(chunk):
+                    self._audio_queue.put(pkt)
+        except Exception as e:  # noqa: BLE001 - a dead microphone must not stop the picture
+            if type(e).__name__ == "EndOfStream" and self._audio_stop.is_set():
+                return
+            self._audio_failed = f"{type(e).__name__}: {e}"
+            log.error("microphone failed, recording continues without sound: %s", e)
+
+    def _route_audio(self) -> None:
+        """Queued sound into the open clip (from the start instant on), the pre-event buffer (if policy), or away."""
+        while True:
+            try:
+                pkt = self._audio_queue.get_nowait()
+            except queue.Empty:
+                return
+            if self._clip is not None:
+                if pkt.t_mono >= self._audio_from:
+                    self.report.sealed.extend(self._clip.write(pkt))
+                    self.report.audio_packets += 1
+            elif self._audio_prebuffer is not None and self.machine.mode is not Mode.DOCKED:
+                self._audio_prebuffer.push(pkt)
+
+    def _check_audio(self) -> None:
+        """A microphone that died is said once: in the log, to the officer, and in the open clip."""
+        if self._audio_failed is None or self._audio_failure_reported:
+            return
+        self._audio_failure_reported = True
+        self.report.audio_errors.append(self._audio_failed)
+        self.indicators.warn("microphone_failed")
+        with self._lock:
+            self._pending_events.append({"type": "audio_lost", "reason": self._audio_failed,
+                                         "utc_us": time.time_ns() // 1000})
 
     def _route(self, packets) -> None:
         for pkt in packets:
@@ -248,6 +329,14 @@ class Camera:
             self._start_reason = None
             self._stop_reason = None
         held = self.prebuffer.drain()
+        held_audio: list = []
+        if self._audio_prebuffer is not None:
+            self._route_audio()  # what the microphone thread has queued, into the buffer first
+            held_audio = self._audio_prebuffer.drain(held[0].t_mono if held else self._start_t)
+            self._audio_from = held[0].t_mono if held else self._start_t
+        else:
+            self._audio_from = self._start_t  # sound from the moment recording started, not before
+        audio_on = self._audio_format is not None
         clip = ClipWriter(
             self.storage, self._video,
             segment_seconds=self.config.video.segment_seconds,
@@ -256,8 +345,13 @@ class Camera:
             info={"firmware": FIRMWARE_VERSION, "start_reason": reason,
                   "pre_event_seconds": self.config.prebuffer.seconds,
                   "pre_event_held_seconds": round(held[-1].t_mono - held[0].t_mono, 3) if held else 0.0,
-                  "gnss": self.gnss.name if self.gnss is not None else "none"},
+                  "gnss": self.gnss.name if self.gnss is not None else "none",
+                  "audio_policy": {"record": self.config.audio.record, "pre_event": self.config.audio.pre_event},
+                  "audio_source": self.audio_source.name if self.audio_source is not None else "none",
+                  "pre_event_audio": bool(held_audio)},
             no_fix_reason=self._no_fix_reason,
+            audio=self._audio_format if audio_on else None,
+            pts_origin_mono=self._pts_origin,
         )
         self._take_location()
         since_us = (held[0].utc_us if held else time.time_ns() // 1000) - 1_000_000
@@ -270,9 +364,13 @@ class Camera:
         self._clip_started_mono = time.monotonic()
         self.report.clips.append(str(clip.clip_id))
         log.info("clip %s opened with %d pre-event packets", clip.clip_id, len(held))
-        for pkt in held:
+        # Picture and sound held from before the press, in capture order (the first is a video keyframe).
+        for pkt in heapq.merge(held, held_audio, key=lambda p: p.t_mono):
             self.report.sealed.extend(clip.write(pkt))
-            self.report.recorded_frames += 1
+            if pkt.media == "audio":
+                self.report.audio_packets += 1
+            else:
+                self.report.recorded_frames += 1
         self.recording_started.set()
 
     def _maybe_close_clip(self) -> None:
@@ -291,6 +389,7 @@ class Camera:
         with self._lock:
             reason = self._stop_reason or "shutdown"
         self._take_location()
+        self._route_audio()  # the sound up to the stop
         clip.add_event({"type": "stop", "reason": reason, "utc_us": time.time_ns() // 1000})
         self.report.sealed.extend(clip.close())
         self._clip = None

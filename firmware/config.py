@@ -46,6 +46,15 @@ class IndicatorConfig:
 
 
 @dataclass(frozen=True)
+class AudioPolicyConfig:
+    """Sound policy, set by the force ([camera.audio]); recorded in every segment's sealed metadata."""
+
+    record: bool = True  # policy: record sound with the picture (some forces forbid it in some settings)
+    pre_event: bool = False  # policy: keep sound in the pre-event buffer too (Axon's default: picture only)
+    bitrate: int = 64_000  # AAC-LC, 48 kHz mono
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     low_warning_mb: float = 2000.0  # warn (distinct LED/beep pattern) below this much free
     reserve_mb: float = 200.0  # stop recording cleanly below this much free
@@ -61,6 +70,7 @@ class CameraConfig:
     prebuffer: PrebufferConfig = field(default_factory=PrebufferConfig)
     indicators: IndicatorConfig = field(default_factory=IndicatorConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    audio: AudioPolicyConfig = field(default_factory=AudioPolicyConfig)
 
     @property
     def prebuffer_max_bytes(self) -> int:
@@ -88,6 +98,7 @@ class CameraConfig:
             (s.reserve_mb >= 0 and s.low_warning_mb >= s.reserve_mb, "storage.low_warning_mb/reserve_mb",
              "reserve >= 0 and low warning >= reserve"),
             (s.quota_mb >= 0, "storage.quota_mb", "0 (whole filesystem) or more"),
+            (16_000 <= self.audio.bitrate <= 320_000, "audio.bitrate", "16000 to 320000 bit/s"),
         ]
         for ok, key, allowed in checks:
             if not ok:
@@ -95,7 +106,8 @@ class CameraConfig:
         return self
 
 
-_SECTIONS = {"video": VideoConfig, "prebuffer": PrebufferConfig, "indicators": IndicatorConfig, "storage": StorageConfig}
+_SECTIONS = {"video": VideoConfig, "prebuffer": PrebufferConfig, "indicators": IndicatorConfig, "storage": StorageConfig,
+             "audio": AudioPolicyConfig}
 
 
 def _typed(cls: type, key: str, value: Any, where: str) -> Any:

@@ -166,3 +166,56 @@ class PreEventBuffer:
         gop = self._gops.popleft()
         self._bytes -= gop.nbytes
         self._count -= len(gop.packets)
+
+
+class AudioPreEventBuffer:
+    """The pre-event seconds of *sound*, held only where the policy allows it (Axon's default: not held).
+
+    AAC frames decode on their own, so there is no keyframe rule: the oldest
+    packets go once they are more than `seconds` older than the newest, or
+    while the bytes exceed `max_bytes`.  `drain(since)` hands over the packets
+    captured at or after `since` (the first held video frame), so the clip's
+    sound starts with its picture and not before.
+
+    Pure, like `PreEventBuffer`: time is the packets' own ``t_mono``.
+    """
+
+    def __init__(self, seconds: float, max_bytes: int):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+                math.isfinite(seconds) and 0 <= seconds <= MAX_PRE_EVENT_SECONDS + 10):
+            raise ValueError(f"pre-event audio seconds must be between 0 and {MAX_PRE_EVENT_SECONDS + 10:g}, "
+                             f"got {seconds!r}")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        self._seconds = float(seconds)
+        self._max_bytes = max_bytes
+        self._packets: deque[EncodedPacket] = deque()
+        self._bytes = 0
+
+    @property
+    def bytes_held(self) -> int:
+        return self._bytes
+
+    @property
+    def seconds_held(self) -> float:
+        return self._packets[-1].t_mono - self._packets[0].t_mono if self._packets else 0.0
+
+    def __len__(self) -> int:
+        return len(self._packets)
+
+    def push(self, pkt: EncodedPacket) -> None:
+        if self._packets and pkt.t_mono < self._packets[-1].t_mono:
+            raise ValueError(f"packets must arrive in capture order: t_mono {pkt.t_mono!r} "
+                             f"is earlier than the previous packet's {self._packets[-1].t_mono!r}")
+        self._packets.append(pkt)
+        self._bytes += pkt.size
+        cutoff = pkt.t_mono - self._seconds
+        while self._packets and (self._packets[0].t_mono < cutoff or self._bytes > self._max_bytes):
+            self._bytes -= self._packets.popleft().size
+
+    def drain(self, since: float) -> list[EncodedPacket]:
+        """The packets captured at or after `since`, oldest first; the buffer is left empty."""
+        out = [p for p in self._packets if p.t_mono >= since]
+        self._packets.clear()
+        self._bytes = 0
+        return out

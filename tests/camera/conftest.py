@@ -13,7 +13,7 @@ from openbwv.firmware.camera import Camera
 from openbwv.firmware.config import load_config
 from openbwv.home import Home
 from openbwv.hw import open_hardware
-from openbwv.hw.config import CameraConfig as HwCamera, HardwareConfig
+from openbwv.hw.config import AudioConfig, CameraConfig as HwCamera, HardwareConfig
 
 DEVICE = "cam-test"
 
@@ -29,7 +29,8 @@ def home(tmp_path: Path) -> Home:
 class RunningCamera:
     """A Camera on emulated hardware, its capture loop in a thread."""
 
-    def __init__(self, home: Home, trace: Path, *, width=320, height=240, fps=30.0, **overrides):
+    def __init__(self, home: Home, trace: Path, *, width=320, height=240, fps=30.0,
+                 audio: AudioConfig | None = None, flash_period_s: float | None = None, **overrides):
         from openbwv.enrol import device_storage
 
         self.home = home
@@ -38,8 +39,9 @@ class RunningCamera:
         overrides.setdefault("video.bitrate", 500_000)
         self.config = load_config(None, **overrides)
         self.hw = open_hardware(HardwareConfig(
-            backend="emulated", camera=HwCamera(source="synthetic", width=width, height=height, fps=fps),
-            sound="buzzer", trace_path=trace, triggers=("holster",)))
+            backend="emulated", camera=HwCamera(source="synthetic", width=width, height=height, fps=fps,
+                                                flash_period_s=flash_period_s),
+            audio=audio or AudioConfig(), sound="buzzer", trace_path=trace, triggers=("holster",)))
         self.storage = device_storage(home, DEVICE)
         self.camera = Camera(self.config, self.hw, self.storage)
         self.report = None

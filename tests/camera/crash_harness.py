@@ -4,7 +4,9 @@ Shared by the crash test (tests/camera/test_crash.py) and `make bench`
 (crash_loss_s).  The camera runs as a real `bwv camera --emulate` process on a
 paced synthetic source; the kill time is taken on CLOCK_MONOTONIC, which the
 camera also stamps its frames with, so the loss is exact to a frame: the time
-between the last frame that survived sealed and the kill.
+between the last frame that survived sealed and the kill.  The camera records
+sound too (the emulated microphone's clicks), so what survived of the sound
+track is measured the same way (`survived_audio_by_clip`, `audio_losses`).
 """
 
 from __future__ import annotations
@@ -118,6 +120,56 @@ def survived_seconds_by_clip(home: Home, report: VerifyReport) -> dict[str, tupl
                 tmp.unlink()
         out[clip] = (segs[0].preamble.start_mono_ns / 1e9, frames / FPS)
     return out
+
+
+def survived_audio_by_clip(home: Home, report: VerifyReport) -> dict[str, tuple[float, float]]:
+    """Per clip: (first frame's monotonic time, seconds from it to the end of the last sound that survived).
+
+    Audio and video presentation times share one clock, so the sound's end is
+    placed on the monotonic timeline through the first video frame's time.
+    """
+    server = ServerKeyPair.load(home.server_keys_dir)
+    registry = DeviceRegistry(home.registry_dir)
+    by_clip = defaultdict(list)
+    for seg in report.segments:
+        by_clip[str(seg.preamble.clip_id)].append(seg)
+    out = {}
+    for clip, segs in by_clip.items():
+        segs.sort(key=lambda s: s.preamble.segment_index)
+        ts = bytearray()
+        for seg in segs:
+            for rtype, payload in decrypt_records(Path(seg.path), registry, server):
+                if rtype == RECORD_MEDIA:
+                    ts += payload
+        video_first, audio_end = None, None
+        tmp = Path(segs[0].path).with_suffix(".check-audio.ts")
+        tmp.write_bytes(bytes(ts))
+        try:
+            with av.open(str(tmp)) as c:
+                for pkt in c.demux():
+                    if pkt.pts is None or pkt.size == 0:
+                        continue
+                    t = float(pkt.pts * pkt.time_base)
+                    if pkt.stream.type == "video":
+                        video_first = t if video_first is None else min(video_first, t)
+                    elif pkt.stream.type == "audio":
+                        try:
+                            frames = pkt.decode()
+                        except av.FFmpegError:
+                            continue  # the last frame may be cut short by the kill
+                        for frame in frames:
+                            end = float(frame.pts * frame.time_base) + frame.samples / frame.sample_rate
+                            audio_end = end if audio_end is None else max(audio_end, end)
+        finally:
+            tmp.unlink()
+        if video_first is not None and audio_end is not None:
+            out[clip] = (segs[0].preamble.start_mono_ns / 1e9, audio_end - video_first)
+    return out
+
+
+def audio_losses(kills: list[Kill], survived: dict[str, tuple[float, float]]) -> list[float]:
+    """Seconds of sound lost per kill: from the end of the last sound that survived to the kill."""
+    return losses(kills, survived)
 
 
 def losses(kills: list[Kill], survived: dict[str, tuple[float, float]]) -> list[float]:

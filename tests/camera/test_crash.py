@@ -1,4 +1,5 @@
-"""A camera killed at random moments while recording loses at most a second and never a sealed segment."""
+"""A camera killed at random moments while recording loses at most a second (of picture and of sound)
+and never a sealed segment."""
 
 from __future__ import annotations
 
@@ -31,3 +32,8 @@ def test_random_sigkills_leave_only_verifiable_segments_and_an_unbroken_chain(tm
     assert len(lost) == KILLS
     assert statistics.median(lost) <= 1.0, sorted(lost)
     assert max(lost) <= 1.5, sorted(lost)  # flush every 0.5 s; the margin is scheduling on a busy machine
+
+    lost_audio = ch.audio_losses(kills, ch.survived_audio_by_clip(home, report))
+    assert len(lost_audio) == KILLS
+    assert statistics.median(lost_audio) <= 1.0, sorted(lost_audio)
+    assert max(lost_audio) <= 1.5, sorted(lost_audio)

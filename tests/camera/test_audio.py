@@ -1,0 +1,146 @@
+"""Sound: recorded with the picture, in sync, sealed in the same chunks, and only where the policy allows."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from kit import wait_for
+
+from openbwv.firmware.state import Mode
+from openbwv.hw.audio_source import onset_times
+from openbwv.hw.config import AudioConfig
+from openbwv.opener import open_paths
+from openbwv.registry import DeviceRegistry
+from openbwv.sealed.keys import ServerKeyPair
+
+DEVICE = "cam-test"
+FRAME_S = 1 / 30
+
+
+def open_clip(home, tmp_path: Path):
+    """What `bwv open` makes of the camera's storage: the clip's MP4 and manifest."""
+    storage = home.device_storage(DEVICE)
+    report = open_paths(sorted(storage.glob("*.bwv")), DeviceRegistry(home.registry_dir),
+                        ServerKeyPair.load(home.server_keys_dir), tmp_path / "opened")
+    assert not report.problems and not report.verify.problems, report.problems
+    assert len(report.clips) == 1
+    clip = report.clips[0]
+    return clip, json.loads(clip.manifest_path.read_text())
+
+
+def flash_times(path: Path) -> list[float]:
+    """Presentation times of the first white frame of each flash."""
+    out, white_before = [], False
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0):
+            white = frame.to_ndarray(format="gray").mean() > 200
+            if white and not white_before:
+                out.append(float(frame.pts * frame.time_base))
+            white_before = white
+    return out
+
+
+def click_times(path: Path) -> list[float]:
+    """Presentation times of each click's onset in the decoded sound track."""
+    with av.open(str(path)) as c:
+        frames = list(c.decode(audio=0))
+    start = float(frames[0].pts * frames[0].time_base)
+    samples = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+    return [start + t for t in onset_times(samples, frames[0].sample_rate)]
+
+
+def stream_starts(path: Path) -> dict[str, float]:
+    """The first packet's presentation time per stream type."""
+    starts: dict[str, float] = {}
+    with av.open(str(path)) as c:
+        for pkt in c.demux():
+            if pkt.pts is None or pkt.size == 0:
+                continue
+            t = float(pkt.pts * pkt.time_base)
+            starts[pkt.stream.type] = min(starts.get(pkt.stream.type, t), t)
+    return starts
+
+
+def record(cam, seconds: float, *, standby_s: float = 0.0):
+    cam.start()
+    wait_for(lambda: cam.camera.report.frames > 5)
+    if standby_s:
+        time.sleep(standby_s)
+    cam.camera.record(True, "test")
+    wait_for(lambda: cam.camera.recording_started.is_set())
+    time.sleep(seconds)
+    cam.camera.record(False, "test")
+    wait_for(lambda: cam.camera.machine.mode is Mode.STANDBY and cam.camera.report.clips, timeout=15)
+    return cam.stop()
+
+
+def test_a_click_and_a_flash_at_the_same_instant_play_within_one_frame_of_each_other(camera_factory, home, tmp_path):
+    cam = camera_factory(audio=AudioConfig(pattern="clicks", period_s=1.0), flash_period_s=1.0,
+                         **{"prebuffer.seconds": 0, "video.segment_seconds": 2})
+    report = record(cam, 4.5)
+    assert report.audio_packets > 4 * 48000 / 1024 * 0.9
+    clip, manifest = open_clip(home, tmp_path)
+    assert len(clip.segments) >= 2  # the sync holds across a segment cut too
+    with av.open(str(clip.mp4_path)) as c:
+        assert [s.type for s in c.streams] == ["video", "audio"]
+        assert c.streams.audio[0].codec_context.name == "aac" and c.streams.audio[0].sample_rate == 48000
+    flashes, clicks = flash_times(clip.mp4_path), click_times(clip.mp4_path)
+    assert len(flashes) >= 3 and len(clicks) >= 3
+    offsets = [min(clicks, key=lambda c: abs(c - f)) - f for f in flashes]
+    assert all(abs(o) <= FRAME_S for o in offsets), offsets
+    info = manifest["segments"][0]["info"][0]
+    assert info["audio"] == {"codec": "aac", "profile": "LC", "sample_rate": 48000, "channels": 1, "bitrate": 64000}
+
+
+def test_the_pre_event_seconds_carry_no_sound_by_default(camera_factory, home, tmp_path):
+    cam = camera_factory(audio=AudioConfig(pattern="tones"), **{"prebuffer.seconds": 2})
+    record(cam, 1.5, standby_s=3.0)
+    clip, manifest = open_clip(home, tmp_path)
+    info = manifest["segments"][0]["info"][0]
+    assert info["audio_policy"] == {"record": True, "pre_event": False} and info["pre_event_audio"] is False
+    held = info["pre_event_held_seconds"]
+    assert held >= 1.9
+    starts = stream_starts(clip.ts_path)
+    # No audio packet before the press: the sound starts where the pre-event picture ends.
+    assert starts["audio"] - starts["video"] == pytest.approx(held, abs=0.15)
+
+
+def test_with_the_policy_on_the_pre_event_seconds_carry_sound_too(camera_factory, home, tmp_path):
+    cam = camera_factory(audio=AudioConfig(pattern="tones"), **{"prebuffer.seconds": 2, "audio.pre_event": True})
+    record(cam, 1.5, standby_s=3.0)
+    clip, manifest = open_clip(home, tmp_path)
+    info = manifest["segments"][0]["info"][0]
+    assert info["audio_policy"] == {"record": True, "pre_event": True} and info["pre_event_audio"] is True
+    assert info["pre_event_held_seconds"] >= 1.9
+    starts = stream_starts(clip.ts_path)
+    assert abs(starts["audio"] - starts["video"]) < 0.1
+
+
+def test_a_policy_that_forbids_sound_records_the_picture_alone_and_says_so(camera_factory, home, tmp_path):
+    cam = camera_factory(**{"prebuffer.seconds": 0, "audio.record": False})
+    report = record(cam, 1.5)
+    assert report.audio_packets == 0
+    clip, manifest = open_clip(home, tmp_path)
+    with av.open(str(clip.mp4_path)) as c:
+        assert [s.type for s in c.streams] == ["video"]
+    info = manifest["segments"][0]["info"][0]
+    assert info["audio"] is None and info["audio_policy"]["record"] is False
+
+
+def test_sound_never_appears_in_clear_on_the_camera_storage(camera_factory, home, tmp_path):
+    cam = camera_factory(audio=AudioConfig(pattern="tones"), **{"prebuffer.seconds": 0})
+    record(cam, 2.0)
+    clip, _manifest = open_clip(home, tmp_path)
+    with av.open(str(clip.ts_path)) as c:
+        frames = [bytes(p) for p in c.demux(audio=0) if p.size >= 24]
+    assert len(frames) > 50
+    files = sorted(home.device_storage(DEVICE).glob("*.bwv"))
+    stored = b"".join(p.read_bytes() for p in files)
+    for frame in frames:  # not one AAC frame, nor any 24 bytes of one, is on the storage as it was encoded
+        assert frame[:24] not in stored and frame[-24:] not in stored
+    assert all(frame[:24] in clip.ts_path.read_bytes() for frame in frames[:5])  # the search finds what is there
