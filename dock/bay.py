@@ -213,10 +213,16 @@ class Bay:
                                 MessageType.HELLO, timeout=self.reply_timeout, attempts=self.attempts)
         hello = CameraHello.from_message(reply)
         report.hello, report.device_id = hello, hello.device_id
-        self.set_state(SYNCING, device_id=hello.device_id, firmware=hello.firmware, battery_pct=hello.battery_pct)
+        self.set_state(SYNCING, device_id=hello.device_id, firmware=hello.firmware, battery_pct=hello.battery_pct,
+                       battery_minutes_left=hello.battery_minutes_left)
         log_event("camera_hello", bay=self.name, device=hello.device_id, firmware=hello.firmware,
-                  battery_pct=hello.battery_pct, segments=hello.segments, storage_free=hello.storage_free_bytes,
+                  battery_pct=hello.battery_pct, battery_minutes_left=hello.battery_minutes_left,
+                  segments=hello.segments, storage_free=hello.storage_free_bytes,
                   storage_used=hello.storage_used_bytes)
+        # Stealth is an administrator's decision the public cannot see: every change is in the dock's log too.
+        for change in hello.stealth_changes or []:
+            log_event("camera_stealth", bay=self.name, device=hello.device_id, on=change["on"],
+                      cause=change["cause"], utc_us=change["utc_us"])
         if self.display is not None:
             batt = "?" if hello.battery_pct is None else f"{hello.battery_pct}%"
             self.display.message(None, f"{self.name:<8} {hello.device_id:<14} docked: {hello.segments} segment(s), "

@@ -429,6 +429,13 @@ SEGMENT_ENTRY = {
     "segment_index": Field(U64),
 }
 
+STEALTH_CHANGES_MAX = 100
+STEALTH_CHANGE = {
+    "utc_us": Field(I64),
+    "on": Field(_bool),
+    "cause": Field(_str(64)),
+}
+
 HELLO_FROM_DOCK = {
     "role": Field(_const("dock")),
     "protocol": Field(_int(1, 255)),
@@ -447,6 +454,10 @@ HELLO_FROM_CAMERA = {
     "clock_utc_us": Field(I64),
     "clock_sync_utc_us": Field(I64, required=False),
     "clock_offset_us": Field(I64, required=False),
+    # Added without a new version (older cameras leave them out, older docks ignore them):
+    "battery_minutes_left": Field(_nullable(_int(0, 100_000)), required=False),
+    "battery_charging": Field(_nullable(_bool), required=False),
+    "stealth_changes": Field(_list_of(_record(STEALTH_CHANGE), STEALTH_CHANGES_MAX), required=False),
 }
 
 SCHEMAS: dict[MessageType, Mapping[str, Field]] = {
@@ -585,6 +596,9 @@ class CameraHello:
     clock_sync_utc_us: int = 0
     clock_offset_us: int = 0
     protocol: int = VERSION
+    battery_minutes_left: int | None = None
+    battery_charging: bool | None = None
+    stealth_changes: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_message(cls, m: Message) -> "CameraHello":
@@ -593,7 +607,12 @@ class CameraHello:
         return cls(**{k: m.fields[k] for k in cls.__dataclass_fields__ if k in m.fields})
 
     def to_fields(self) -> dict[str, Any]:
-        return {"role": "camera", **asdict(self)}
+        fields = {"role": "camera", **asdict(self)}
+        # Sent only when known, so an older dock's HELLO check (which ignores unknown fields) sees what it did.
+        for optional in ("battery_minutes_left", "battery_charging", "stealth_changes"):
+            if fields[optional] is None:
+                del fields[optional]
+        return fields
 
 
 def page(entries: Iterable[SegmentEntry], after: str, limit: int = PAGE_MAX) -> tuple[list[SegmentEntry], bool]:

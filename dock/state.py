@@ -47,6 +47,7 @@ class BayStatus:
     device_id: str | None = None
     firmware: str | None = None
     battery_pct: int | None = None
+    battery_minutes_left: int | None = None
     segments_listed: int = 0
     segments_uploaded: int = 0
     segments_freed: int = 0
@@ -116,10 +117,13 @@ def format_status(bays: list[BayStatus]) -> str:
     """The table `bwv dock status` prints."""
     if not bays:
         return "no bays have reported yet (is `bwv dock` running with this state directory?)"
-    head = f"{'BAY':<10} {'STATE':<19} {'CAMERA':<14} {'BATT':>4} {'SEGMENTS':>9}  {'CLOCK':>9}  {'UPDATED':<20} DETAIL"
+    head = f"{'BAY':<10} {'STATE':<19} {'CAMERA':<14} {'BATT':>9} {'SEGMENTS':>9}  {'CLOCK':>9}  {'UPDATED':<20} DETAIL"
     lines = [head]
     for b in bays:
         batt = "-" if b.battery_pct is None else f"{b.battery_pct}%"
+        if b.battery_minutes_left is not None:
+            hours, minutes = divmod(b.battery_minutes_left, 60)
+            batt += f" {hours}h{minutes:02d}" if hours else f" {minutes}m"
         segs = f"{b.segments_freed}/{b.segments_listed}" if b.segments_listed else "-"
         clock = "-" if b.clock_offset_us is None else f"{b.clock_offset_us / 1e6:+.3f}s"
         detail = b.detail
@@ -133,7 +137,7 @@ def format_status(bays: list[BayStatus]) -> str:
             detail = f"retry {b.attempts} at {b.retry_at_utc}: {b.last_error or ''}"
         elif b.state in (ERROR, ATTENTION) and b.last_error:
             detail = b.last_error
-        lines.append(f"{b.bay:<10} {b.state:<19} {b.device_id or '-':<14} {batt:>4} {segs:>9}  {clock:>9}  "
+        lines.append(f"{b.bay:<10} {b.state:<19} {b.device_id or '-':<14} {batt:>9} {segs:>9}  {clock:>9}  "
                      f"{b.updated_utc:<20} {detail}")
     return "\n".join(lines)
 

@@ -40,6 +40,7 @@ from ..sealed.storage import DeviceStorage
 from ..sealed.writer import SealedInfo
 from . import space
 from .audio_encoder import AacEncoder
+from .battery import CRITICAL, LOW, RECOVERED, BatteryWatch
 from .clipwriter import AudioFormat, ClipWriter, ClockState, VideoFormat
 from .config import CameraConfig
 from .encoder import EncoderSettings, H264Encoder
@@ -54,11 +55,13 @@ from .state import (
     DockChanged,
     Event,
     Fault,
+    FaultCleared,
     Indicators as IndicatorsAction,
     Log,
     Mode,
     RecordCommand,
     StartClip,
+    StealthChanged,
     StopClip,
     StorageLevel,
     Tick,
@@ -98,6 +101,8 @@ class CameraReport:
     location_records: int = 0  # fixes and fix events sealed
     audio_packets: int = 0  # AAC frames sealed
     audio_errors: list[str] = field(default_factory=list)
+    battery_alarms: list[str] = field(default_factory=list)
+    stealth_changes: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stop_reasons: list[str] = field(default_factory=list)
 
@@ -150,6 +155,15 @@ class Camera:
             max(1, int((config.prebuffer.seconds + config.video.keyframe_seconds + 1.0) * config.audio.bitrate / 8 * 2)),
         ) if self.audio_source is not None and config.audio.pre_event else None
         self._pts_origin = 0.0
+        # Battery: a fuel gauge if the hardware has one; alarms and the critical stop decided by BatteryWatch.
+        self.battery = getattr(hw, "battery", None)
+        b = config.battery
+        self.battery_watch = BatteryWatch(low_pct=b.low_pct, low_minutes=b.low_minutes, critical_pct=b.critical_pct,
+                                          critical_minutes=b.critical_minutes, repeat_s=b.alarm_repeat_s)
+        self._battery_fault = False
+        self._battery_error_logged = False
+        # Stealth changes since the camera last left a dock, for the dock's report.
+        self.stealth_log: deque[dict] = deque(maxlen=100)
         self.recording_started = threading.Event()  # for tests and `--seconds`
         self._wire_inputs()
 
@@ -170,12 +184,22 @@ class Camera:
             actions = self.machine.handle(event)
             for action in actions:
                 self._execute(action)
+            if before is Mode.DOCKED and self.machine.mode is not Mode.DOCKED:
+                self.stealth_log.clear()  # the dock has had its report; the next one starts with this shift
             if self.on_mode is not None and self.machine.mode is not before:
                 self.on_mode(self.machine.mode)
 
     def _execute(self, action) -> None:
         if isinstance(action, IndicatorsAction):
             self.indicators.recording(action.on)
+        elif isinstance(action, StealthChanged):
+            # Every change is sealed in the open clip (the policy allowed it; this says when and how).
+            record = {"type": "stealth", "on": action.on, "cause": action.cause, "utc_us": time.time_ns() // 1000}
+            self.indicators.stealth = action.on
+            self.stealth_log.append({k: record[k] for k in ("utc_us", "on", "cause")})
+            self.report.stealth_changes.append(record)
+            self._pending_events.append(record)
+            log.warning("%s (%s)", action.message, action.cause)
         elif isinstance(action, StartClip):
             self._start_reason = action.reason
             self._start_t = time.monotonic()
@@ -256,6 +280,7 @@ class Camera:
                     self._check_storage()
                     self._take_location()
                     self._check_audio()
+                    self._check_battery(now)
                     if self._clip is not None:
                         self._clip.flush_if_due(frame.monotonic)
                 if self._stop.is_set() and self._clip is None and self._start_reason is None:
@@ -273,6 +298,53 @@ class Camera:
                     self._audio_thread.join(timeout=2.0)
                 self.indicators.close()
         return self.report
+
+    # -- battery -------------------------------------------------------------------
+    def _check_battery(self, now: float) -> None:
+        """Read the gauge; alarm when low, stop cleanly (sealing the open segment) when critical."""
+        if self.battery is None:
+            return
+        try:
+            reading = self.battery.read()
+        except Exception as e:  # noqa: BLE001 - a gauge that stopped answering is logged, not fatal
+            if not self._battery_error_logged:
+                self._battery_error_logged = True
+                log.error("fuel gauge: %s", e)
+            return
+        for alarm in self.battery_watch.feed(reading, now):
+            self.report.battery_alarms.append(alarm.kind)
+            with self._lock:
+                if self._clip is not None:
+                    self._pending_events.append(alarm.to_event(time.time_ns() // 1000))
+            if alarm.kind == LOW:
+                self.indicators.battery_alarm(critical=False)
+            elif alarm.kind == CRITICAL:
+                self.indicators.battery_alarm(critical=True)
+                log.error("battery critical (%s): stopping cleanly so the open segment is sealed", alarm.why)
+                self._battery_fault = True
+                self.post(Fault(time.monotonic(), f"battery critical: {alarm.why}"))
+            elif alarm.kind == RECOVERED and self._battery_fault:
+                self._battery_fault = False
+                self.post(FaultCleared(time.monotonic()))
+
+    def status(self):
+        """What the dock is told in HELLO: firmware, battery and the stealth changes since the last dock."""
+        from .docklink import CameraStatus
+
+        reading = self.battery_watch.last
+        if self.battery is not None:
+            try:
+                reading = self.battery.read()
+            except Exception:  # noqa: BLE001 - the last reading, or none
+                pass
+        return CameraStatus(
+            firmware=FIRMWARE_VERSION,
+            battery_pct=reading.level_int if reading is not None else None,
+            battery_minutes_left=None if reading is None or reading.minutes_left is None
+            else int(reading.minutes_left),
+            battery_charging=reading.charging if reading is not None else None,
+            stealth_changes=tuple(self.stealth_log),
+        )
 
     # -- sound -------------------------------------------------------------------
     def _audio_loop(self, source, encoder: AacEncoder) -> None:

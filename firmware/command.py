@@ -135,7 +135,8 @@ def run_camera(args: argparse.Namespace, home: Home) -> int:
                 raise UsageError(str(e)) from None
         clock_path = home.device_dir(device_id) / "clock.json"
         dock = _dock_service(args.dock_port, storage, server_pub, device_id, clock_path,
-                             lambda state: setattr(camera, "clock", state)) if args.dock_port else None
+                             lambda state: setattr(camera, "clock", state),
+                             lambda: camera.status()) if args.dock_port else None
         camera = Camera(config, hw, storage, clock=load_clock_state(clock_path), on_frame=window,
                         on_mode=dock.mode_changed if dock else None)
 
@@ -207,14 +208,19 @@ def _gnss_summary(gnss) -> str:
             + (f"; skipped: {problems}" if problems else ""))
 
 
-def _dock_service(port_path, storage, server_pub, device_id, clock_path, on_clock_set):
-    """The dock link, served on `port_path` while the camera is in DOCKED mode (firmware/docklink.py)."""
+def _dock_service(port_path, storage, server_pub, device_id, clock_path, on_clock_set, status=None):
+    """The dock link, served on `port_path` while the camera is in DOCKED mode (firmware/docklink.py).
+
+    `status` is asked at each HELLO: battery level and time left from the fuel gauge (None without
+    one), and the stealth changes since the camera last left a dock."""
     from .camera import FIRMWARE_VERSION
     from .docklink import CameraStatus, DockLink, DockPortService
 
-    status = CameraStatus(firmware=FIRMWARE_VERSION, battery_pct=None)  # no fuel gauge on the reference board
+    if status is None:
+        fixed = CameraStatus(firmware=FIRMWARE_VERSION)
+        status = lambda: fixed  # noqa: E731 - no camera to ask: firmware only, no gauge
     return DockPortService(port_path, lambda port: DockLink(port, storage, server_pub, device_id, clock_path,
-                                                            lambda: status, on_clock_set=on_clock_set))
+                                                            status, on_clock_set=on_clock_set))
 
 
 def _only_device(home: Home) -> str:

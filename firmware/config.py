@@ -55,6 +55,17 @@ class AudioPolicyConfig:
 
 
 @dataclass(frozen=True)
+class BatteryPolicyConfig:
+    """When the battery alarms, and when the camera stops to seal before the power goes ([camera.battery])."""
+
+    low_pct: float = 10.0
+    low_minutes: float = 10.0
+    critical_pct: float = 3.0
+    critical_minutes: float = 2.0
+    alarm_repeat_s: float = 120.0
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     low_warning_mb: float = 2000.0  # warn (distinct LED/beep pattern) below this much free
     reserve_mb: float = 200.0  # stop recording cleanly below this much free
@@ -71,6 +82,7 @@ class CameraConfig:
     indicators: IndicatorConfig = field(default_factory=IndicatorConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     audio: AudioPolicyConfig = field(default_factory=AudioPolicyConfig)
+    battery: BatteryPolicyConfig = field(default_factory=BatteryPolicyConfig)
 
     @property
     def prebuffer_max_bytes(self) -> int:
@@ -99,6 +111,11 @@ class CameraConfig:
              "reserve >= 0 and low warning >= reserve"),
             (s.quota_mb >= 0, "storage.quota_mb", "0 (whole filesystem) or more"),
             (16_000 <= self.audio.bitrate <= 320_000, "audio.bitrate", "16000 to 320000 bit/s"),
+            (0 <= self.battery.critical_pct < self.battery.low_pct <= 50, "battery.critical_pct/low_pct",
+             "0 <= critical < low <= 50"),
+            (0 <= self.battery.critical_minutes < self.battery.low_minutes <= 120,
+             "battery.critical_minutes/low_minutes", "0 <= critical < low <= 120"),
+            (5 <= self.battery.alarm_repeat_s <= 3600, "battery.alarm_repeat_s", "5 to 3600"),
         ]
         for ok, key, allowed in checks:
             if not ok:
@@ -107,7 +124,7 @@ class CameraConfig:
 
 
 _SECTIONS = {"video": VideoConfig, "prebuffer": PrebufferConfig, "indicators": IndicatorConfig, "storage": StorageConfig,
-             "audio": AudioPolicyConfig}
+             "audio": AudioPolicyConfig, "battery": BatteryPolicyConfig}
 
 
 def _typed(cls: type, key: str, value: Any, where: str) -> Any:

@@ -59,6 +59,7 @@ from .clipwriter import ClockState
 from .state import Mode
 
 log = logging.getLogger("bwv.camera.dock")
+STEALTH_CHANGES_MAX = 100  # the protocol's bound (dock/protocol.py)
 
 POLL_S = 0.1  # how soon close() is noticed
 
@@ -73,6 +74,10 @@ class CameraStatus:
 
     firmware: str
     battery_pct: int | None = None  # None: this hardware has no fuel gauge
+    battery_minutes_left: int | None = None  # at the present drain; None while charging or unknown
+    battery_charging: bool | None = None
+    # Stealth changes since the camera last left a dock: {"utc_us", "on", "cause"}; the dock logs them.
+    stealth_changes: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -277,6 +282,8 @@ class DockLink:
         reading = space.measure(self.storage.directory)
         hello = CameraHello(
             device_id=self.device_id, firmware=status.firmware, battery_pct=status.battery_pct,
+            battery_minutes_left=status.battery_minutes_left, battery_charging=status.battery_charging,
+            stealth_changes=list(status.stealth_changes)[-STEALTH_CHANGES_MAX:],
             storage_free_bytes=reading.free_bytes, storage_used_bytes=reading.used_bytes,
             segments=len(self.storage.sealed_paths()), clock_utc_us=self.clock(),
             clock_sync_utc_us=self.clock_state.sync_utc_us, clock_offset_us=self.clock_state.offset_us,

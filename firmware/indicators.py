@@ -4,7 +4,11 @@ The promise is "while recording, and only then": `recording(True)` starts the
 red LED flashing (gpiozero's own blink thread) and a beep every
 `beep_interval_s`, the first at once; `recording(False)` stops both before it
 returns.  Warnings use the status LED and a lower double tone, so they cannot
-be mistaken for the recording signal.
+be mistaken for the recording signal.  The battery alarm is a third pattern:
+a falling three-tone chime (1400, 1000, 700 Hz) and two long flashes of the
+status LED; critical adds a fourth, lower tone (500 Hz) and five long flashes.
+In stealth the battery alarm shows on the status LED only: no tone gives the
+officer away.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from .config import IndicatorConfig
 log = logging.getLogger("bwv.camera.indicators")
 
 WARN_TONE_HZ = 600.0
+BATTERY_TONES_HZ = (1400.0, 1000.0, 700.0)
+BATTERY_CRITICAL_TONE_HZ = 500.0
+BATTERY_TONE_S = 0.12
 
 
 class Indicators:
@@ -78,6 +85,15 @@ class Indicators:
         self.hw.status_led.blink(on_time=0.1, off_time=0.1, n=3, background=True)
         self.hw.sound.beep(WARN_TONE_HZ, 0.15)
         self.hw.sound.beep(WARN_TONE_HZ, 0.15)
+
+    def battery_alarm(self, critical: bool) -> None:
+        """The battery pattern: falling chime and long status flashes (LED only in stealth)."""
+        log.warning("battery %s", "CRITICAL: stopping to seal the clip" if critical else "low")
+        self.hw.status_led.blink(on_time=0.6, off_time=0.3, n=5 if critical else 2, background=True)
+        if self.stealth:
+            return
+        for hz in BATTERY_TONES_HZ + ((BATTERY_CRITICAL_TONE_HZ,) if critical else ()):
+            self.hw.sound.beep(hz, BATTERY_TONE_S)
 
     def close(self) -> None:
         self.recording(False)

@@ -69,6 +69,14 @@ with ``stealth_allowed=True`` (an administrator's policy); it suppresses the
 indicators and is logged. Otherwise an ``on`` request gives
 ``Warn("stealth_refused")`` and a log line. A request to turn stealth on
 while DOCKED is logged and ignored, since docking is what ends stealth.
+Every change of stealth is a `StealthChanged` action (a `Log` with the new
+state and its cause: ``"request"``, ``"gesture"`` or ``"docked"``), which
+the firmware seals into the clip and reports to the dock.
+
+The stealth gesture: while RECORDING, three short presses whose downs fall
+within `STEALTH_GESTURE_S` toggle stealth, exactly as a `StealthRequest`
+would (policy-gated; refused with ``Warn("stealth_refused")``). Each press
+is still a bookmark: the gesture costs two extra marks, never a missed one.
 
 Time: event times are made non-decreasing (an event stamped earlier than one
 already handled is treated as happening at the latest time seen), because
@@ -92,6 +100,9 @@ WARN_STORAGE_FULL = "storage_full"
 WARN_DOCKED_WHILE_RECORDING = "docked_while_recording"
 WARN_STEALTH_REFUSED = "stealth_refused"
 WARN_FAULT = "fault"
+STEALTH_GESTURE_PRESSES = 3
+STEALTH_GESTURE_S = 2.0  # the three downs within this many seconds
+
 WARN_KINDS = (WARN_STORAGE_LOW, WARN_STORAGE_FULL, WARN_DOCKED_WHILE_RECORDING, WARN_STEALTH_REFUSED, WARN_FAULT)
 
 
@@ -242,6 +253,14 @@ class Log(Action):
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class StealthChanged(Log):
+    """Stealth went on or off (`cause`: "request", "gesture" or "docked"); sealed in the clip, told to the dock."""
+
+    on: bool = False
+    cause: str = "request"
+
+
 class CameraStateMachine:
     """Decides, event by event, when the camera records; see the module docstring for the rules.
 
@@ -272,6 +291,7 @@ class CameraStateMachine:
         # that started the recording.
         self._armed = False
         self._armed_down_t = 0.0
+        self._gesture_downs: list[float] = []  # downs of the recent short presses, for the stealth gesture
 
     # --- what the rest of the firmware may read ------------------------------------------
 
@@ -385,6 +405,12 @@ class CameraStateMachine:
             return
         if gesture.kind == "press":
             out.append(Bookmark(self._armed_down_t))
+            downs = [d for d in self._gesture_downs if self._armed_down_t - d <= STEALTH_GESTURE_S]
+            downs.append(self._armed_down_t)
+            if len(downs) >= STEALTH_GESTURE_PRESSES:
+                downs = []
+                self._on_stealth(not self._stealth, out, cause="gesture")
+            self._gesture_downs = downs
         elif gesture.kind == "hold":
             self._stop("button", out)
 
@@ -482,7 +508,7 @@ class CameraStateMachine:
         self._fault_reason = None
         self._enter(Mode.DOCKED if self._docked else Mode.STANDBY, out)
 
-    def _on_stealth(self, on: bool, out: list[Action]) -> None:
+    def _on_stealth(self, on: bool, out: list[Action], *, cause: str = "request") -> None:
         if not self._stealth_allowed:
             if on:
                 out.append(Warn(WARN_STEALTH_REFUSED))
@@ -497,18 +523,20 @@ class CameraStateMachine:
             out.append(Log(f"stealth already {'on' if on else 'off'}"))
             return
         self._stealth = on
-        out.append(Log("stealth on: recording indicators suppressed" if on else "stealth off: indicators restored"))
+        out.append(StealthChanged("stealth on: recording indicators suppressed" if on
+                                  else "stealth off: indicators restored", on=on, cause=cause))
 
     def _enter(self, mode: Mode, out: list[Action]) -> None:
         if mode is self._mode:
             return
         self._mode = mode
         self._armed = False
+        self._gesture_downs = []
         if mode is Mode.DOCKED:
             self._pending_start = None
             if self._stealth:
                 self._stealth = False
-                out.append(Log("stealth ended on docking"))
+                out.append(StealthChanged("stealth ended on docking", on=False, cause="docked"))
 
     def _sync_indicators(self, out: list[Action]) -> None:
         wanted = self._mode is Mode.RECORDING and not self._stealth

@@ -21,8 +21,14 @@ setting                    environment            default
 ``--gnss-baud N``          ``BWV_GNSS_BAUD``      the board file's, else 9600
 ``--audio SOURCE|FILE``    ``BWV_AUDIO``          emulated: ``synthetic``; pi: ``alsa``
 ``--audio-device PCM``     ``BWV_AUDIO_DEVICE``   (alsa: ``default``)
+``--fuel-gauge NAME``      ``BWV_FUEL_GAUGE``     emulated: ``emulated``; pi: ``none``
+``--battery-speedup X``    ``BWV_BATTERY_SPEEDUP`` ``1`` (emulated gauge only)
 ``--hw-trace FILE``        ``BWV_HW_TRACE``       no trace
 =========================  =====================  ===============================
+
+``--fuel-gauge`` is ``max17048``, ``ina219`` (I2C, ``[hardware.battery]``
+gives bus, address, shunt and capacity), ``emulated`` (a 12-hour battery) or
+``none``; the reference board has no gauge, so a Pi defaults to ``none``.
 
 ``--audio`` takes a source name (``alsa``, ``synthetic``, ``file``,
 ``none``) or the path of a sound file, which means ``file``.  Like the
@@ -46,6 +52,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import GnssConfigError, HardwareConfigError, UnknownBackend
+from .fuel_gauge import FUEL_GAUGES
 
 BACKENDS = ("emulated", "pi")
 CAMERA_SOURCES = ("synthetic", "opencv", "picamera2", "none")
@@ -138,6 +145,34 @@ class AudioConfig:
 
 
 @dataclass(frozen=True)
+class BatteryConfig:
+    """Which fuel gauge, how it is wired, and (emulation) how fast the battery runs down."""
+
+    gauge: str | None = None  # None: the backend's default (emulated: emulated; pi: none)
+    bus: int = 1  # I2C bus: /dev/i2c-1 is the header's SDA/SCL (BCM 2/3)
+    address: int | None = None  # None: the chip's usual address (MAX17048 0x36, INA219 0x40)
+    shunt_ohms: float = 0.1  # ina219
+    capacity_mah: float = 10_000.0  # ina219: the pack's capacity, for minutes left
+    cells: int = 1  # ina219: cells in series
+    hours: float = 12.0  # emulated: a full battery lasts this long
+    speedup: float = 1.0  # emulated: how much faster than real time it runs down
+    start_pct: float = 100.0  # emulated
+
+    def check(self) -> None:
+        if self.gauge is not None and self.gauge not in FUEL_GAUGES:
+            raise UnknownBackend("fuel gauge", self.gauge, FUEL_GAUGES)
+        if not 0 <= self.bus <= 31 or (self.address is not None and not 0x03 <= self.address <= 0x77):
+            raise HardwareConfigError(f"I2C bus {self.bus} address {self.address!r}: expected bus 0-31 and a "
+                                      "7-bit address 0x03-0x77")
+        if not 0 < self.speedup <= 1e6:
+            raise HardwareConfigError(f"battery speed-up {self.speedup!r} is out of range; expected more than 0, "
+                                      "at most 1000000 (3600: an hour a second)")
+        if not 0.1 <= self.hours <= 100 or not 0 <= self.start_pct <= 100:
+            raise HardwareConfigError(f"emulated battery of {self.hours} h from {self.start_pct} %: expected "
+                                      "0.1-100 h and 0-100 %")
+
+
+@dataclass(frozen=True)
 class HardwareConfig:
     """Everything :func:`openbwv.hw.open_hardware` needs to build a camera's hardware."""
 
@@ -146,6 +181,7 @@ class HardwareConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     gnss: GnssConfig = field(default_factory=GnssConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    battery: BatteryConfig = field(default_factory=BatteryConfig)
     sound: str = "buzzer"
     triggers: tuple[str, ...] = ()
     trace_path: Path | None = None
@@ -160,6 +196,10 @@ class HardwareConfig:
         self.camera.check()
         self.gnss.check(self.backend)
         self.audio.check(self.backend)
+        self.battery.check()
+        if self.battery.gauge == "emulated" and self.backend != "emulated":
+            raise HardwareConfigError(f"fuel gauge 'emulated' invents a battery; backend {self.backend!r} was "
+                                      "chosen, expected 'emulated' (choose max17048, ina219 or none)")
         if self.trace_path is not None and self.backend != "emulated":
             raise HardwareConfigError(
                 f"a hardware trace ({self.trace_path}) records the emulated hardware's pins; "
@@ -179,6 +219,13 @@ class HardwareConfig:
         if self.audio.source is not None:
             return self.audio.source
         return "alsa" if self.backend == "pi" else "synthetic"
+
+    @property
+    def fuel_gauge(self) -> str:
+        """The fuel gauge in effect, after the backend's default."""
+        if self.battery.gauge is not None:
+            return self.battery.gauge
+        return "emulated" if self.backend == "emulated" else "none"
 
     @property
     def gnss_source(self) -> str | None:
@@ -222,6 +269,13 @@ class HardwareConfig:
         unknown = set(audio) - audio_allowed
         if unknown:
             raise HardwareConfigError(f"{where}.audio has unknown key(s) {sorted(unknown)}; expected some of {sorted(audio_allowed)}")
+        battery = values.pop("battery", {})
+        if not isinstance(battery, Mapping):
+            raise HardwareConfigError(f"{where} battery is {battery!r}; expected a table")
+        battery_allowed = {f.name for f in fields(BatteryConfig)}
+        unknown = set(battery) - battery_allowed
+        if unknown:
+            raise HardwareConfigError(f"{where}.battery has unknown key(s) {sorted(unknown)}; expected some of {sorted(battery_allowed)}")
         if "triggers" in values:
             triggers = values["triggers"]
             if not isinstance(triggers, (list, tuple)) or not all(isinstance(t, str) for t in triggers):
@@ -230,7 +284,7 @@ class HardwareConfig:
         if values.get("trace_path") is not None:
             values["trace_path"] = Path(str(values["trace_path"]))
         config = cls(camera=CameraConfig(**camera), gnss=GnssConfig(**gnss), audio=AudioConfig(**audio),
-                     **values)  # type: ignore[arg-type]
+                     battery=BatteryConfig(**battery), **values)  # type: ignore[arg-type]
         config.check()
         return config
 
@@ -262,6 +316,11 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
                             "(emulation); default: synthetic clicks emulated, alsa on a Pi (BWV_AUDIO)")
     group.add_argument("--audio-device", metavar="PCM",
                        help="ALSA capture device, e.g. plughw:CARD=Device,DEV=0 (see arecord -L) (BWV_AUDIO_DEVICE)")
+    group.add_argument("--fuel-gauge", choices=FUEL_GAUGES,
+                       help="battery fuel gauge: max17048, ina219 (I2C), emulated (a 12-hour battery), none "
+                            "(BWV_FUEL_GAUGE)")
+    group.add_argument("--battery-speedup", type=float, metavar="X",
+                       help="emulated battery: run down X times faster than real time, e.g. 3600 (BWV_BATTERY_SPEEDUP)")
     group.add_argument("--hw-trace", metavar="FILE", help="write every emulated LED, beep and button change to FILE as JSON lines (BWV_HW_TRACE)")
 
 
@@ -276,6 +335,7 @@ def config_from_arguments(
         "trace_path": args.hw_trace, "gnss_device": getattr(args, "gnss_device", None),
         "gnss_baud": getattr(args, "gnss_baud", None), "gnss": getattr(args, "gnss", None),
         "audio": getattr(args, "audio", None), "audio_device": getattr(args, "audio_device", None),
+        "fuel_gauge": getattr(args, "fuel_gauge", None), "battery_speedup": getattr(args, "battery_speedup", None),
     }
     values.update({k: v for k, v in cli.items() if v is not None})
     return _apply(base or HardwareConfig(), values)
@@ -286,6 +346,7 @@ _ENV = {
     "BWV_VIDEO_SIZE": "video_size", "BWV_FPS": "fps", "BWV_SOUND": "sound", "BWV_TRIGGERS": "triggers",
     "BWV_HW_TRACE": "trace_path", "BWV_GNSS_DEVICE": "gnss_device", "BWV_GNSS_BAUD": "gnss_baud",
     "BWV_GNSS": "gnss", "BWV_AUDIO": "audio", "BWV_AUDIO_DEVICE": "audio_device",
+    "BWV_FUEL_GAUGE": "fuel_gauge", "BWV_BATTERY_SPEEDUP": "battery_speedup",
 }
 
 
@@ -298,6 +359,7 @@ def _apply(config: HardwareConfig, values: Mapping[str, object]) -> HardwareConf
     camera: dict[str, object] = {}
     gnss: dict[str, object] = {}
     audio: dict[str, object] = {}
+    battery: dict[str, object] = {}
     # "gnss" and "audio" last: "--gnss FILE" names the log, whatever BWV_GNSS_DEVICE says (audio alike).
     for key, value in sorted(values.items(), key=lambda kv: kv[0] in ("gnss", "audio")):
         if key in ("backend", "board", "sound"):
@@ -327,6 +389,13 @@ def _apply(config: HardwareConfig, values: Mapping[str, object]) -> HardwareConf
                 audio["source"], audio["device"] = "file", str(value)
         elif key == "audio_device":
             audio["device"] = str(value)
+        elif key == "fuel_gauge":
+            battery["gauge"] = str(value)
+        elif key == "battery_speedup":
+            try:
+                battery["speedup"] = float(value)  # type: ignore[arg-type]
+            except ValueError:
+                raise HardwareConfigError(f"battery speed-up is {value!r}; expected a number like 3600") from None
         elif key == "gnss_device":
             gnss["device"] = str(value)
         elif key == "gnss_baud":
@@ -335,7 +404,7 @@ def _apply(config: HardwareConfig, values: Mapping[str, object]) -> HardwareConf
             except ValueError:
                 raise GnssConfigError(f"GNSS baud rate is {value!r}; expected a number like 9600") from None
     config = replace(config, camera=replace(config.camera, **camera), gnss=replace(config.gnss, **gnss),
-                     audio=replace(config.audio, **audio), **top)  # type: ignore[arg-type]
+                     audio=replace(config.audio, **audio), battery=replace(config.battery, **battery), **top)  # type: ignore[arg-type]
     config.check()
     return config
 

@@ -61,6 +61,10 @@ class AudioOpenFailed(AudioError):
     """The device or file behind an audio source could not be opened."""
 
 
+class FuelGaugeError(HardwareError):
+    """The fuel gauge is not the chip expected, does not answer, or was configured impossibly."""
+
+
 class SoundError(HardwareError):
     """The sound output could not play a tone or was used after close()."""
 

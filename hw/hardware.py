@@ -18,6 +18,7 @@ from gpiozero.pins import Factory
 
 from .audio_source import AlsaAudioSource, AudioSource, FileAudioSource, SyntheticAudioSource
 from .board import Board, detect_board, load_board
+from .fuel_gauge import EmulatedGauge, FuelGauge, Ina219Gauge, Max17048Gauge
 from .camera_source import FrameSource, OpenCvSource, Picamera2Source, SyntheticSource
 from .config import DEFAULT_EMULATED_BOARD, HardwareConfig
 from .emulator import Emulator
@@ -64,6 +65,7 @@ class Hardware:
     emulator: Emulator | None = None
     gnss: GnssSource | None = None
     audio: AudioSource | None = None
+    battery: FuelGauge | None = None
     trace: HardwareTrace | None = None
     _gpio: GpioDevices | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
@@ -78,6 +80,8 @@ class Hardware:
                 self.gnss.close()
             if self.audio is not None:
                 self.audio.close()
+            if self.battery is not None:
+                self.battery.close()
             self.sound.close()
             if self.camera is not None:
                 self.camera.close()
@@ -115,6 +119,7 @@ def open_hardware(config: HardwareConfig | None = None) -> Hardware:
     camera: FrameSource | None = None
     gnss: GnssSource | None = None
     audio: AudioSource | None = None
+    battery: FuelGauge | None = None
     try:
         if config.backend == "emulated":
             if config.trace_path is not None:
@@ -141,7 +146,10 @@ def open_hardware(config: HardwareConfig | None = None) -> Hardware:
         camera = _open_camera(config)
         gnss = open_gnss(config, board)
         audio = _open_audio(config)
+        battery = _open_battery(config)
     except BaseException:
+        if audio is not None:
+            audio.close()
         if gnss is not None:
             gnss.close()
         if camera is not None:
@@ -172,6 +180,7 @@ def open_hardware(config: HardwareConfig | None = None) -> Hardware:
         emulator=emulator,
         gnss=gnss,
         audio=audio,
+        battery=battery,
         trace=trace,
         _gpio=gpio,
     )
@@ -220,3 +229,17 @@ def _open_audio(config: HardwareConfig) -> AudioSource | None:
     if source == "alsa":
         return AlsaAudioSource(a.device or "default")
     raise HardwareConfigError(f"audio source {source!r} has no builder")  # check() makes this unreachable
+
+
+def _open_battery(config: HardwareConfig) -> FuelGauge | None:
+    b = config.battery
+    gauge = config.fuel_gauge
+    if gauge == "none":
+        return None
+    if gauge == "emulated":
+        return EmulatedGauge(hours=b.hours, speedup=b.speedup, start_pct=b.start_pct)
+    if gauge == "max17048":
+        return Max17048Gauge(b.bus, b.address)
+    if gauge == "ina219":
+        return Ina219Gauge(b.bus, b.address, shunt_ohms=b.shunt_ohms, capacity_mah=b.capacity_mah, cells=b.cells)
+    raise HardwareConfigError(f"fuel gauge {gauge!r} has no builder")  # check() makes this unreachable

@@ -13,7 +13,7 @@ from openbwv.firmware.camera import Camera
 from openbwv.firmware.config import load_config
 from openbwv.home import Home
 from openbwv.hw import open_hardware
-from openbwv.hw.config import AudioConfig, CameraConfig as HwCamera, HardwareConfig
+from openbwv.hw.config import AudioConfig, BatteryConfig, CameraConfig as HwCamera, HardwareConfig
 
 DEVICE = "cam-test"
 
@@ -30,7 +30,8 @@ class RunningCamera:
     """A Camera on emulated hardware, its capture loop in a thread."""
 
     def __init__(self, home: Home, trace: Path, *, width=320, height=240, fps=30.0,
-                 audio: AudioConfig | None = None, flash_period_s: float | None = None, **overrides):
+                 audio: AudioConfig | None = None, flash_period_s: float | None = None,
+                 battery: BatteryConfig | None = None, **overrides):
         from openbwv.enrol import device_storage
 
         self.home = home
@@ -41,7 +42,7 @@ class RunningCamera:
         self.hw = open_hardware(HardwareConfig(
             backend="emulated", camera=HwCamera(source="synthetic", width=width, height=height, fps=fps,
                                                 flash_period_s=flash_period_s),
-            audio=audio or AudioConfig(), sound="buzzer", trace_path=trace, triggers=("holster",)))
+            audio=audio or AudioConfig(), battery=battery or BatteryConfig(), sound="buzzer", trace_path=trace, triggers=("holster",)))
         self.storage = device_storage(home, DEVICE)
         self.camera = Camera(self.config, self.hw, self.storage)
         self.report = None

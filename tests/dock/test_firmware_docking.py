@@ -31,7 +31,7 @@ def test_docking_the_camera_opens_the_link_and_the_dock_clears_it(camera, hw, tm
     tty = tmp_path / "bay-1.tty"
     dock_port = PtyPort.create(tty)
     service = _dock_service(str(tty), camera.storage, server_keys.public, camera.device_id, camera.clock_path,
-                            lambda state: setattr(firmware, "clock", state))
+                            lambda state: setattr(firmware, "clock", state), lambda: firmware.status())
     firmware = Camera(load_config(None), hw, camera.storage, on_mode=service.mode_changed)
     try:
         assert service.sessions == []  # out of the dock: the port is left alone
@@ -41,6 +41,8 @@ def test_docking_the_camera_opens_the_link_and_the_dock_clears_it(camera, hw, tm
                   DirectoryUploader(tmp_path / "evidence", server_keys), reply_timeout=1.0, attempts=5)
         report = bay.run_session(dock_port)
         assert report.clear and camera.files() == {}
+        # The emulated 12-hour battery, as the dock heard it: full, with about 12 hours to go.
+        assert report.hello.battery_pct == 100 and 715 <= report.hello.battery_minutes_left <= 720
         assert firmware.clock == load_clock_state(camera.clock_path) and firmware.clock.sync_utc_us > 0
         assert wait_for(lambda: len(service.sessions) == 2, 5)  # after BYE it listens again while docked
 

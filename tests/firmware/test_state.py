@@ -27,6 +27,7 @@ from openbwv.firmware.state import (
     Mode,
     RecordCommand,
     StartClip,
+    StealthChanged,
     StealthRequest,
     StopClip,
     StorageLevel,
@@ -437,3 +438,47 @@ def test_every_recording_is_stopped_with_a_reason(timeline):
     # and whatever happened, software can always stop it
     sm.handle(RecordCommand(1e6, False, "end of test"))
     assert not sm.recording
+
+
+# --- the stealth gesture ---------------------------------------------------------------------
+
+
+def test_three_quick_presses_while_recording_turn_stealth_on_and_three_more_turn_it_off():
+    cam = Camera(stealth_allowed=True).recording()
+    actions = []
+    for _ in range(3):
+        cam.t += 0.3
+        actions += cam.sm.handle(ButtonDown(cam.t))
+        cam.t += 0.1
+        actions += cam.sm.handle(ButtonUp(cam.t))
+    assert cam.sm.stealth
+    assert sum(isinstance(a, Bookmark) for a in actions) == 3  # every press still marks its moment
+    changes = [a for a in actions if isinstance(a, StealthChanged)]
+    assert [(c.on, c.cause) for c in changes] == [(True, "gesture")]
+    assert Indicators(False) in actions
+    for _ in range(3):
+        cam.press(duration=0.1, after=0.3)
+    assert not cam.sm.stealth and cam.sm.indicators_on
+
+
+def test_presses_spread_out_are_bookmarks_not_the_stealth_gesture():
+    cam = Camera(stealth_allowed=True).recording()
+    for _ in range(3):
+        cam.press(duration=0.1, after=1.5)
+    assert not cam.sm.stealth
+
+
+def test_the_stealth_gesture_is_refused_without_the_policy():
+    cam = Camera(stealth_allowed=False).recording()
+    out = []
+    for _ in range(3):
+        out += cam.press(duration=0.1, after=0.3)
+    assert Warn("stealth_refused") in out
+    assert not cam.sm.stealth and cam.sm.indicators_on
+
+
+def test_docking_in_stealth_says_why_stealth_ended():
+    cam = Camera(stealth_allowed=True).recording()
+    cam.sm.handle(StealthRequest(cam.t + 0.1, True))
+    actions = cam.sm.handle(DockChanged(cam.t + 1, True)) + cam.sm.handle(ClipClosed(cam.t + 2))
+    assert [(a.on, a.cause) for a in actions if isinstance(a, StealthChanged)] == [(False, "docked")]
