@@ -148,11 +148,13 @@ class SyntheticSource(FrameSource):
     :meth:`read` and ends with :meth:`close` (or when the source is
     dropped); it holds at most two frames the caller has not read yet.
 
-    ``flash_period_s`` (A/V sync tests): a frame whose capture instant
-    falls within ``flash_s`` after a multiple of the period on the monotonic
-    clock is all white instead, so it shows a flash at the same instants as
-    a :class:`~openbwv.hw.audio_source.SyntheticAudioSource` with that
-    period clicks.
+    ``flash_period_s`` (A/V sync tests): the frames captured from half a
+    frame before a multiple of the period on the monotonic clock until
+    ``flash_s`` after it are all white instead, so the first white frame is
+    the one captured nearest the instant a
+    :class:`~openbwv.hw.audio_source.SyntheticAudioSource` with that period
+    clicks (as a sensor whose exposure is centred on its timestamp would
+    see a flash): a correct pipeline plays the two within half a frame.
     """
 
     SCROLL_PIXELS_PER_FRAME = 8
@@ -237,7 +239,7 @@ class SyntheticSource(FrameSource):
             pixels = self.render(index)
         self._next = index + 1
         mono = time.monotonic()
-        if self.flash_period_s is not None and mono % self.flash_period_s < self.flash_s:
+        if self.flash_period_s is not None and (mono + 0.5 / self.fps) % self.flash_period_s < self.flash_s:
             pixels = np.full_like(pixels, 255)
         return Frame(pixels, index, mono, self.frame_time_ns(index))
 

@@ -2,7 +2,8 @@
 
 The evidence server runs in the background (SQLite, local disk) as its own
 process; the emulated camera records a clip (synthetic picture, mock GPIO
-pins, hardware trace); the camera is docked: it serves the dock link on a pty
+pins, hardware trace) with sound (a synthetic microphone clicking as the
+picture flashes white, every two seconds); the camera is docked: it serves the dock link on a pty
 while the dock uploads its segments over tus and hands back the server's
 receipts, against which the camera frees its storage; finally everything the
 server holds is verified and the clip opened as the server would; a
@@ -195,7 +196,7 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
     from .firmware.docklink import CameraStatus, DockLink, DockPortService
     from .firmware.state import Mode
     from .hw import open_hardware
-    from .hw.config import CameraConfig, HardwareConfig
+    from .hw.config import AudioConfig, CameraConfig, HardwareConfig
 
     t0 = time.monotonic()
     print(f"OpenBWV demo in {home.root}")
@@ -223,7 +224,10 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
         trace_path = work / "hw-trace.jsonl"
         config = load_config(None, **{"prebuffer.seconds": 0, "video.segment_seconds": 4,
                                       "video.bitrate": 2_000_000})
-        hw_config = HardwareConfig(backend="emulated", camera=CameraConfig(source="synthetic", width=640, height=360),
+        # A white flash and a click at every even second of the monotonic clock: the opened clip shows them in sync.
+        hw_config = HardwareConfig(backend="emulated", camera=CameraConfig(source="synthetic", width=640, height=360,
+                                                                           flash_period_s=2.0),
+                                   audio=AudioConfig(source="synthetic", pattern="clicks", period_s=2.0),
                                    sound="buzzer", trace_path=trace_path)
         walk_started = time.time()  # the synthetic wearer sets off as the hardware opens
         with open_hardware(hw_config) as hw:
@@ -246,7 +250,9 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
             wait_until(lambda: camera.machine.mode is Mode.STANDBY, 30, "closing the clip")
             report = camera.report
             say("camera", f"emulated camera recorded a {seconds:.0f} s clip of synthetic 640x360 H.264 at 30 fps "
-                          f"({report.recorded_frames} frames): clip {report.clips[0]}")
+                          f"({report.recorded_frames} frames) with AAC-LC sound ({report.audio_packets} frames, "
+                          f"48 kHz mono, from {camera.audio_source.name if camera.audio_source else 'no microphone'}"
+                          f"): clip {report.clips[0]}")
             events = read_trace(trace_path)
             flashes = flash_stats(events, "record_led")
             say("camera", f"while recording the red circle flashed {flashes.cycles} times at "
@@ -306,16 +312,43 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
     from .cli import audit_local_decrypts
 
     audit_local_decrypts(home, opened, via="bwv demo")
+    in_sync = False
     for clip in opened.clips:
         say("open", f"server decrypted clip {clip.clip_id}: {len(clip.segments)} segments, "
                     f"{clip.duration_s or 0:.1f} s -> {clip.mp4_path}")
+        in_sync = _report_sync(clip.mp4_path)
     scheduled = show_retention_and_audit(home, report.clips[0])
     problems = len(verified.problems) + len(opened.problems) + len(opened.verify.problems)
     ok = (problems == 0 and len(opened.clips) == 1 and not left and session.clear
-          and len(paths) == len(sealed) and found and scheduled)
+          and len(paths) == len(sealed) and found and scheduled and in_sync)
     print(f"demo {'succeeded' if ok else 'FAILED'} in {time.monotonic() - t0:.1f} s; "
           f"everything is under {home.root}")
     return 0 if ok else 1
+
+
+def _report_sync(mp4_path) -> bool:
+    """Say what the opened MP4 carries and how far apart each click and flash play; True if within a frame."""
+    import av
+
+    from .avsync import sync_offsets
+
+    if mp4_path is None:
+        say("open", "no MP4 was made: nothing to play")
+        return False
+    with av.open(str(mp4_path)) as c:
+        tracks = [f"{s.type} {s.codec_context.name}" for s in c.streams]
+    if not any(t.startswith("audio") for t in tracks):
+        say("open", f"the opened clip has no sound track ({', '.join(tracks)})")
+        return False
+    try:
+        offsets = sync_offsets(mp4_path)
+    except AssertionError as e:
+        say("open", f"could not measure the sync: {e}")
+        return False
+    worst = max(abs(o) for o in offsets) * 1000
+    say("open", f"tracks: {', '.join(tracks)}; each flash and its click, made at the same instant, play "
+                f"{', '.join(f'{o * 1000:+.0f}' for o in offsets)} ms apart (worst {worst:.0f} ms; one frame is 33 ms)")
+    return worst <= 1000 / 30
 
 
 __all__ = ["run", "DEMO_DEVICE"]

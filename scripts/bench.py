@@ -745,6 +745,261 @@ def bench_crash_loss() -> Figures:
     return {"crash_loss_s": statistics.median(lost), "crash_loss_max_s": max(lost)}
 
 
+# -- sound -------------------------------------------------------------------------
+
+AV_SYNC_SIZE = (1920, 1080)
+AV_SYNC_SECONDS = 6.5  # a click and a flash every second: six pairs measured
+CPU_RECORD_SECONDS = 20.0
+CPU_WINDOW_S = 12.0
+AV_PIPELINE_FRAMES = 300
+AV_PIPELINE_RUNS = 3
+
+
+@benchmark(
+    "av_sync",
+    av_sync_ms=Figure(
+        "ms",
+        f"worst |click - flash| of {int(AV_SYNC_SECONDS)} pairs made at the same instant, recorded by the emulated "
+        f"camera at {AV_SYNC_SIZE[0]}x{AV_SYNC_SIZE[1]}p30, sealed, opened with `bwv open`'s code, decoded with PyAV",
+        at_most=33,
+    ),
+)
+def bench_av_sync() -> Figures:
+    """How far apart sound and picture play in an opened clip, for events that happened together.
+
+    The emulated camera's synthetic source turns a frame white and its
+    synthetic microphone clicks at every whole second of the monotonic
+    clock; the clip (camera defaults: 8 Mbit/s libx264 veryfast, AAC-LC 64
+    kbit/s, 10 s segments) is sealed, opened as `bwv open` does into MP4,
+    and each flash's first white frame is paired with the nearest click's
+    onset.  The first white frame is the one captured nearest the instant,
+    so sampling alone puts them up to half a frame (17 ms) apart; the
+    target is one frame (33 ms).
+    """
+    from openbwv.enrol import create_server_keys, device_storage, enrol_device
+    from openbwv.firmware.camera import Camera
+    from openbwv.firmware.config import load_config
+    from openbwv.firmware.state import Mode
+    from openbwv.home import Home
+    from openbwv.hw import open_hardware
+    from openbwv.hw.config import AudioConfig, CameraConfig as HwCamera, HardwareConfig
+    from openbwv.opener import open_paths
+    from openbwv.registry import DeviceRegistry
+    from openbwv.sealed.keys import ServerKeyPair
+
+    from openbwv import avsync
+
+    with tempfile.TemporaryDirectory(prefix="openbwv-bench-") as tmp:
+        home = Home(Path(tmp) / "home")
+        create_server_keys(home)
+        enrol_device(home, "bench-cam")
+        storage = device_storage(home, "bench-cam")
+        w, h = AV_SYNC_SIZE
+        hw = open_hardware(HardwareConfig(camera=HwCamera(source="synthetic", width=w, height=h, fps=30.0,
+                                                          flash_period_s=1.0),
+                                          audio=AudioConfig(pattern="clicks", period_s=1.0), sound="silent"))
+        camera = Camera(load_config(None, **{"prebuffer.seconds": 0}), hw, storage)
+        try:
+            camera.record(True, "bench")
+            runner = __import__("threading").Thread(target=camera.run, daemon=True)
+            runner.start()
+            _wait_for("recording", camera.recording_started.is_set)
+            time.sleep(AV_SYNC_SECONDS)
+            camera.record(False, "bench")
+            _wait_for("the clip to close", lambda: camera.machine.mode is Mode.STANDBY and camera.report.clips)
+            camera.stop()
+            runner.join(30)
+        finally:
+            hw.close()
+        report = open_paths(sorted(storage.directory.glob("*.bwv")), DeviceRegistry(home.registry_dir),
+                            ServerKeyPair.load(home.server_keys_dir), Path(tmp) / "opened")
+        if report.problems or len(report.clips) != 1 or report.clips[0].mp4_path is None:
+            raise SystemExit(f"bench: the av_sync clip did not open: {report.problems}")
+        offsets = avsync.sync_offsets(report.clips[0].mp4_path)
+    progress(f"av_sync: click - flash per pair (ms): {', '.join(f'{o * 1000:+.1f}' for o in offsets)}")
+    return {"av_sync_ms": max(abs(o) for o in offsets) * 1000}
+
+
+class _AvEncodersAlone(_EncoderAlone):
+    """`H264Encoder` and `AacEncoder` alone, on frames and sound rendered beforehand and held in memory."""
+
+    def __init__(self, frames: list, chunks: list, settings) -> None:
+        from openbwv.firmware.audio_encoder import AacEncoder
+
+        super().__init__(frames, settings)
+        self.chunks = chunks
+        self.audio = AacEncoder()
+
+    def run(self, count: int) -> float:
+        started = time.perf_counter()
+        first = self.next
+        super().run(count)
+        for index in range(first, first + count):
+            self.audio.encode(self.chunks[index])
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        super().close()
+        self.audio.flush()
+
+
+def _audio_chunk(source, index: int, fps: int):
+    """Frame `index`'s share of sound (48000 / fps samples), stamped on the frames' capture timeline."""
+    from openbwv.hw.audio_source import SAMPLE_RATE, AudioChunk
+
+    n = SAMPLE_RATE // fps
+    first = index * n
+    return AudioChunk(source.render(0.0, first, n), first, first / SAMPLE_RATE,
+                      PIPELINE_START_UTC_NS + first * 1_000_000_000 // SAMPLE_RATE)
+
+
+class _AvPipeline(_Pipeline):
+    """The camera's recording path with sound: each frame's share of the microphone rendered, AAC-encoded,
+    muxed with the H.264 into the same MPEG-TS and sealed in the same chunks."""
+
+    def __init__(self, storage, settings) -> None:
+        from openbwv.firmware.audio_encoder import AacEncoder
+        from openbwv.firmware.clipwriter import AudioFormat, ClipWriter, VideoFormat
+        from openbwv.hw.audio_source import SyntheticAudioSource
+
+        super().__init__(storage, settings)
+        self.writer.close()  # replaced by one with a sound track
+        self.audio_source = SyntheticAudioSource("tones", paced=False)
+        self.audio = AacEncoder()
+        self.writer = ClipWriter(
+            storage, VideoFormat(settings.width, settings.height, self.fps, "h264", settings.bitrate),
+            segment_seconds=self.config.video.segment_seconds, flush_seconds=self.config.flush_seconds,
+            audio=AudioFormat(bitrate=self.audio.bitrate, extradata=self.audio.extradata), pts_origin_mono=0.0,
+        )
+        self.stages["audio"] = 0.0
+
+    def run(self, count: int) -> float:
+        clock = time.perf_counter
+        started = clock()
+        first = self.frames
+        super().run(count)
+        t0 = clock()
+        for index in range(first, first + count):
+            for pkt in self.audio.encode(_audio_chunk(self.audio_source, index, self.fps)):
+                self.writer.write(pkt)
+        self.stages["audio"] += clock() - t0
+        return clock() - started
+
+    def check(self) -> None:
+        super().check()
+        if self.writer.stats.audio_packets < self.frames * 48000 / self.fps / 1024 * 0.95:
+            raise SystemExit(f"bench: the A/V pipeline sealed only {self.writer.stats.audio_packets} audio packets")
+
+
+@benchmark(
+    "pipeline_av",
+    pipeline_av_fps=Figure(
+        "frames/s",
+        f"{PIPELINE_SIZE[0]}x{PIPELINE_SIZE[1]}p30 synthetic + 48 kHz mono -> libx264 veryfast 8 Mbit/s + AAC-LC "
+        f"64 kbit/s -> one MPEG-TS -> sealed segments, {AV_PIPELINE_FRAMES} frames, best of {AV_PIPELINE_RUNS}",
+    ),
+    encoders_av_fps=Figure("frames/s", "the same libx264 and aac through PyAV, alone on the same frames and sound"),
+    pipeline_vs_ffmpeg_av=Figure("ratio", "pipeline_av_fps / encoders_av_fps, taking turns in one run",
+                                 at_least=0.9),
+)
+def bench_pipeline_av() -> Figures:
+    """`pipeline_vs_ffmpeg` with sound: capture, encode (video and audio), mux and seal, against the two
+    encoders alone on the same pictures and sound held in memory (each frame with its 1600 samples)."""
+    from openbwv.hw.audio_source import SyntheticAudioSource
+    from openbwv.hw.camera_source import SyntheticSource
+
+    w, h = PIPELINE_SIZE
+    settings = _camera_encoder_settings(w, h, PIPELINE_FPS)
+    count = PIPELINE_WARMUP + AV_PIPELINE_FRAMES
+    progress(f"pipeline_av: rendering {count} frames of {w}x{h} and their sound for the encoders alone")
+    source = SyntheticSource(w, h, PIPELINE_FPS, paced=False, start_utc_ns=PIPELINE_START_UTC_NS)
+    frames = [source.render(index) for index in range(count)]
+    sound = SyntheticAudioSource("tones", paced=False)
+    chunks = [_audio_chunk(sound, index, PIPELINE_FPS) for index in range(count)]
+    best_alone = best_pipeline = float("inf")
+    with tempfile.TemporaryDirectory(prefix="openbwv-bench-") as tmp:
+        storage = _throwaway_storage(Path(tmp) / "storage")
+        for run in range(1, AV_PIPELINE_RUNS + 1):
+            alone, pipeline = _AvEncodersAlone(frames, chunks, settings), _AvPipeline(storage, settings)
+            try:
+                alone.run(PIPELINE_WARMUP)
+                pipeline.run(PIPELINE_WARMUP)
+                alone_s = pipeline_s = 0.0
+                for turn in range(AV_PIPELINE_FRAMES // PIPELINE_CHUNK):
+                    if turn % 2 == 0:
+                        alone_s += alone.run(PIPELINE_CHUNK)
+                        pipeline_s += pipeline.run(PIPELINE_CHUNK)
+                    else:
+                        pipeline_s += pipeline.run(PIPELINE_CHUNK)
+                        alone_s += alone.run(PIPELINE_CHUNK)
+            finally:
+                alone.close()
+                pipeline.close()
+            pipeline.check()
+            progress(f"pipeline_av: run {run}/{AV_PIPELINE_RUNS}: encoders alone "
+                     f"{AV_PIPELINE_FRAMES / alone_s:.1f} fps, pipeline {AV_PIPELINE_FRAMES / pipeline_s:.1f} fps")
+            best_alone, best_pipeline = min(best_alone, alone_s), min(best_pipeline, pipeline_s)
+    del frames
+    alone_fps, pipeline_fps = AV_PIPELINE_FRAMES / best_alone, AV_PIPELINE_FRAMES / best_pipeline
+    return {"pipeline_av_fps": pipeline_fps, "encoders_av_fps": alone_fps,
+            "pipeline_vs_ffmpeg_av": pipeline_fps / alone_fps}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@benchmark(
+    "camera_cpu",
+    camera_cpu_pct_1080p30=Figure(
+        "% of a core",
+        lambda f: f"`bwv camera --emulate` recording 1920x1080p30 with sound (libx264 veryfast 8 Mbit/s, AAC 64 "
+                  f"kbit/s, sealed), {CPU_WINDOW_S:g} s of its steady state on this machine "
+                  f"({os.cpu_count()} cores); Pi 5 estimate in docs/hardware.md",
+    ),
+)
+def bench_camera_cpu() -> Figures:
+    """The camera process's CPU share while it records 1080p30 with audio, in emulation.
+
+    A real `bwv camera --emulate --headless --record` process (paced synthetic
+    picture and microphone, silent buzzer); its user and system CPU time
+    from /proc over a window that starts once it has sealed its first data,
+    divided by the window's wall time.  100 % is one core.
+    """
+    from openbwv.enrol import create_server_keys, enrol_device
+    from openbwv.home import Home
+
+    harness = _crash_harness()
+    with tempfile.TemporaryDirectory(prefix="openbwv-bench-") as tmp:
+        home = Home(Path(tmp) / "home")
+        create_server_keys(home)
+        enrol_device(home, "cpu-cam")
+        env = dict(os.environ, BWV_HOME=str(home.root))
+        proc = subprocess.Popen(
+            [harness.bwv(), "camera", "--emulate", "--headless", "--source", "synthetic", "--record",
+             "--seconds", str(CPU_RECORD_SECONDS), "--video-size", "1920x1080", "--fps", "30",
+             "--prebuffer-seconds", "0", "--sound", "silent", "--gnss", "none"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            storage = home.device_storage("cpu-cam")
+            _wait_for("the first segment", lambda: list(storage.glob("*.open")) or proc.poll() is not None, 60)
+            time.sleep(2.0)  # past start-up
+            cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+            time.sleep(CPU_WINDOW_S)
+            cpu1, t1 = _cpu_seconds(proc.pid), time.monotonic()
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+    share = (cpu1 - cpu0) / (t1 - t0) * 100
+    progress(f"camera_cpu: {share:.0f} % of one core over {t1 - t0:.1f} s")
+    return {"camera_cpu_pct_1080p30": share}
+
+
 # -- the dock and the evidence server -----------------------------------------------
 
 UPLOADER_CHUNK = 4 * MiB  # dock/tus_upload.py DEFAULT_CHUNK, the dock's PATCH size (checked when the benchmarks run)
