@@ -382,8 +382,9 @@ class Camera:
         self.report.audio_errors.append(self._audio_failed)
         self.indicators.warn("microphone_failed")
         with self._lock:
-            self._pending_events.append({"type": "audio_lost", "reason": self._audio_failed,
-                                         "utc_us": time.time_ns() // 1000})
+            if self._clip is not None:  # otherwise every later clip's INFO says so ("audio_lost")
+                self._pending_events.append({"type": "audio_lost", "reason": self._audio_failed,
+                                             "utc_us": time.time_ns() // 1000})
 
     def _route(self, packets) -> None:
         for pkt in packets:
@@ -420,7 +421,8 @@ class Camera:
                   "gnss": self.gnss.name if self.gnss is not None else "none",
                   "audio_policy": {"record": self.config.audio.record, "pre_event": self.config.audio.pre_event},
                   "audio_source": self.audio_source.name if self.audio_source is not None else "none",
-                  "pre_event_audio": bool(held_audio)},
+                  "pre_event_audio": bool(held_audio),
+                  **({"audio_lost": self._audio_failed} if self._audio_failed else {})},
             no_fix_reason=self._no_fix_reason,
             audio=self._audio_format if audio_on else None,
             pts_origin_mono=self._pts_origin,

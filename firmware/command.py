@@ -63,6 +63,16 @@ def _configure(p: argparse.ArgumentParser) -> None:
     On a Pi the receiver is the board file's ([gnss]: the header UART), or
     --gnss serial --gnss-device /dev/ttyACM0 for a USB one, or --gnss gpsd.
 
+    Sound: the microphone (--audio; ALSA on a Pi, e.g. --audio-device
+    plughw:CARD=Device,DEV=0) is recorded as AAC-LC in the same sealed
+    segments, in sync with the picture, from the moment recording starts; the
+    pre-event seconds are picture only unless [camera.audio] pre_event = true,
+    and [camera.audio] record = false records no sound at all.
+
+    Battery: with a fuel gauge (--fuel-gauge max17048|ina219) the camera alarms
+    at 10 % or 10 minutes left and stops cleanly, sealing the clip, when
+    critical; the dock is told the level and the time left.
+
     Emulation (--emulate) uses gpiozero's mock pins, a synthetic picture and a
     synthetic walk from Westminster Bridge (--gnss FILE replays an NMEA log
     instead, through a pty, at its own pace; --gnss none: no receiver);
@@ -73,6 +83,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
       bwv camera --emulate --headless --source synthetic --record --seconds 30
       bwv camera --emulate --video-size 1280x720 --hw-trace /tmp/trace.jsonl
       bwv camera --emulate --headless --gnss drive.nmea --record --seconds 60
+      bwv camera --emulate --headless --audio speech.wav --battery-speedup 3600 --record
       bwv camera --config /etc/openbwv/camera.toml          (on a Pi, from systemd)
 
     exit status: 0 on a clean stop; 1 if the camera faulted or could not seal.
@@ -158,6 +169,10 @@ def run_camera(args: argparse.Namespace, home: Home) -> int:
               f"pre-event {config.prebuffer.seconds:g} s, segments {config.video.segment_seconds:g} s, "
               f"storage {storage.directory}", flush=True)
         print(f"gnss: {hw.gnss.name if hw.gnss is not None else 'none'}", flush=True)
+        print(f"audio: {camera.audio_source.name if camera.audio_source is not None else 'none'}"
+              f" (policy: record {'on' if config.audio.record else 'off'}, pre-event sound "
+              f"{'on' if config.audio.pre_event else 'off'}); battery: "
+              f"{hw.battery.name if hw.battery is not None else 'no fuel gauge'}", flush=True)
         if args.record:
             camera.record(True, "command")
         try:

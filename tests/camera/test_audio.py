@@ -111,3 +111,26 @@ def test_sound_never_appears_in_clear_on_the_camera_storage(camera_factory, home
     for frame in frames:  # not one AAC frame, nor any 24 bytes of one, is on the storage as it was encoded
         assert frame[:24] not in stored and frame[-24:] not in stored
     assert all(frame[:24] in clip.ts_path.read_bytes() for frame in frames[:5])  # the search finds what is there
+
+
+def test_a_microphone_that_dies_leaves_the_picture_recording_and_the_clip_says_when(camera_factory, home, tmp_path):
+    import wave
+
+    import numpy as np
+
+    short = tmp_path / "half-second.wav"
+    with wave.open(str(short), "wb") as w:  # a microphone that gives half a second of sound, then nothing
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes((np.sin(np.arange(24000) / 48000 * 2 * np.pi * 440) * 8000).astype("<i2").tobytes())
+    cam = camera_factory(audio=AudioConfig(source="file", device=str(short), loop=False),
+                         **{"prebuffer.seconds": 0})
+    report = record(cam, 2.0)
+    assert report.audio_errors and "ended" in report.audio_errors[0]
+    assert report.recorded_frames >= 50
+    _clip, manifest = open_clip(home, tmp_path)
+    # Said once in the clip: as an event if it died while recording, in every segment's INFO if before.
+    lost = [e["reason"] for s in manifest["segments"] for e in s.get("events", []) if e["type"] == "audio_lost"]
+    lost_before = [i["audio_lost"] for s in manifest["segments"] for i in s["info"] if "audio_lost" in i]
+    assert len(lost) + min(1, len(lost_before)) == 1 and "ended" in (lost + lost_before)[0]
