@@ -422,6 +422,9 @@ class Camera:
                   "audio_policy": {"record": self.config.audio.record, "pre_event": self.config.audio.pre_event},
                   "audio_source": self.audio_source.name if self.audio_source is not None else "none",
                   "pre_event_audio": bool(held_audio),
+                  # Stealth set before the clip began is in the dock's report; the clip says it began so.
+                  "stealth_policy": {"allowed": self.config.indicators.stealth_allowed},
+                  "stealth_at_start": self.machine.stealth,
                   **({"audio_lost": self._audio_failed} if self._audio_failed else {})},
             no_fix_reason=self._no_fix_reason,
             audio=self._audio_format if audio_on else None,

@@ -114,7 +114,8 @@ def test_with_the_policy_on_three_presses_turn_the_indicators_off_and_the_change
     wait_for(lambda: cam.camera.machine.mode is Mode.STANDBY and cam.camera.report.clips, timeout=10)
     cam.stop()
 
-    stealth = [e for e in sealed_events(home, tmp_path) if e["type"] == "stealth"]
+    events = sealed_events(home, tmp_path)
+    stealth = [e for e in events if e["type"] == "stealth"]
     assert [(e["on"], e["cause"]) for e in stealth] == [(True, "gesture"), (False, "gesture")]
     reported = hello_fields(status)["stealth_changes"]
     assert [(c["on"], c["cause"]) for c in reported] == [(True, "gesture"), (False, "gesture")]
@@ -134,3 +135,25 @@ def test_with_the_policy_off_the_gesture_is_refused_and_the_indicators_stay_on(c
     cam.stop()
     assert not [e for e in sealed_events(home, tmp_path) if e["type"] == "stealth"]
     assert hello_fields(cam.camera.status())["stealth_changes"] == []
+
+
+def test_a_clip_started_in_stealth_says_so_and_never_lights_the_red_circle(camera_factory, home, tmp_path):
+    from openbwv.firmware.state import StealthRequest
+
+    cam = camera_factory(audio=QUIET, **{"prebuffer.seconds": 0, "indicators.stealth_allowed": True})
+    cam.start()
+    wait_for(lambda: cam.camera.report.frames > 5)
+    cam.camera.post(StealthRequest(time.monotonic(), True))
+    cam.camera.record(True, "test")
+    wait_for(lambda: cam.camera.recording_started.is_set())
+    time.sleep(0.8)
+    cam.camera.record(False, "test")
+    wait_for(lambda: cam.camera.machine.mode is Mode.STANDBY and cam.camera.report.clips, timeout=10)
+    cam.stop()
+    led = [ev.state for ev in read_trace(cam.trace) if ev.device == "record_led" and not ev.initial]
+    assert "on" not in led  # the red circle never came on
+    storage = home.device_storage(DEVICE)
+    report = open_paths(sorted(storage.glob("*.bwv")), DeviceRegistry(home.registry_dir),
+                        ServerKeyPair.load(home.server_keys_dir), tmp_path / "opened")
+    info = json.loads(report.clips[0].manifest_path.read_text())["segments"][0]["info"][0]
+    assert info["stealth_at_start"] is True and info["stealth_policy"] == {"allowed": True}
