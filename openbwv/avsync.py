@@ -28,13 +28,22 @@ def flash_times(path: Path) -> list[float]:
     return out
 
 
-def click_times(path: Path) -> list[float]:
-    """Presentation times of each click's onset in the decoded sound track."""
+def sound_track(path: Path) -> tuple[float, float, np.ndarray, int]:
+    """The decoded sound: its first and last presentation times, the samples, and the rate."""
     with av.open(str(path)) as c:
         frames = list(c.decode(audio=0))
+    if not frames:
+        raise AssertionError(f"{path}: no sound in the file")
     start = float(frames[0].pts * frames[0].time_base)
     samples = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
-    return [start + t for t in onset_times(samples, frames[0].sample_rate)]
+    rate = frames[0].sample_rate
+    return start, start + len(samples) / rate, samples, rate
+
+
+def click_times(path: Path) -> list[float]:
+    """Presentation times of each click's onset in the decoded sound track."""
+    start, _, samples, rate = sound_track(path)
+    return [start + t for t in onset_times(samples, rate)]
 
 
 def stream_starts(path: Path) -> dict[str, float]:
@@ -50,8 +59,19 @@ def stream_starts(path: Path) -> dict[str, float]:
 
 
 def sync_offsets(path: Path) -> list[float]:
-    """For each flash, the nearest click's onset minus the flash's first white frame, in seconds."""
-    flashes, clicks = flash_times(path), click_times(path)
+    """For each flash the sound could have heard, the nearest click's onset minus the flash's first
+    white frame, in seconds.
+
+    A flash shown before the sound track begins (or after it ends) has no click to pair with: with
+    no pre-event sound, the clip's picture can start a few frames before its sound (the key frame
+    before the press), and a flash in those frames would otherwise be paired with the next second's
+    click and read as a one-second error. Such flashes are left out, not counted as in sync.
+    """
+    sound_from, sound_to, samples, rate = sound_track(path)
+    clicks = [sound_from + t for t in onset_times(samples, rate)]
+    margin = 2 / 30  # a click needs a few milliseconds of track around it to be found
+    flashes = [f for f in flash_times(path) if sound_from + margin <= f <= sound_to - margin]
     if not flashes or not clicks:
-        raise AssertionError(f"{path}: {len(flashes)} flash(es) and {len(clicks)} click(s); expected both")
+        raise AssertionError(f"{path}: {len(flashes)} flash(es) and {len(clicks)} click(s) within the sound; "
+                             "expected both")
     return [min(clicks, key=lambda c: abs(c - f)) - f for f in flashes]
