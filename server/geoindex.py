@@ -52,7 +52,7 @@ from typing import Iterable, Iterator, Sequence
 from ..sealed.errors import KeyFileError, SegmentError
 from ..sealed.keys import ServerKeyPair
 from ..sealed.layout import RECORD_LOCATION
-from ..sealed.reader import KeyLookup, decrypt_records
+from ..sealed.reader import KeyLookup, VerifiedSegment, decrypt_records
 
 log = logging.getLogger("bwv.server.geoindex")
 
@@ -272,12 +272,13 @@ def _short(v: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def read_track(path: Path, keys: KeyLookup, server: ServerKeyPair) -> SegmentTrack:
+def read_track(path: Path, keys: KeyLookup, server: ServerKeyPair, *, verified: VerifiedSegment | None = None
+               ) -> SegmentTrack:
     """Decrypt a verified segment's LOCATION records and parse its fixes.  Never raises: a segment
     is evidence whether or not its track can be read, so a failure is a status, not an exception."""
     try:
         text = "".join(
-            payload.decode("utf-8") for rtype, payload in decrypt_records(path, keys, server)
+            payload.decode("utf-8") for rtype, payload in decrypt_records(path, keys, server, verified=verified)
             if rtype == RECORD_LOCATION
         )
     except (SegmentError, KeyFileError, UnicodeDecodeError, OSError) as e:

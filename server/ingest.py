@@ -144,10 +144,13 @@ class Ingestor:
         # two uploads of neighbouring segments must not both decide on stale rows.
         self._chain_lock = threading.Lock()
 
-    def verify(self, path: Path, claim: SegmentClaim) -> VerifiedSegment:
-        """Everything `bwv verify` checks of one file, plus: the file is what the uploader said it is."""
+    def verify(self, path: Path, claim: SegmentClaim, verified: VerifiedSegment | None = None) -> VerifiedSegment:
+        """Everything `bwv verify` checks of one file, plus: the file is what the uploader said it is.
+
+        `verified`: the file was already verified as its bytes arrived (StreamVerifier over the very
+        bytes written to `path`), so it is not read again; without it, or for any doubt, the file is."""
         try:
-            seg = verify_file(path, self.keys)
+            seg = verified if verified is not None else verify_file(path, self.keys)
         except SegmentError as e:
             raise VerificationFailed(f"{_kind(e)}: {e.reason}" + (f" (at byte {e.offset})" if e.offset is not None else "")) from None
         except KeyFileError as e:
@@ -159,16 +162,17 @@ class Ingestor:
                 raise VerificationFailed(f"upload metadata says {name} {said!r}, the file is {got!r}")
         return seg
 
-    def ingest(self, path: Path, claim: SegmentClaim, *, dock: str, upload_id: str | None = None) -> Ingested:
+    def ingest(self, path: Path, claim: SegmentClaim, *, dock: str, upload_id: str | None = None,
+               verified: VerifiedSegment | None = None) -> Ingested:
         """Verify `path` and take it into evidence; it is consumed on success.
 
         Raises VerificationFailed (422) or ForkRejected (409) and leaves the
         file where it is for the caller to delete.
         """
-        seg = self.verify(path, claim)
+        seg = self.verify(path, claim, verified)
         key = seg.segment_hash.hex()
         # Decrypted before the file moves into the store, indexed in the segment's own transaction.
-        track = read_track(Path(path), self.keys, self.server_keys)
+        track = read_track(Path(path), self.keys, self.server_keys, verified=seg)
         link = ChainLink(seg.device_id, seg.sequence, seg.preamble.prev_hash, seg.segment_hash, "this upload")
         with self._chain_lock:
             held = self.db.segment(key)

@@ -26,6 +26,7 @@ import re
 import secrets
 import time
 import weakref
+from collections import OrderedDict
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,6 +37,7 @@ from ..registry import DeviceRegistry
 from ..sealed.durable import fsync_dir
 from ..sealed.errors import KeyFileError
 from ..sealed.keys import ServerKeyPair
+from ..sealed.reader import StreamVerifier
 from ..opener import OpenedClip, open_paths
 from . import audit, blob_locks, lifecycle, users
 from .auth import USER_TOKEN_PREFIX, DockTokens, bearer_token
@@ -66,6 +68,8 @@ LOCK_WAIT_S = 5.0
 # A finished upload answers HEAD with its receipt for this long; after that the
 # receipt is still at /api/v1/receipts/ and a new POST gets it (dedupe).
 COMPLETED_UPLOADS_KEPT = timedelta(days=30)
+REDERIVE_PIECE = 1024 * 1024
+STREAMS_KEPT = 4096  # verification states of uploads in progress kept in memory (a few KiB each)
 
 
 def database_path(home: Home) -> Path:
@@ -105,6 +109,8 @@ class EvidenceService:
         self.denials = DenialThrottle()  # refusals of callers with no valid token
         self.login_failures = DenialThrottle()  # failed logins: anyone can send them, with any name
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Each upload's verification so far, fed by its PATCH bodies (tus.py): this node's memory only.
+        self._streams: OrderedDict[str, StreamVerifier] = OrderedDict()
 
     # ------------------------------------------------------------------ who is calling
     def authenticate(self, header: str | None) -> Principal:
@@ -220,8 +226,35 @@ class EvidenceService:
             fsync_dir(self.uploads_dir)
             return upload_id
 
+    def stream_state(self, upload_id: str, offset: int) -> StreamVerifier:
+        """The upload's verification state after its first `offset` bytes (blocking: run in a thread).
+
+        Normally the one kept from the last PATCH.  After a restart, or when another node took the
+        upload's earlier bytes, this node has none for that offset and derives it once by reading the
+        partial file up to `offset` (bytes below a committed offset never change)."""
+        state = self._streams.get(upload_id)
+        if state is not None and state.offset == offset:
+            self._streams.move_to_end(upload_id)
+            return state.copy()
+        state = StreamVerifier(self.registry)
+        with open(self.part_path(upload_id), "rb", buffering=0) as f:
+            while state.offset < offset:
+                piece = f.read(min(REDERIVE_PIECE, offset - state.offset))
+                if not piece:
+                    break  # shorter than recorded: the state is short too, and verify_file decides at the end
+                state.feed(piece)
+        return state
+
+    def keep_stream_state(self, upload_id: str, state: StreamVerifier) -> None:
+        """Remember the state at the offset just committed (the least recently used go past the cap)."""
+        self._streams[upload_id] = state
+        self._streams.move_to_end(upload_id)
+        while len(self._streams) > STREAMS_KEPT:
+            self._streams.popitem(last=False)
+
     def discard(self, upload_id: str) -> None:
         """Forget an upload: its partial bytes and its row.  Never touches held evidence."""
+        self._streams.pop(upload_id, None)
         self.part_path(upload_id).unlink(missing_ok=True)
         fsync_dir(self.uploads_dir)
         self.db.delete_upload(upload_id)
@@ -289,11 +322,15 @@ class EvidenceService:
         again (by an empty PATCH at the end, or at the next start).
         """
         claim = SegmentClaim(upload.device_id, upload.sequence, upload.segment_hash)
+        state = self._streams.get(upload.id)
+        streamed = state.result() if state is not None and state.offset == upload.length else None
         try:
-            done = self.ingestor.ingest(self.part_path(upload.id), claim, dock=upload.dock, upload_id=upload.id)
+            done = self.ingestor.ingest(self.part_path(upload.id), claim, dock=upload.dock, upload_id=upload.id,
+                                        verified=streamed)
         except (VerificationFailed, ForkRejected):
             self.discard(upload.id)
             raise
+        self._streams.pop(upload.id, None)
         # Before the receipt: the store's lock reaches the retention date (a retry, a duplicate, settles again).
         blob_locks.settle(self.db.reader(), self.blobs, self.config.retention, [done.segment.clip_id],
                           keys=[done.segment.segment_hash])

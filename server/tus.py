@@ -403,6 +403,9 @@ class TusEndpoint:
         try:
             if os.fstat(fd).st_size != offset:  # bytes past the recorded offset were never acknowledged
                 await asyncio.to_thread(_cut_back, fd, offset)
+            # Verified as it arrives: the body goes into the segment's verifier here, so the file is
+            # not read back at the end.  A copy: a chunk that is discarded must not stay in it.
+            stream = await asyncio.to_thread(self.service.stream_state, upload.id, offset)
             pos = offset
             cut: str | None = None
             pending = bytearray()
@@ -415,6 +418,7 @@ class TusEndpoint:
                         raise TooLarge(f"the body runs past Upload-Length {upload.length}; chunk discarded")
                     if digest is not None:
                         digest.update(piece)
+                    stream.feed(piece)
                     pending += piece
                     if len(pending) >= WRITE_PIECE:
                         await asyncio.to_thread(_write_all, fd, pending, pos)
@@ -446,6 +450,7 @@ class TusEndpoint:
             os.close(fd)
         if pos != offset:
             await asyncio.to_thread(self.service.db.set_upload_offset, upload.id, pos, utc_now())
+            self.service.keep_stream_state(upload.id, stream)
         if cut:
             log.info("upload %s (%s #%d): %s; kept %d bytes, offset now %d", upload.id, upload.device_id,
                      upload.sequence, cut, pos - offset, pos)
