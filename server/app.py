@@ -232,6 +232,10 @@ class ApiEndpoint:
                             headers={"Content-Disposition": f'attachment; filename="{clip_id}.gpx"'})
 
 
+async def _to_ui(request: web.Request) -> web.Response:
+    raise web.HTTPPermanentRedirect("/ui/")
+
+
 def build_app(service: EvidenceService) -> web.Application:
     app = web.Application(
         middlewares=[log_requests, json_errors, authenticate, tus_resumable], client_max_size=MAX_JSON_BODY
@@ -251,6 +255,12 @@ def build_app(service: EvidenceService) -> web.Application:
         app.router.add_route("OPTIONS", path, tus.options)
     app[ROUTE_TABLE] = table
     app.on_response_prepare.append(_tus_response_headers)
+    # The staff web application (server/ui, docs/web-app.md): its own sign-in, CSRF and role checks.
+    from .ui import build_ui, security_headers
+
+    app.router.add_get("/ui", _to_ui)
+    app.add_subapp("/ui/", build_ui(service))
+    app.on_response_prepare.append(security_headers)
     return app
 
 

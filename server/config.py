@@ -36,6 +36,11 @@ class ServerConfig:
     checkpoint_interval_s: float = 600.0  # how often the audit log's head is signed
     blobs: str = "local"  # where held segments live: BWV_HOME/server/store, or s3://... (blobstore.py)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # the [retention] table
+    # The staff web application (server/ui): how long a signed-in browser may sit idle before it must
+    # sign in again, and the force's own map tile server ({z}/{x}/{y} URL; none: a map with no tiles).
+    ui_idle_minutes: float = 15.0
+    map_tiles: str | None = None
+    map_attribution: str = ""
 
     def __post_init__(self) -> None:
         checks = [
@@ -47,6 +52,9 @@ class ServerConfig:
             (1 <= self.checkpoint_interval_s <= 86_400,
              f"audit checkpoint interval {self.checkpoint_interval_s} s outside 1..86400"),
             ((self.tls_cert is None) == (self.tls_key is None), "--tls-cert and --tls-key go together"),
+            (1 <= self.ui_idle_minutes <= 720, f"web idle expiry {self.ui_idle_minutes} min outside 1..720"),
+            (self.map_tiles is None or _is_tile_url(self.map_tiles),
+             f"map tiles {self.map_tiles!r}: give an http(s) URL with {{z}}, {{x}} and {{y}} in it"),
             (self.tls_client_ca is None or self.tls_cert is not None, "--tls-client-ca needs --tls-cert and --tls-key"),
         ]
         for ok, why in checks:
@@ -73,6 +81,11 @@ class ServerConfig:
         return ctx
 
 
+def _is_tile_url(url: str) -> bool:
+    return (url.startswith(("https://", "http://", "/")) and all(k in url for k in ("{z}", "{x}", "{y}"))
+            and not any(c in url for c in "'\"<> \\"))
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8443`` for IPv6) into its parts."""
     host, sep, port = text.rpartition(":")
@@ -97,6 +110,9 @@ _FILE_KEYS = {
     "tls_key": str,
     "tls_client_ca": str,
     "blobs": str,
+    "ui_idle_minutes": (int, float),
+    "map_tiles": str,
+    "map_attribution": str,
 }
 
 
@@ -125,6 +141,9 @@ def settings(
     tls_client_ca: str | Path | None = None,
     checkpoint_interval_s: float | None = None,
     blobs: str | None = None,
+    ui_idle_minutes: float | None = None,
+    map_tiles: str | None = None,
+    map_attribution: str | None = None,
 ) -> dict[str, Any]:
     """User-facing settings (MB, HOST:PORT) as ServerConfig fields; None means "not given"."""
     out: dict[str, Any] = {}
@@ -142,6 +161,12 @@ def settings(
         out["checkpoint_interval_s"] = float(checkpoint_interval_s)
     if blobs is not None:
         out["blobs"] = check_blobs(blobs)
+    if ui_idle_minutes is not None:
+        out["ui_idle_minutes"] = float(ui_idle_minutes)
+    if map_tiles is not None:
+        out["map_tiles"] = map_tiles or None
+    if map_attribution is not None:
+        out["map_attribution"] = map_attribution[:300]
     for name, value in (("tls_cert", tls_cert), ("tls_key", tls_key), ("tls_client_ca", tls_client_ca)):
         if value is not None:
             out[name] = Path(value)

@@ -257,7 +257,8 @@ def issue_token(db: sqlite3.Connection, username: str, *, actor: str, hours: flo
 
 
 def login(db: sqlite3.Connection, username: str, password: str, *, at: datetime | None = None,
-          audit_failure: Callable[[], bool] = lambda: True) -> tuple[str, str]:
+          audit_failure: Callable[[], bool] = lambda: True, hours: float = SESSION_HOURS,
+          purpose: str = "login") -> tuple[str, str]:
     """Check a password and issue a session token, or raise Unauthorized (and audit the failure).
 
     The caller commits even on failure, so that the failure count and its
@@ -291,7 +292,7 @@ def login(db: sqlite3.Connection, username: str, password: str, *, at: datetime 
         raise LoginFailed("unknown user or wrong password")
     db.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE username = ?", (username,))
     audit.append(db, actor=f"user:{username}", action="login", target="session", at=now)
-    return issue_token(db, username, actor=f"user:{username}", at=now)
+    return issue_token(db, username, actor=f"user:{username}", at=now, hours=hours, purpose=purpose)
 
 
 class LoginFailed(Unauthorized):
@@ -329,10 +330,25 @@ def revoke_token(db: sqlite3.Connection, token: str, *, at: str | None = None) -
                (at or _iso(_now()), token_digest(token)))
 
 
+def token_times(db: sqlite3.Connection, token: str) -> tuple[datetime, datetime] | None:
+    """When a token was issued and when it expires (None: no such token).  The web application's
+    idle expiry (server/ui/session.py) reads them to decide whether to push the expiry on."""
+    row = db.execute("SELECT created_utc, expires_utc FROM user_tokens WHERE token_sha256 = ?",
+                     (token_digest(token),)).fetchone()
+    return None if row is None else (datetime.fromisoformat(row[0]), datetime.fromisoformat(row[1]))
+
+
+def extend_token(db: sqlite3.Connection, token: str, expires: datetime) -> None:
+    """Move a live token's expiry (a web session's idle timer, refreshed on activity); a revoked
+    token stays revoked."""
+    db.execute("UPDATE user_tokens SET expires_utc = ? WHERE token_sha256 = ? AND revoked_utc IS NULL",
+               (_iso(expires), token_digest(token)))
+
+
 _DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
 __all__ = [
     "ADMIN", "AUDITOR", "DISCLOSURE_OFFICER", "DOCK", "EVIDENCE_OFFICER", "LoginFailed", "OFFICER", "OwnRoleChange", "PERMISSIONS",
     "Principal", "ROLES", "SCHEMA", "SUPERVISOR", "add_user", "change_user", "check_password", "hash_password",
-    "issue_token", "login", "principal_for_token", "revoke_token", "users",
+    "extend_token", "issue_token", "login", "principal_for_token", "revoke_token", "token_times", "users",
 ]
