@@ -14,8 +14,9 @@ DEMO_HOME ?= $(CURDIR)/build/demo-home
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/system-packages.sh
+$(STAMP): pyproject.toml scripts/system-packages.sh package.json package-lock.json scripts/web-assets.sh
 	bash scripts/system-packages.sh
+	bash scripts/web-assets.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
@@ -34,4 +35,4 @@ clean:
 	rm -rf build .pytest_cache .hypothesis
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) node_modules server/ui/static/vendor

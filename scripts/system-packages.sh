@@ -12,6 +12,8 @@ want libasound2-dev   # simpleaudio compiles against ALSA
 want xvfb             # a virtual display, so the emulated camera's window is tested too
 want ffmpeg           # ffprobe/ffmpeg: the tests check opened and exported video with an independent tool
 want chromium         # the browser the web application's tests drive (Playwright, system browser)
+want nodejs            # node and npm: npm ci installs the web application's pinned browser assets (package-lock.json)
+command -v npm >/dev/null || want npm   # some nodejs builds ship npm inside, Debian's does not
 want postgresql-15    # the fleet metadata engine; the tests start their own cluster on loopback
 want ceph-mon; want ceph-osd; want radosgw; want ceph-common   # S3 Object Lock, started by the tests
 want haproxy          # the real load balancer in front of several server nodes
