@@ -189,11 +189,18 @@ class Error(Answer):
     error: str = Field(description="what was wrong, for the person at the other end")
 
 
+class DependencyCheck(Answer):
+    ok: bool = Field(description="false: this dependency is down or out of room")
+    detail: str = Field(description="what was found, or what went wrong, in words")
+
+
 class Health(Answer):
-    status: str
+    status: Literal["ok", "failing"] = Field(description="failing (and status 503): a dependency is down")
     service: str
     version: str
     server_key_id: str
+    checks: dict[str, DependencyCheck] = Field(
+        description="database, object_store, keys, upload_area and (a local store) evidence_store")
 
 
 class Session(Answer):

@@ -24,6 +24,7 @@ from .. import __version__
 from ..sealed.layout import DEVICE_ID_RE
 from .geoindex import QueryInvalid, SearchQuery, iso_utc
 from .gpx import clip_gpx
+from .metrics import CONTENT_TYPE, Check, dependency_checks, may_scrape, parse_networks
 from .auth import bearer_text
 from .errors import BadRequest, Forbidden, NotFound, PreconditionFailed, ServerError, Unauthorized
 from .routes import ROUTES, Route
@@ -39,6 +40,7 @@ SERVICE = web.AppKey("service", EvidenceService)
 ROUTE_TABLE = web.AppKey("routes", dict)
 MAX_JSON_BODY = MAX_BODY  # a JSON body; over it: 413 (staff_api.json_body). tus PATCH streams its own
 CLIP_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+HEALTH_TIMEOUT_S = 5.0
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
@@ -154,20 +156,37 @@ async def _tus_response_headers(request: web.Request, response: web.StreamRespon
 
 
 class ApiEndpoint:
-    """The non-tus routes: health, receipts, segment metadata."""
+    """The non-tus routes: health, metrics, receipts, segment metadata."""
 
     def __init__(self, service: EvidenceService):
         self.service = service
+        self.networks = parse_networks(service.config.metrics_from)
 
     async def health(self, request: web.Request) -> web.Response:
+        """200 when every dependency answers, else 503 naming the one that does not: a load balancer
+        takes the node out of rotation, and whoever looks sees why."""
+        try:
+            checks = await asyncio.wait_for(asyncio.to_thread(dependency_checks, self.service), HEALTH_TIMEOUT_S)
+        except TimeoutError:
+            checks = [Check("dependencies", False, f"the checks did not answer within {HEALTH_TIMEOUT_S:.0f} s")]
+        failing = [c.name for c in checks if not c.ok]
+        if failing:
+            request["note"] = f"failing: {', '.join(failing)}"
         return web.json_response({
-            "status": "ok",
+            "status": "failing" if failing else "ok",
             "service": "openbwv-server",
             "version": __version__,
             "server_key_id": self.service.server_keys.public.key_id.hex(),
             "uploads_in_progress": self.service.active_uploads,
             "max_concurrent_uploads": self.service.config.max_concurrent,
-        })
+            "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
+        }, status=503 if failing else 200)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        if not may_scrape(request.remote, self.networks):
+            raise Forbidden(f"{request.remote or 'this caller'} may not read /metrics: only addresses in the "
+                            "server's metrics_from setting may (default loopback)")
+        return web.Response(body=self.service.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def receipt(self, request: web.Request) -> web.Response:
         device_id, sequence = request.match_info["device_id"], request.match_info["sequence"]

@@ -41,6 +41,8 @@ class ServerConfig:
     ui_idle_minutes: float = 15.0
     map_tiles: str | None = None
     map_attribution: str = ""
+    # Who may scrape /metrics without a token (metrics.py says why loopback by default).
+    metrics_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
     def __post_init__(self) -> None:
         checks = [
@@ -60,6 +62,12 @@ class ServerConfig:
         for ok, why in checks:
             if not ok:
                 raise ConfigError(why)
+        from .metrics import parse_networks
+
+        try:
+            parse_networks(self.metrics_from)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     @property
     def scheme(self) -> str:
@@ -113,6 +121,7 @@ _FILE_KEYS = {
     "ui_idle_minutes": (int, float),
     "map_tiles": str,
     "map_attribution": str,
+    "metrics_from": list,
 }
 
 
@@ -144,6 +153,7 @@ def settings(
     ui_idle_minutes: float | None = None,
     map_tiles: str | None = None,
     map_attribution: str | None = None,
+    metrics_from: list[str] | None = None,
 ) -> dict[str, Any]:
     """User-facing settings (MB, HOST:PORT) as ServerConfig fields; None means "not given"."""
     out: dict[str, Any] = {}
@@ -167,6 +177,10 @@ def settings(
         out["map_tiles"] = map_tiles or None
     if map_attribution is not None:
         out["map_attribution"] = map_attribution[:300]
+    if metrics_from is not None:
+        if not all(isinstance(x, str) for x in metrics_from):
+            raise ConfigError(f"metrics_from = {metrics_from!r}: give a list of addresses or networks as strings")
+        out["metrics_from"] = tuple(metrics_from)
     for name, value in (("tls_cert", tls_cert), ("tls_key", tls_key), ("tls_client_ca", tls_client_ca)):
         if value is not None:
             out[name] = Path(value)

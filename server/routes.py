@@ -117,7 +117,14 @@ TUS_WRITE = {
 
 ROUTES: tuple[Route, ...] = (
     # ---- public
-    Route("GET", "/api/v1/health", "api.health", "Liveness and the server's key id", None, answer=m.Health),
+    Route("GET", "/api/v1/health", "api.health",
+          "Liveness, the server's key id, and each dependency's state (database, object store, keys, disk)", None,
+          answer=m.Health, also={503: ("a dependency is down: the body says which", m.Health)}),
+    Route("GET", "/metrics", "api.metrics",
+          "This node's counters in Prometheus's text format (uploads in flight, bytes and segments ingested, "
+          "receipt latency, verification failures, sweeps, dependency errors); only from the addresses in "
+          "metrics_from (default loopback)", None, produces="text/plain",
+          also={403: "the caller's address is not in metrics_from"}),
     Route("POST", "/api/v1/login", "staff.login", "Log in with a user name and password; returns a bearer token",
           None, body=m.LoginBody, answer=m.Session,
           also={401: "wrong user name or password, a disabled or locked account (audited up to a rate)"}),

@@ -57,6 +57,7 @@ from .errors import (
     VerificationFailed,
 )
 from .ingest import Ingested, Ingestor, SegmentClaim, utc_now
+from .metrics import ServerMetrics
 from .users import DOCK, Principal
 
 ANONYMOUS = "anonymous"  # how the audit trail names a caller with no valid token
@@ -106,6 +107,7 @@ class EvidenceService:
         self.ingestor = Ingestor(self.db, self.blobs, self.registry, self.server_keys)
         self.tokens = DockTokens(self.db)
         self.active_uploads = 0
+        self.metrics = ServerMetrics(lambda: self.active_uploads)
         self.denials = DenialThrottle()  # refusals of callers with no valid token
         self.login_failures = DenialThrottle()  # failed logins: anyone can send them, with any name
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()

@@ -368,8 +368,15 @@ class StaffEndpoint:
         if self._sweeping.locked():
             raise Conflict("a retention sweep started over HTTP is still running; its report will say what "
                            "it deleted (GET /api/v1/audit?action=sweep_finished)")
+        metrics = self.service.metrics
         async with self._sweeping:
-            report = await asyncio.to_thread(self._sweeper(p.actor).run)
+            try:
+                report = await asyncio.to_thread(self._sweeper(p.actor).run)
+            except Exception:
+                metrics.sweep_runs.labels("failed").inc()
+                raise
+        metrics.sweep_runs.labels("ok").inc()
+        metrics.sweep_deletions.inc(len(report.deleted_clips))
         request["note"] = f"sweep {report.sweep_id}: {len(report.deleted_clips)} clip(s) deleted"
         return web.json_response(report.to_dict() | {"clips": report.deleted_clips[:MAX_LISTED],
                                                      "listed": min(MAX_LISTED, len(report.deleted_clips))})

@@ -42,6 +42,7 @@ from .errors import (
     Conflict,
     InsufficientStorage,
     ChecksumMismatch,
+    ForkRejected,
     NotFound,
     OffsetMismatch,
     ServerError,
@@ -373,16 +374,30 @@ class TusEndpoint:
                 raise TooLarge(
                     f"a body of {declared} bytes at offset {offset} would run past Upload-Length {upload.length}"
                 )
-            new_offset = await self._receive(request, upload, checksum)
+            metrics = self.service.metrics
+            try:
+                new_offset = await self._receive(request, upload, checksum)
+            except StoreError:
+                metrics.dependency_errors.labels("upload_area").inc()
+                raise
+            metrics.bytes_received.inc(new_offset - offset)
             request["note"] += f" +{new_offset - offset} B at {new_offset}/{upload.length}"
             if new_offset < upload.length:
                 return web.Response(status=204, headers={"Upload-Offset": str(new_offset)})
             upload = self._own_upload(request)
             try:
-                ingested = await asyncio.to_thread(self.service.complete, upload)
+                with metrics.timing_receipt():
+                    ingested = await asyncio.to_thread(self.service.complete, upload)
             except ServerError as e:
+                if isinstance(e, ForkRejected):
+                    metrics.verification_failures.labels("fork").inc()
+                elif isinstance(e, VerificationFailed):
+                    metrics.verification_failures.labels("verification").inc()
+                elif isinstance(e, StoreError):
+                    metrics.dependency_errors.labels("object_store").inc()
                 request["note"] += f" rejected: {e.reason}"
                 raise
+            metrics.segments.labels("duplicate" if ingested.duplicate else "new").inc()
             seg = ingested.segment
             request["note"] += (" already held" if ingested.duplicate
                                 else f" ingested, chain {seg.chain_status}, hash {seg.segment_hash[:16]}")

@@ -56,7 +56,10 @@ def test_a_store_down_to_its_reserve_refuses_new_uploads_with_507(tmp_path):
         assert reply.status == 507
         assert "reserve" in reply.error and "--reserve-mb" in reply.error
         assert "Location" not in reply.headers
-        assert TusSession(server.url, None).get("/api/v1/health").status == 200
+        # Still answering, and saying why it takes nothing: a load balancer sends the docks elsewhere.
+        health = TusSession(server.url, None).get("/api/v1/health")
+        assert health.status == 503
+        assert health.json()["checks"]["upload_area"]["ok"] is False
     assert not list((home.server_dir / "uploads").iterdir())
 
 
