@@ -83,6 +83,8 @@ def _responses(route: Route) -> dict:
             statuses[code] = {"description": _ERRORS[code]}
     for code, also in route.also.items():
         statuses[code] = {"description": also[0] if isinstance(also, tuple) else also}
+        if code < 300 and "content" in ok:  # another success (206: part of the same file)
+            statuses[code]["content"] = ok["content"]
         if isinstance(also, tuple):
             statuses[code]["content"] = _json(also[1])
     for code, answer in statuses.items():

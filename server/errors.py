@@ -85,6 +85,16 @@ class TooLarge(ServerError):
     title = "Content Too Large"
 
 
+class RangeNotSatisfiable(ServerError):
+    """A byte range that cannot be read or lies past the end (RFC 9110 s.15.5.17); Content-Range says the length."""
+
+    status = 416
+    title = "Range Not Satisfiable"
+
+    def __init__(self, reason: str, *, size: int):
+        super().__init__(reason, headers={"Content-Range": f"bytes */{size}"})
+
+
 class UnsupportedMediaType(ServerError):
     """A PATCH whose body is not `application/offset+octet-stream`."""
 

@@ -170,8 +170,13 @@ ROUTES: tuple[Route, ...] = (
           "A clip's segments, retention category, due date, marks and holds", "clip.read", params=(CLIP,),
           own_footage=True, answer=m.ClipView),
     Route("GET", "/api/v1/clips/{clip_id}/video", "staff.clip_video",
-          "The clip decrypted and verified, as MP4 (audited: decrypt, key use)", "clip.view", params=(CLIP,),
-          own_footage=True, produces="video/mp4", also=CONFLICT),
+          "The clip decrypted and verified, as MP4 (H.264/AAC, faststart), by byte range, never to be cached. "
+          "The first request opens a view for the caller (audited: decrypt, key use); their further requests "
+          "read that view until it expires (an hour)", "clip.view",
+          params=(CLIP, _header("Range", "one byte range, RFC 9110: bytes=FIRST-LAST, bytes=FIRST- or bytes=-N")),
+          own_footage=True, produces="video/mp4",
+          also={**CONFLICT, 206: "the range asked for (Content-Range)",
+                416: "a range that cannot be read or starts past the end (Content-Range: bytes */SIZE)"}),
     Route("GET", "/api/v1/clips/{clip_id}/track.gpx", "api.track_gpx", "The clip's GNSS track as GPX 1.1",
           "clip.track", params=(CLIP,), produces="application/gpx+xml"),
     Route("GET", "/api/v1/search", "api.search", "Clips recorded within radius_m of a point during a window",

@@ -14,6 +14,7 @@ State lives under BWV_HOME/server/::
     store/             held segments, content-addressed (LocalBlobStore; or an S3 bucket
                        with Object Lock, --blobs s3://..., s3store.py)
     uploads/           partial uploads, <upload-id>.part
+    views/             decrypted clips being watched, by clip and view (media.py)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from .errors import (
     VerificationFailed,
 )
 from .ingest import Ingested, Ingestor, SegmentClaim, utc_now
+from .media import ViewCache, views_root
 from .metrics import ServerMetrics
 from .users import DOCK, Principal
 
@@ -104,6 +106,8 @@ class EvidenceService:
         self.db = db or open_metadata(home)
         self.blobs = blobs or open_blob_store(config.blobs, home.server_dir / "store")
         self.registry = DeviceRegistry(home.registry_dir)
+        # Decrypted views being watched (media.py): beside the database, where the sweep finds them.
+        self.views = ViewCache(views_root(self.db.path))
         self.ingestor = Ingestor(self.db, self.blobs, self.registry, self.server_keys)
         self.tokens = DockTokens(self.db)
         self.active_uploads = 0
@@ -346,6 +350,9 @@ class EvidenceService:
     def recover(self) -> list[str]:
         """Make the partial files agree with the database after a crash; return what was done."""
         notes: list[str] = []
+        self.views.clear_unfinished()
+        if removed := self.views.prune():
+            notes.append(f"removed {removed} expired view(s) of decrypted footage")
         cutoff = (datetime.now(timezone.utc) - COMPLETED_UPLOADS_KEPT).isoformat(timespec="seconds")
         self.db.forget_completed_uploads(cutoff)
         known: set[str] = set()

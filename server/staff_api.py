@@ -13,11 +13,8 @@ import json
 import logging
 import math
 import re
-import shutil
 import sqlite3
-import tempfile
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from aiohttp import web
@@ -25,10 +22,9 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from . import api_models as models
-from . import audit, geoindex, lifecycle, sar, users
+from . import audit, geoindex, lifecycle, media, sar, users
 from .api_models import CLIP_ID_RE, REQUEST_ID_RE
-from .audit_time import segments_detail
-from .errors import BadRequest, Conflict, NotFound, ServerError, StoreError, TooLarge
+from .errors import BadRequest, Conflict, NotFound, ServerError, TooLarge
 from .retention import due_utc_us
 from .service import EvidenceService
 from .users import OFFICER, Principal
@@ -239,32 +235,13 @@ class StaffEndpoint:
         return web.json_response(await self.write(run))
 
     async def clip_video(self, request: web.Request) -> web.StreamResponse:
+        """The clip as MP4, by range, from the caller's live view of it (media.py): the first request opens
+        the view (verified, decrypted, audited: key_use and decrypt naming the caller), the player's further
+        ranges read the same file until the view expires."""
         clip_id = check_clip_id(request.match_info["clip_id"])
-        p = principal(request)
-        workdir = Path(tempfile.mkdtemp(prefix="bwv-view-", dir=self.service.home.server_dir))
-        try:
-            try:
-                opened = await asyncio.to_thread(self.service.open_clip, clip_id, workdir)
-            except ServerError as e:
-                await self.write(lambda db: audit.append(db, actor=p.actor, action="decrypt",
-                                                         target=f"clip:{clip_id}", outcome="failed",
-                                                         detail={"why": e.reason[:500]}))
-                raise
-            hashes = [s.segment_hash.hex() for s in opened.segments]
-
-            def record(db):
-                audit.append(db, actor=p.actor, action="key_use", target=f"clip:{clip_id}",
-                             detail={"key": self.service.server_keys.public.key_id.hex(), **segments_detail(hashes)})
-                audit.append(db, actor=p.actor, action="decrypt", target=f"clip:{clip_id}",
-                             detail={**segments_detail(hashes), "purpose": "view"})
-            await self.write(record)
-            if opened.mp4_path is None:
-                raise StoreError(f"clip {clip_id} decrypted but could not be remuxed to MP4")
-            data = await asyncio.to_thread(opened.mp4_path.read_bytes)
-            return web.Response(body=data, content_type="video/mp4",
-                                headers={"Content-Disposition": f'inline; filename="{clip_id}.mp4"'})
-        finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+        view = await media.view_for(self.service, clip_id, principal(request), via="api")
+        request["note"] = f"view {view.view_id} of clip {clip_id}"
+        return media.serve_view(request, view)
 
     async def mark(self, request: web.Request) -> web.Response:
         clip_id = check_clip_id(request.match_info["clip_id"])

@@ -45,6 +45,7 @@ from .blobstore import BlobStore
 from .db import MetadataStore
 from .errors import Conflict
 from .geoindex import iso_utc
+from .media import drop_clip_views
 from .retention import RetentionPolicy, decide, due_utc_us
 
 log = logging.getLogger("bwv.server.sweep")
@@ -245,15 +246,19 @@ class Sweeper:
         reader = self.store.reader()
         destroyed: dict[str, str | None] = {}
         copies: dict[str, int] = {}
+        views: dict[str, int] = {}
         for clip_id, _ in clips:
             for (key,) in reader.execute("SELECT blob_key FROM segments WHERE clip_id = ?", (clip_id,)):
                 destroyed[key] = self.blobs.shred(key, sync=False)
             copies[clip_id] = self._remove_export_copies(clip_id)
+            # Decrypted views being watched (media.py) go with the clip: no one finishes watching deleted footage.
+            views[clip_id] = drop_clip_views(self.store.path, clip_id)
         self.blobs.sync_all()
         at = _iso(self.clock())
         with self.store.transaction() as db:
             for clip_id, sweep_id in clips:
-                self._record(db, clip_id, sweep_id, destroyed, at, report, copies.get(clip_id, 0))
+                self._record(db, clip_id, sweep_id, destroyed, at, report, copies.get(clip_id, 0),
+                             views.get(clip_id, 0))
 
     def _remove_export_copies(self, clip_id: str) -> int:
         """Remove the exported copies of a clip being deleted (sar_export.py: subject access exports
@@ -280,7 +285,7 @@ class Sweeper:
         return index
 
     def _record(self, db: sqlite3.Connection, clip_id: str, sweep_id: str, destroyed: dict[str, str | None],
-                at: str, report: SweepReport, export_copies: int = 0) -> None:
+                at: str, report: SweepReport, export_copies: int = 0, views: int = 0) -> None:
         record = lifecycle.clip(db, clip_id)
         if record is None or record.state != lifecycle.CLIP_DELETING:
             return  # recorded already (never twice)
@@ -318,6 +323,7 @@ class Sweeper:
             "sweep": sweep_id, "category": record.category, "recorded": iso_utc(record.recorded_utc_us),
             "due": iso_utc(due_utc_us(self.policy, record.facts())), **segments_detail(gone), "bytes": size,
             "wrapped_keys_destroyed": len(gone), "kept_late_segments": late, "export_copies_removed": export_copies,
+            "views_removed": views,
         })
         report.deleted_clips.append(clip_id)
         report.deleted_segments += len(gone)
