@@ -127,6 +127,7 @@ class Action(StrEnum):
     REQUEST_LOGGED = "request_logged"  # a records / disclosure request
     REQUEST_CLOSED = "request_closed"
     REQUEST_EXTENDED = "request_extended"
+    REQUEST_VERIFIED = "request_verified"  # staff checked who made a request on the public page
     USER_ADDED = "user_added"
     USER_CHANGED = "user_changed"
     USER_REMOVED = "user_removed"

@@ -43,6 +43,18 @@ class ServerConfig:
     map_attribution: str = ""
     # Who may scrape /metrics without a token (metrics.py says why loopback by default).
     metrics_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # The public request page (ui_pages_public.py, sar.PublicLimits): whether it is offered, how wide a
+    # request not yet verified may be, and how many a client (and everyone together) may send.
+    public_requests: bool = True
+    public_max_window_hours: float = 4.0
+    public_max_radius_m: float = 500.0
+    public_per_client_per_day: int = 3
+    public_per_hour: int = 60
+    # The time zone the public (and the public page's form) speaks in; stored times stay UTC.
+    local_time_zone: str = "Europe/London"
+    # Load balancers whose X-Forwarded-For names the real client (for the public page's rate limit);
+    # none by default, so a forged header from anyone else is ignored.
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks = [
@@ -58,6 +70,12 @@ class ServerConfig:
             (self.map_tiles is None or _is_tile_url(self.map_tiles),
              f"map tiles {self.map_tiles!r}: give an http(s) URL with {{z}}, {{x}} and {{y}} in it"),
             (self.tls_client_ca is None or self.tls_cert is not None, "--tls-client-ca needs --tls-cert and --tls-key"),
+            (0.25 <= self.public_max_window_hours <= 48,
+             f"public_max_window_hours = {self.public_max_window_hours} outside 0.25..48"),
+            (10 <= self.public_max_radius_m <= 5000, f"public_max_radius_m = {self.public_max_radius_m} outside 10..5000"),
+            (1 <= self.public_per_client_per_day <= 1000,
+             f"public_per_client_per_day = {self.public_per_client_per_day} outside 1..1000"),
+            (1 <= self.public_per_hour <= 100_000, f"public_per_hour = {self.public_per_hour} outside 1..100000"),
         ]
         for ok, why in checks:
             if not ok:
@@ -65,9 +83,25 @@ class ServerConfig:
         from .metrics import parse_networks
 
         try:
-            parse_networks(self.metrics_from)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(self.local_time_zone)
+        except (ValueError, LookupError):
+            raise ConfigError(f"local_time_zone = {self.local_time_zone!r} is not a time zone this machine knows "
+                              "(for example Europe/London)") from None
+        for setting, networks in (("metrics_from", self.metrics_from), ("trusted_proxies", self.trusted_proxies)):
+            try:
+                parse_networks(networks, setting)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+
+    @property
+    def public_limits(self):
+        """The public page's bounds, as sar.py applies them."""
+        from .sar import PublicLimits
+
+        return PublicLimits(max_window_hours=self.public_max_window_hours, max_radius_m=self.public_max_radius_m,
+                            per_client_per_day=self.public_per_client_per_day, per_hour=self.public_per_hour)
 
     @property
     def scheme(self) -> str:
@@ -122,7 +156,15 @@ _FILE_KEYS = {
     "map_tiles": str,
     "map_attribution": str,
     "metrics_from": list,
+    "public_requests": bool,
+    "public_max_window_hours": (int, float),
+    "public_max_radius_m": (int, float),
+    "public_per_client_per_day": int,
+    "public_per_hour": int,
+    "trusted_proxies": list,
+    "local_time_zone": str,
 }
+_BOOL_KEYS = {"public_requests"}
 
 
 def settings_from_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -132,10 +174,16 @@ def settings_from_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
         kind = _FILE_KEYS.get(key)
         if kind is None:
             raise ConfigError(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(_FILE_KEYS))}")
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, kind) or (isinstance(value, bool) and key not in _BOOL_KEYS):
             raise ConfigError(f"{where}: {key} = {value!r} has the wrong type")
         out[key] = value
-    return settings(**out)
+    direct = {k: out.pop(k) for k in list(out) if k.startswith("public_") or k == "local_time_zone"}
+    if "trusted_proxies" in out:
+        proxies = out.pop("trusted_proxies")
+        if not all(isinstance(x, str) for x in proxies):
+            raise ConfigError(f"{where}: trusted_proxies = {proxies!r}: give a list of addresses or networks")
+        direct["trusted_proxies"] = tuple(proxies)
+    return settings(**out) | direct
 
 
 def settings(

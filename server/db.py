@@ -187,6 +187,9 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     # When the sweep began shredding a clip (sweep.py): from then on no hold can save it, so none is
     # taken (sar.py), and a resumed sweep knows to finish rather than abandon it.
     (8, "ALTER TABLE clips ADD COLUMN shred_begun_utc TEXT"),
+    # Requests from the public page (sar.py): where a request came from, the keyed tag of the client
+    # that sent it (the rate limit), and who verified the requester.
+    (9, sar.PUBLIC_SCHEMA),
 ]
 MIGRATIONS.sort(key=lambda m: m[0])
 if [m[0] for m in MIGRATIONS] != list(range(1, len(MIGRATIONS) + 1)):
@@ -531,13 +534,15 @@ class MetadataStore:
             audit.append(db, actor=f"dock:{rec.dock}", action="upload", target=f"segment:{rec.segment_hash}",
                          detail={"device": rec.device_id, "sequence": rec.sequence, "clip": rec.clip_id,
                                  "size": rec.size, "chain": rec.chain_status})
-            sar.hold_for_open_requests(db, rec.clip_id, at=rec.received_utc)
             if track is not None:
                 geoindex.store_track(db, rec.segment_hash, rec.device_id, rec.clip_id, track)
                 # Reading the sealed track unwrapped the segment key with the server's private key.
                 audit.append(db, actor="system:ingest", action="key_use", target=f"segment:{rec.segment_hash}",
                              detail={"why": "index the sealed GNSS track", "track": track.status,
                                      "fixes": len(track.fixes)})
+            # After the track: a request from the public that is not yet verified holds only clips placed
+            # near where it says, or not placed at all (sar.py).
+            sar.hold_for_open_requests(db, rec.clip_id, at=rec.received_utc)
             if successor_status is not None:
                 db.execute("UPDATE segments SET chain_status = ? WHERE segment_hash = ?",
                            (successor_status[1], successor_status[0]))

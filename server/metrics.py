@@ -74,14 +74,16 @@ class ServerMetrics:
         return generate_latest(self.registry)
 
 
-def parse_networks(texts: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """`metrics_from` as networks; a bad entry is a clear config error (ValueError names it)."""
+def parse_networks(texts: Iterable[str], setting: str = "metrics_from"
+                   ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """`metrics_from` (or another `setting` of addresses) as networks; a bad entry is a clear config
+    error (ValueError names it)."""
     out = []
     for text in texts:
         try:
             out.append(ipaddress.ip_network(str(text).strip(), strict=False))
         except ValueError:
-            raise ValueError(f"metrics_from: {str(text)[:60]!r} is not an address or network "
+            raise ValueError(f"{setting}: {str(text)[:60]!r} is not an address or network "
                              "(for example 127.0.0.1, 10.20.0.0/16 or ::1)") from None
     return tuple(out)
 

@@ -45,11 +45,11 @@ import calendar
 import math
 import sqlite3
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from .audit_time import when
 from . import audit, geoindex
-from .errors import BadRequest, Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound, ServerError
 from . import lifecycle
 from .lifecycle import CLIP_DELETING, CLIP_HELD, officer_owns_clip_sql
 
@@ -69,6 +69,21 @@ INGEST_ACTOR = "system:ingest"
 # a clip the sweep chose but has not touched can still be saved (the sweep asks again, in the transaction
 # that marks the shredding begun); once that is committed the footage is going, and no hold is pretended.
 _HOLDABLE_SQL = "(+state = 'held' OR (+state = 'deleting' AND shred_begun_utc IS NULL))"
+
+
+# Who made a request: staff logging it (the default), or a member of the public on the public page.
+SOURCE_STAFF = "staff"
+SOURCE_PUBLIC = "public"
+PUBLIC_ACTOR = "public"
+# Migration 9 (db.py): where a request came from, the keyed tag of the client that sent a public one
+# (for the rate limit: never the address itself), and who verified it.
+PUBLIC_SCHEMA = """
+ALTER TABLE subject_requests ADD COLUMN source TEXT NOT NULL DEFAULT 'staff';
+ALTER TABLE subject_requests ADD COLUMN client_tag TEXT;
+ALTER TABLE subject_requests ADD COLUMN verified_by TEXT;
+ALTER TABLE subject_requests ADD COLUMN verified_utc TEXT;
+CREATE INDEX public_requests_by_client ON subject_requests(client_tag, logged_utc) WHERE client_tag IS NOT NULL
+"""
 
 
 def _holdable(state: str, shred_begun_utc: str | None) -> bool:
@@ -263,9 +278,15 @@ def hold_for_open_requests(db: sqlite3.Connection, clip_id: str, *, at: str,
     if row is None or not _holdable(row[2], row[3]):
         return []
     start, end, _, _ = row
-    holding = [r[0] for r in db.execute(
-        "SELECT id FROM subject_requests WHERE status IN (?, ?) AND window_from_us <= ? AND window_to_us >= ? "
-        "ORDER BY id", (OPEN, EXTENDED, end + CLOCK_MARGIN_US, start - CLOCK_MARGIN_US))]
+    holding = []
+    for request_id, pending, t0, t1, lat, lon, radius in db.execute(
+            "SELECT id, source = ? AND verified_utc IS NULL, window_from_us, window_to_us, lat, lon, radius_m "
+            "FROM subject_requests WHERE status IN (?, ?) AND window_from_us <= ? AND window_to_us >= ? ORDER BY id",
+            (SOURCE_PUBLIC, OPEN, EXTENDED, end + CLOCK_MARGIN_US, start - CLOCK_MARGIN_US)).fetchall():
+        if pending and lat is not None and clip_id not in _placed_or_unplaced(db, [clip_id], t0, t1, lat, lon,
+                                                                              radius):
+            continue  # a pending public request holds only what may have been there
+        holding.append(request_id)
     return [request_id for request_id in holding
             if _hold(db, request_id, [clip_id], actor=actor, at=at, why="recorded in the window, docked later")]
 
@@ -281,23 +302,144 @@ def log_request(db: sqlite3.Connection, details: RequestDetails, *, actor: str, 
     """Record a request and hold every clip recorded during its window (one transaction: the clock
     margin, every device, regardless of place, device or officer named).  Returns (id, held clips)."""
     details.check()
+    request_id = _insert_request(db, details, actor=actor, at=at, source=SOURCE_STAFF, client_tag=None)
+    held = clips_recorded_during(db, details.window_from_us, details.window_to_us)
+    _hold(db, request_id, held, actor=actor, at=at, why="recorded in the window when the request was logged")
+    return request_id, held
+
+
+def _insert_request(db: sqlite3.Connection, details: RequestDetails, *, actor: str, at: str, source: str,
+                    client_tag: str | None) -> str:
     request_id = _next_id(db, details.received)
     due = due_date(details.received)
     db.execute(
         "INSERT INTO subject_requests (id, requester, contact, received_date, logged_by, logged_utc, place, lat, "
-        "lon, radius_m, window_from_us, window_to_us, device_id, officer, description, status, due_date) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "lon, radius_m, window_from_us, window_to_us, device_id, officer, description, status, due_date, source, "
+        "client_tag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (request_id, details.requester.strip(), details.contact.strip(), details.received.isoformat(), actor, at,
          details.place.strip(), details.lat, details.lon, details.radius_m, details.window_from_us,
          details.window_to_us, details.device_id, details.officer, details.description.strip(), OPEN,
-         due.isoformat()))
+         due.isoformat(), source, client_tag))
     audit.append(db, actor=actor, action="request_logged", target=f"request:{request_id}",
                  detail={"received": details.received.isoformat(), "due": due.isoformat(),
                          "window": [geoindex.iso_utc(details.window_from_us), geoindex.iso_utc(details.window_to_us)],
-                         "located": details.located}, at=when(at))
-    held = clips_recorded_during(db, details.window_from_us, details.window_to_us)
-    _hold(db, request_id, held, actor=actor, at=at, why="recorded in the window when the request was logged")
+                         "located": details.located, "source": source}, at=when(at))
+    return request_id
+
+
+# --------------------------------------------------------------------------- requests from the public
+class RateLimited(ServerError):
+    """Too many public requests from one client, or from everyone, in the period: try later."""
+
+    status = 429
+    title = "Too Many Requests"
+
+
+@dataclass(frozen=True)
+class PublicLimits:
+    """What a request from the public page may hold before staff have verified it (config.py:
+    the ``public_*`` settings)."""
+
+    max_window_hours: float = 4.0
+    max_radius_m: float = 500.0
+    per_client_per_day: int = 3
+    per_hour: int = 60  # from everyone together: a flood from many addresses still has a ceiling
+
+    def check(self, details: RequestDetails) -> None:
+        """Refuse, in words for the member of the public, a request wider than a pending one may hold."""
+        hours = (details.window_to_us - details.window_from_us) / 3_600_000_000
+        if hours > self.max_window_hours:
+            raise BadRequest(f"the time you give is {hours:.1f} hours long; give at most {self.max_window_hours:g} "
+                             "hours around when you met the police (you can send more than one request)")
+        if details.located and details.radius_m > self.max_radius_m:
+            raise BadRequest(f"the area you give is {details.radius_m:g} metres across from the point; give at most "
+                             f"{self.max_radius_m:g} metres")
+
+
+def check_public_rate(db: sqlite3.Connection, client_tag: str, limits: PublicLimits, now: datetime) -> None:
+    """Refuse a public submission past the client's daily or everyone's hourly allowance (counted in
+    the database, so every node of a fleet counts the same)."""
+    day_ago, hour_ago = (_iso(now - timedelta(days=1)), _iso(now - timedelta(hours=1)))
+    mine = db.execute("SELECT COUNT(*) FROM subject_requests WHERE client_tag = ? AND logged_utc > ?",
+                      (client_tag, day_ago)).fetchone()[0]
+    if mine >= limits.per_client_per_day:
+        raise RateLimited(f"{mine} requests have been sent from this connection in the last 24 hours, the most "
+                          "this page accepts; try again tomorrow, or contact the force by phone or post",
+                          headers={"Retry-After": "3600"})
+    everyone = db.execute("SELECT COUNT(*) FROM subject_requests WHERE source = ? AND logged_utc > ?",
+                          (SOURCE_PUBLIC, hour_ago)).fetchone()[0]
+    if everyone >= limits.per_hour:
+        raise RateLimited("this page is receiving many requests just now; try again in an hour, or contact the "
+                          "force by phone or post", headers={"Retry-After": "600"})
+
+
+def _iso(t: datetime) -> str:
+    """As staff_api.now_iso writes logged_utc, so that the text compares in time order."""
+    return t.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def log_public_request(db: sqlite3.Connection, details: RequestDetails, *, client_tag: str, limits: PublicLimits,
+                       at: str) -> tuple[str, list[str]]:
+    """A request from the public page: pending until verified, and holding narrowly at once (`clips_near`)."""
+    details.check()
+    limits.check(details)
+    check_public_rate(db, client_tag, limits, when(at))
+    request_id = _insert_request(db, details, actor=f"{PUBLIC_ACTOR}:{client_tag[:16]}", at=at,
+                                 source=SOURCE_PUBLIC, client_tag=client_tag)
+    if details.located:
+        held = clips_near(db, details.window_from_us, details.window_to_us, details.lat, details.lon,
+                          details.radius_m)
+        why = "recorded near the place and in the window a member of the public gave (pending verification)"
+    else:  # no point given: the bounded window alone (the place in words is for staff to read)
+        held = clips_recorded_during(db, details.window_from_us, details.window_to_us)
+        why = "recorded in the window a member of the public gave (pending verification)"
+    _hold(db, request_id, held, actor=PUBLIC_ACTOR, at=at, why=why)
     return request_id, held
+
+
+def _placed_or_unplaced(db: sqlite3.Connection, clip_ids: list[str], t0: int, t1: int, lat: float, lon: float,
+                        radius_m: float) -> set[str]:
+    """Of `clip_ids`, those a fix places within the radius during the widened window, and those with no fix."""
+    lo, hi = t0 - CLOCK_MARGIN_US, t1 + CLOCK_MARGIN_US
+    near = {m.clip_id for m in geoindex.search(db, lat, lon, radius_m, lo, hi)}
+    located: set[str] = set()
+    for i in range(0, len(clip_ids), 500):
+        chunk = clip_ids[i:i + 500]
+        located.update(r[0] for r in db.execute(
+            f"SELECT DISTINCT clip_id FROM track_spans WHERE clip_id IN ({', '.join('?' * len(chunk))})", chunk))
+    return {c for c in clip_ids if c in near or c not in located}
+
+
+def clips_near(db: sqlite3.Connection, window_from_us: int, window_to_us: int, lat: float, lon: float,
+               radius_m: float) -> list[str]:
+    """What a pending public request holds: the clips recorded during the window (as `clips_recorded_during`)
+    that a GNSS fix places within `radius_m` of the point (in the window widened by the clock margin), and
+    those with no fix at all."""
+    during = clips_recorded_during(db, window_from_us, window_to_us)
+    keep = _placed_or_unplaced(db, during, window_from_us, window_to_us, lat, lon, radius_m)
+    return [c for c in during if c in keep]
+
+
+def verify_request(db: sqlite3.Connection, request_id: str, *, note: str, actor: str, at: str) -> list[str]:
+    """A disclosure officer has checked who made a public request: from now on it holds by time alone,
+    like a request staff logged.  Returns the clips newly held."""
+    _open_request(db, request_id)
+    source, verified = db.execute("SELECT source, verified_utc FROM subject_requests WHERE id = ?",
+                                  (request_id,)).fetchone()
+    if source != SOURCE_PUBLIC:
+        raise Conflict(f"subject access request {request_id} was logged by staff; only a request from the public "
+                       "page needs verifying")
+    if verified is not None:
+        raise Conflict(f"subject access request {request_id} was already verified at {verified}")
+    if not note.strip():
+        raise BadRequest("say how the requester's identity was checked")
+    db.execute("UPDATE subject_requests SET verified_by = ?, verified_utc = ? WHERE id = ?", (actor, at, request_id))
+    audit.append(db, actor=actor, action="request_verified", target=f"request:{request_id}",
+                 detail={"how": note.strip()[:500]}, at=when(at))
+    window = db.execute("SELECT window_from_us, window_to_us FROM subject_requests WHERE id = ?",
+                        (request_id,)).fetchone()
+    return _hold(db, request_id, clips_recorded_during(db, *window), actor=actor, at=at,
+                 why="recorded in the window (request verified)")
 
 
 def _hold(db: sqlite3.Connection, request_id: str, clip_ids: list[str], *, actor: str, at: str, why: str) -> list[str]:
@@ -385,6 +527,8 @@ def request(db: sqlite3.Connection, request_id: str) -> dict:
     if row is None:
         raise NotFound(f"no subject access request {request_id}")
     out = dict(zip([d[0] for d in cur.description], row))
+    out.pop("client_tag", None)  # the keyed tag of a public client is for the rate limit only
+    out["pending"] = out["source"] == SOURCE_PUBLIC and out["verified_utc"] is None and out["status"] != CLOSED
     out["window_from"] = geoindex.iso_utc(out.pop("window_from_us"))
     out["window_to"] = geoindex.iso_utc(out.pop("window_to_us"))
     out["held_clips"] = [r[0] for r in db.execute(
@@ -395,7 +539,7 @@ def request(db: sqlite3.Connection, request_id: str) -> dict:
 
 def requests(db: sqlite3.Connection, *, status: str | None = None, overdue_on: date | None = None) -> list[dict]:
     """Requests, oldest due first; `overdue_on` keeps only those open past their due date on that day."""
-    sql = "SELECT id, requester, received_date, due_date, status FROM subject_requests"
+    sql = "SELECT id, requester, received_date, due_date, status, source, verified_utc FROM subject_requests"
     args: list = []
     if overdue_on is not None:
         sql += " WHERE status != 'closed' AND due_date < ?"
@@ -404,9 +548,10 @@ def requests(db: sqlite3.Connection, *, status: str | None = None, overdue_on: d
         sql += " WHERE status = ?"
         args.append(status)
     today = overdue_on or today_utc()
-    return [{"id": i, "requester": who, "received_date": rec, "due_date": due, "status": st,
+    return [{"id": i, "requester": who, "received_date": rec, "due_date": due, "status": st, "source": src,
+             "pending": src == SOURCE_PUBLIC and verified is None and st != CLOSED,
              "overdue": is_overdue(st, date.fromisoformat(due), today)}
-            for i, who, rec, due, st in db.execute(sql + " ORDER BY due_date, id", args)]
+            for i, who, rec, due, st, src, verified in db.execute(sql + " ORDER BY due_date, id", args)]
 
 
 def today_utc() -> date:
@@ -414,7 +559,9 @@ def today_utc() -> date:
 
 
 __all__ = [
-    "CLOCK_MARGIN_US", "CLOSED", "Candidate", "EXTENDED", "INGEST_ACTOR", "OPEN", "RequestDetails", "SCHEMA",
-    "add_holds", "add_months", "clips_recorded_during", "close", "covers", "due_date", "extend", "find_candidates",
-    "hold_for_open_requests", "is_overdue", "log_request", "request", "requests", "today_utc",
+    "CLOCK_MARGIN_US", "CLOSED", "Candidate", "EXTENDED", "INGEST_ACTOR", "OPEN", "PUBLIC_SCHEMA", "PublicLimits",
+    "RateLimited", "RequestDetails", "SCHEMA", "SOURCE_PUBLIC", "SOURCE_STAFF", "add_holds", "add_months",
+    "check_public_rate", "clips_near", "clips_recorded_during", "close", "covers", "due_date", "extend",
+    "find_candidates", "hold_for_open_requests", "is_overdue", "log_public_request", "log_request", "request",
+    "requests", "today_utc", "verify_request",
 ]

@@ -20,7 +20,7 @@ from openbwv.enrol import create_server_keys, enrol_device, load_device
 from openbwv.home import Home
 from openbwv.registry import DeviceRegistry
 from openbwv.sealed.keys import ServerKeyPair
-from openbwv.sealed.layout import HASH_LEN, RECORD_INFO, RECORD_MEDIA
+from openbwv.sealed.layout import HASH_LEN, RECORD_INFO, RECORD_LOCATION, RECORD_MEDIA
 from openbwv.sealed.writer import SegmentWriter
 from openbwv.server.blobstore import LocalBlobStore
 from openbwv.server.geoindex import to_utc_us
@@ -61,8 +61,9 @@ class Evidence:
         self._chains[device_id] = (key, server, 0, bytes(HASH_LEN))
 
     def seal(self, device_id: str, recorded: datetime, *, clip_id: uuid.UUID | None = None, index: int = 0,
-             payload: int = 4000) -> tuple[Path, SegmentClaim, str]:
-        """The device's next segment, recorded at `recorded`, not yet ingested."""
+             payload: int = 4000, place: tuple[float, float] | None = None) -> tuple[Path, SegmentClaim, str]:
+        """The device's next segment, recorded at `recorded`, not yet ingested; with `place`, its sealed
+        GNSS track puts it there, one fix a second."""
         if device_id not in self._chains:
             self.camera(device_id)
         key, server, seq, prev = self._chains[device_id]
@@ -74,14 +75,18 @@ class Evidence:
                           start_utc_us=to_utc_us(recorded), chunk_limit=64 * 1024)
         w.append(RECORD_INFO, json.dumps({"codec": "test"}).encode())
         w.append(RECORD_MEDIA, os.urandom(payload))
+        if place is not None:
+            w.append(RECORD_LOCATION, "".join(
+                json.dumps({"utc_us": to_utc_us(recorded) + n * 1_000_000, "lat": place[0], "lon": place[1],
+                            "hdop": 0.9}) + "\n" for n in range(10)).encode())
         info = w.seal(end_utc_us=to_utc_us(recorded) + 10_000_000)
         self._chains[device_id] = (key, server, seq + 1, info.segment_hash)
         return info.path, SegmentClaim(device_id, seq + 1, info.segment_hash.hex()), str(clip)
 
     def record(self, device_id: str, recorded: datetime, *, received: datetime | None = None,
-               clip_id: uuid.UUID | None = None, index: int = 0) -> Held:
+               clip_id: uuid.UUID | None = None, index: int = 0, place: tuple[float, float] | None = None) -> Held:
         """Seal and ingest one segment; the server receives it at `received` (default: 8 h later)."""
-        path, claim, clip = self.seal(device_id, recorded, clip_id=clip_id, index=index)
+        path, claim, clip = self.seal(device_id, recorded, clip_id=clip_id, index=index, place=place)
         return self.ingest(path, claim, clip, received or recorded.replace() + _hours(8))
 
     def ingest(self, path: Path, claim: SegmentClaim, clip: str, received: datetime) -> Held:
