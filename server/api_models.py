@@ -161,6 +161,10 @@ class ExtendBody(Body):
     reason: Reason
 
 
+class VerifyBody(Body):
+    how: Reason = Field(description="how the requester's identity was checked")
+
+
 class CloseBody(Body):
     outcome: Reason = Field(description="what the requester was given, or why not")
 

@@ -246,6 +246,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/requests/{request_id}/extend", "staff.extend",
           "Extend a complex request by 1 or 2 months", "request.manage", params=(REQUEST,), body=m.ExtendBody,
           answer=m.Extended, also=CONFLICT),
+    Route("POST", "/api/v1/requests/{request_id}/verify", "staff.verify",
+          "Record that the requester of a request from the public page was verified; it then holds by time "
+          "alone", "request.manage", params=(REQUEST,), body=m.VerifyBody, answer=m.HoldsAdded, also=CONFLICT),
     Route("POST", "/api/v1/requests/{request_id}/close", "staff.close",
           "Close a request (its holds end)", "request.manage", params=(REQUEST,), body=m.CloseBody,
           answer=m.Closed, also=CONFLICT),

@@ -487,6 +487,15 @@ class StaffEndpoint:
                                                      at=now_iso()))
         return web.json_response(models.Extended(request=request_id, due=due.isoformat()).wire())
 
+    async def verify(self, request: web.Request) -> web.Response:
+        request_id = check_request_id(request.match_info["request_id"])
+        how = (await body(request, models.VerifyBody)).how
+        p = principal(request)
+        added = await self.write(lambda db: sar.verify_request(db, request_id, note=how, actor=p.actor,
+                                                               at=now_iso()))
+        await self.settle(added)
+        return web.json_response(models.HoldsAdded(request=request_id, added=added).wire())
+
     async def close(self, request: web.Request) -> web.Response:
         request_id = check_request_id(request.match_info["request_id"])
         outcome = (await body(request, models.CloseBody)).outcome

@@ -312,7 +312,7 @@ async def verify(request: web.Request) -> web.Response:
     kit = _kit()
     ui, p = kit.state(request), kit.who(request)
     request_id = check_request_id(request.match_info["request_id"])
-    note = str(request["form"].get("how", ""))
+    note = models.parse(models.VerifyBody, {"how": str(request["form"].get("how", ""))}).how
     added = await _write(request, lambda db: sar.verify_request(db, request_id, note=note, actor=p.actor,
                                                                 at=now_iso()))
     await asyncio.to_thread(ui.service.settle_locks, added)
