@@ -311,6 +311,11 @@ def audit_local_decrypts(home: Home, report, *, via: str) -> int:
 # --------------------------------------------------------------------------- demo
 def _configure_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=12.0, help="length of the demo footage (default: %(default)s)")
+    p.add_argument("--serve", action="store_true",
+                   help="after the demo, keep the evidence server running with one account per staff role and "
+                        "print 'web: URL' and 'user: ROLE USERNAME PASSWORD' lines, until interrupted")
+    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="with --serve: where the server listens (default: a free port on loopback)")
 
 
 @command(
@@ -327,16 +332,22 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
     and end with the retention schedule of what was uploaded (when it is due
     for deletion) and a check of the audit trail the run left. Everything is
     left under BWV_HOME for inspection.
+
+    With --serve the evidence server is then started again and kept running:
+    one demo account per staff role is made (or its password reset), and the
+    web application's address and each account are printed, one per line
+    ("web: URL", "user: ROLE USERNAME PASSWORD"), until Ctrl-C or SIGTERM.
     """,
     """
-    example:
+    examples:
       BWV_HOME=/tmp/bwv-demo bwv demo
+      BWV_HOME=/tmp/bwv-demo bwv demo --serve --listen 127.0.0.1:8443
     """,
 )(_configure_demo)
 def run_demo(args: argparse.Namespace, home: Home) -> int:
     from .demo import run
 
-    return run(home, seconds=args.seconds)
+    return run(home, seconds=args.seconds, serve_on=args.listen if args.serve else None)
 
 
 # --------------------------------------------------------------------------- main

@@ -42,8 +42,9 @@ def say(step: str, text: str) -> None:
 class BackgroundServer:
     """`bwv server` as its own process on an ephemeral loopback port."""
 
-    def __init__(self, home: Home):
+    def __init__(self, home: Home, listen: str = "127.0.0.1:0"):
         self.home = home
+        self.listen = listen
         self.log_path = home.root / "demo" / "server.log"
         self.proc: subprocess.Popen | None = None
         self.url = ""
@@ -53,7 +54,7 @@ class BackgroundServer:
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "openbwv.cli"]
         env = dict(os.environ, BWV_HOME=str(self.home.root), PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([*cmd, "server", "--listen", "127.0.0.1:0", "--reserve-mb", "64"],
+        self.proc = subprocess.Popen([*cmd, "server", "--listen", self.listen, "--reserve-mb", "64"],
                                      stdout=subprocess.PIPE, stderr=self._log, env=env, text=True)
         line = self.proc.stdout.readline().strip()
         if not line.startswith("listening on "):
@@ -83,8 +84,8 @@ def dock_token(home: Home) -> str:
         db.close()
 
 
-def disclosure_password(home: Home) -> str:
-    """A disclosure officer's account for the demo (created, or its password reset, each run)."""
+def demo_account(home: Home, username: str, role: str, full_name: str) -> str:
+    """A staff account for the demo (created, or its password reset and re-enabled, each run); its password."""
     import secrets
 
     from .server import users
@@ -94,14 +95,68 @@ def disclosure_password(home: Home) -> str:
     db = open_metadata(home)
     try:
         with db.transaction() as conn:
-            if conn.execute("SELECT 1 FROM users WHERE username = ?", (DEMO_DISCLOSURE,)).fetchone():
-                users.change_user(conn, DEMO_DISCLOSURE, actor="local:bwv-demo", password=password, disabled=False)
+            if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
+                users.change_user(conn, username, actor="local:bwv-demo", password=password, disabled=False)
             else:
-                users.add_user(conn, DEMO_DISCLOSURE, users.DISCLOSURE_OFFICER, password,
-                               full_name="Demo disclosure officer", actor="local:bwv-demo")
+                users.add_user(conn, username, role, password, full_name=full_name, actor="local:bwv-demo")
     finally:
         db.close()
     return password
+
+
+def disclosure_password(home: Home) -> str:
+    """The disclosure officer who finds the demo's clip again."""
+    from .server import users
+
+    return demo_account(home, DEMO_DISCLOSURE, users.DISCLOSURE_OFFICER, "Demo disclosure officer")
+
+
+def role_accounts(home: Home) -> list[tuple[str, str, str]]:
+    """One account per staff role for `bwv demo --serve`: (role, username, password).  The demo officer
+    wears the demo camera (assigned from the start of time), so their own footage is the demo's clip."""
+    from datetime import datetime, timezone
+
+    from .server import lifecycle, users
+    from .server.service import open_metadata
+
+    names = {users.OFFICER: "demo-officer", users.SUPERVISOR: "demo-supervisor",
+             users.EVIDENCE_OFFICER: "demo-evidence", users.DISCLOSURE_OFFICER: DEMO_DISCLOSURE,
+             users.AUDITOR: "demo-auditor", users.ADMIN: "demo-admin"}
+    out = [(role, name, demo_account(home, name, role, f"Demo {role.replace('_', ' ')}"))
+           for role, name in names.items()]
+    db = open_metadata(home)
+    try:
+        with db.transaction() as conn:
+            if not lifecycle.has_assignment(conn, DEMO_DEVICE, names[users.OFFICER]):
+                lifecycle.assign_device(conn, DEMO_DEVICE, names[users.OFFICER], 0, None, actor="local:bwv-demo",
+                                        at=datetime.now(timezone.utc).isoformat())
+    finally:
+        db.close()
+    return out
+
+
+def serve(home: Home, listen: str) -> None:
+    """Keep the evidence server running with an account per role, printing how to reach it, until
+    interrupted (Ctrl-C or SIGTERM)."""
+    import signal
+
+    accounts = role_accounts(home)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with BackgroundServer(home, listen) as server:
+            print(f"web: {server.url}/ui/", flush=True)
+            print(f"public: {server.url}/ui/public/request", flush=True)
+            for role, username, password in accounts:
+                print(f"user: {role} {username} {password}", flush=True)
+            print("serving until interrupted (Ctrl-C); the passwords change on every run", flush=True)
+            while not stop.wait(1.0):
+                if server.proc.poll() is not None:
+                    raise RuntimeError(f"the evidence server stopped; see {server.log_path}")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    say("serve", "stopped")
 
 
 def login(server_url: str, username: str, password: str) -> str:
@@ -185,7 +240,7 @@ def wait_until(predicate, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def run(home: Home, *, seconds: float = 12.0) -> int:
+def run(home: Home, *, seconds: float = 12.0, serve_on: str | None = None) -> int:
     from .dock.bay import Bay
     from .dock.config import BayConfig
     from .dock.errors import LinkTimeout
@@ -323,6 +378,11 @@ def run(home: Home, *, seconds: float = 12.0) -> int:
           and len(paths) == len(sealed) and found and scheduled and in_sync)
     print(f"demo {'succeeded' if ok else 'FAILED'} in {time.monotonic() - t0:.1f} s; "
           f"everything is under {home.root}")
+    if serve_on is not None:
+        serve(home, serve_on)
+    else:
+        print("to see it in the web application (an account per role, the server kept running):")
+        print(f"  BWV_HOME={home.root} {Path(sys.executable).with_name('bwv')} demo --serve")
     return 0 if ok else 1
 
 

@@ -376,6 +376,12 @@ def assign_device(db: sqlite3.Connection, device_id: str, officer: str, from_utc
     return assignment
 
 
+def has_assignment(db: sqlite3.Connection, device_id: str, officer: str) -> bool:
+    """Whether `officer` was ever recorded as wearing `device_id` (for set-up that must not assign twice)."""
+    return db.execute("SELECT 1 FROM device_assignments WHERE device_id = ? AND officer = ? LIMIT 1",
+                      (device_id, officer)).fetchone() is not None
+
+
 def officer_owns_clip_sql(alias: str = "c") -> str:
     """SQL condition (one ? parameter: the officer) that a clip was recorded on a device assigned to them."""
     return (f"EXISTS (SELECT 1 FROM device_assignments a WHERE a.device_id = {alias}.device_id AND a.officer = ? "

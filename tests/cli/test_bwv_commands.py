@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from datetime import datetime, timedelta
@@ -173,3 +174,47 @@ def test_demo_records_docks_uploads_frees_and_opens(tmp_path, capfd, monkeypatch
     recorded, deleted = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in due.groups())
     assert deleted - recorded == timedelta(days=31)
     assert re.search(r"\[audit\] \d+ audit record\(s\) \(.*search.*upload.*\); hash chain intact", out), out
+    # Its last lines say how to see the same footage in the web application.
+    assert out.rstrip().splitlines()[-1].strip().endswith("demo --serve"), out[-400:]
+
+
+def test_demo_serve_keeps_the_server_up_with_an_account_per_role_until_interrupted(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    import requests
+
+    env = dict(os.environ, BWV_HOME=str(tmp_path / "demo"), PYTHONUNBUFFERED="1")
+    bwv = Path(sys.executable).with_name("bwv")
+    proc = subprocess.Popen([str(bwv), "demo", "--serve", "--seconds", "3"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("serving until interrupted"):
+                break
+        out = "\n".join(lines)
+        assert "demo succeeded" in out, out[-2000:]
+        web = [l.removeprefix("web: ") for l in lines if l.startswith("web: ")]
+        users = [l.split()[1:] for l in lines if l.startswith("user: ")]
+        assert len(web) == 1 and web[0].endswith("/ui/")
+        assert sorted(role for role, _, _ in users) == sorted(
+            ["officer", "supervisor", "evidence_officer", "disclosure_officer", "auditor", "admin"])
+        for role, username, password in users:
+            session = requests.Session()
+            form = session.get(web[0] + "signin", timeout=30)
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+            start = session.post(web[0] + "signin", timeout=30,
+                                 data={"csrf": csrf, "username": username, "password": password, "next": "/ui/"})
+            assert start.status_code == 200 and f"Signed in as <strong>{username}</strong>" in start.text, role
+        public = [l.removeprefix("public: ") for l in lines if l.startswith("public: ")]
+        assert requests.get(public[0], timeout=30).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        assert "[serve] stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
