@@ -14,12 +14,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import av
 
 from .sealed.errors import SegmentError
-from .sealed.layout import RECORD_INFO, RECORD_MEDIA
+from .firmware.clipwriter import pad_location
+from .sealed.layout import RECORD_INFO, RECORD_LOCATION, RECORD_MEDIA
 from .sealed.storage import DeviceStorage, StoredSegment
 from .sealed.writer import SealedInfo
 
@@ -92,7 +93,11 @@ def import_video(
     start: datetime | None = None,
     clip_id: uuid.UUID | None = None,
     progress: Callable[[SealedInfo], None] | None = None,
+    gnss: Sequence[tuple[int, float, float]] = (),
 ) -> ImportReport:
+    """Seal `source` into `storage` as one clip.  `gnss`: fixes (UTC µs, latitude, longitude) taken beside
+    the recording (a separate receiver's log); each segment carries, as its camera would, the LOCATION
+    lines of the fixes that fall within it."""
     source = Path(source)
     if segment_seconds <= 0:
         raise ValueError("segment length must be positive")
@@ -143,13 +148,19 @@ def import_video(
                 return None
             return float(ts * pkt.time_base)
 
-        def close_segment(end_t: float) -> None:
+        def close_segment(end_t: float, final: bool = False) -> None:
             nonlocal seg, out, sink
             assert seg is not None and out is not None and sink is not None
             out.close()
             sink.flush()
             report.media_bytes += sink.total
-            sealed = seg.seal(_utc_us(start_utc) + int((end_t - (first_t or 0.0)) * 1_000_000))
+            seg_from = _utc_us(start_utc) + int((seg_start_t - (first_t or 0.0)) * 1_000_000)
+            seg_to = _utc_us(start_utc) + int((end_t - (first_t or 0.0)) * 1_000_000)
+            lines = [json.dumps({"utc_us": t, "lat": lat, "lon": lon, "quality": 1}, separators=(",", ":"))
+                     for t, lat, lon in gnss if seg_from <= t < seg_to or (t == seg_to and final)]
+            if lines:
+                seg.append(RECORD_LOCATION, pad_location("\n".join(lines) + "\n").encode())
+            sealed = seg.seal(seg_to)
             report.segments.append(sealed)
             if progress:
                 progress(sealed)
@@ -193,7 +204,7 @@ def import_video(
                 out.mux(pkt)  # type: ignore[union-attr]
                 report.packets += 1
             if seg is not None:
-                close_segment(last_t)
+                close_segment(last_t, final=True)
         except av.FFmpegError as e:
             raise VideoImportError(f"video could not be read to the end: {e}", path=str(source)) from None
         if not report.segments:

@@ -127,6 +127,28 @@ def int_param(q, name: str, default: int, lo: int, hi: int) -> int:
     return v
 
 
+def clip_details(db: sqlite3.Connection, service: EvidenceService, clip_id: str) -> dict:
+    """What GET /api/v1/clips/{id} answers (and the web application's clip page shows): the clip, its
+    retention category and due date, its marks and open holds, its held and deleted segments."""
+    policy = service.config.retention
+    record = lifecycle.require_clip(db, clip_id)
+    segs = [service.db.segment(h) for h in lifecycle.segment_hashes(db, clip_id)]
+    holds = [dict(zip(("request", "added_utc", "why"), r)) for r in db.execute(
+        "SELECT h.sar_id, h.added_utc, h.why FROM sar_holds h JOIN subject_requests r ON r.id = h.sar_id "
+        "WHERE h.clip_id = ? AND r.status != 'closed'", (clip_id,))]
+    due = due_utc_us(policy, record.facts()) if record.category in policy.categories else None
+    return {
+        "clip_id": record.clip_id, "device_id": record.device_id, "state": record.state,
+        "recorded": geoindex.iso_utc(record.camera_start_us), "ends": geoindex.iso_utc(record.last_utc_us),
+        "retention": {"category": record.category, "counted_from": geoindex.iso_utc(record.recorded_utc_us),
+                      "due": geoindex.iso_utc(due) if due is not None else None,
+                      "held_by_marks": record.active_marks, "held_by_requests": record.open_requests},
+        "marks": lifecycle.marks(db, clip_id), "holds": holds,
+        "segments": [s.public() for s in segs if s is not None],
+        "deleted_segments": lifecycle.tombstones_of(db, clip_id),
+    }
+
+
 class StaffEndpoint:
     """Handlers for the staff routes of routes.py."""
 
@@ -206,30 +228,12 @@ class StaffEndpoint:
         found = await self.write(run)
         return web.json_response({"clips": [c.to_dict() for c in found]})
 
-    def _clip_view(self, db: sqlite3.Connection, clip_id: str) -> dict:
-        record = lifecycle.require_clip(db, clip_id)
-        segs = [self.service.db.segment(h) for h in lifecycle.segment_hashes(db, clip_id)]
-        holds = [dict(zip(("request", "added_utc", "why"), r)) for r in db.execute(
-            "SELECT h.sar_id, h.added_utc, h.why FROM sar_holds h JOIN subject_requests r ON r.id = h.sar_id "
-            "WHERE h.clip_id = ? AND r.status != 'closed'", (clip_id,))]
-        due = due_utc_us(self.policy, record.facts()) if record.category in self.policy.categories else None
-        return {
-            "clip_id": record.clip_id, "device_id": record.device_id, "state": record.state,
-            "recorded": geoindex.iso_utc(record.camera_start_us), "ends": geoindex.iso_utc(record.last_utc_us),
-            "retention": {"category": record.category, "counted_from": geoindex.iso_utc(record.recorded_utc_us),
-                          "due": geoindex.iso_utc(due) if due is not None else None,
-                          "held_by_marks": record.active_marks, "held_by_requests": record.open_requests},
-            "marks": lifecycle.marks(db, clip_id), "holds": holds,
-            "segments": [s.public() for s in segs if s is not None],
-            "deleted_segments": lifecycle.tombstones_of(db, clip_id),
-        }
-
     async def clip(self, request: web.Request) -> web.Response:
         clip_id = check_clip_id(request.match_info["clip_id"])
         p = principal(request)
 
         def run(db):
-            view = self._clip_view(db, clip_id)
+            view = clip_details(db, self.service, clip_id)
             audit.append(db, actor=p.actor, action="view", target=f"clip:{clip_id}", detail={"what": "record"})
             return view
         return web.json_response(await self.write(run))

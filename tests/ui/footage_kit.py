@@ -4,7 +4,8 @@ and Debian's chromium driven by Playwright (its own browser download is unreacha
 The world, made once per test module (`make_world`):
 
 * two cameras, each worn by its own officer (``olive`` wears cam-a, ``oscar`` cam-b);
-* a 2 s H.264 clip on cam-a recorded two days ago (``clip``: the one staff find, play and mark);
+* a 2 s H.264 clip on cam-a recorded two days ago (``clip``: the one staff find, play and mark), with a
+  GNSS track sealed in it: a fix every 0.1 s walking north-east from Westminster Bridge (``track``);
 * a clip on cam-b recorded 30 days ago, received now, so it is due for deletion within the week
   (``due_clip``: the supervisor's due list);
 * one account per staff role, each with a password, so the browser signs in as staff do.
@@ -44,6 +45,14 @@ ACCOUNTS = {
     "dora": users.DISCLOSURE_OFFICER, "aud": users.AUDITOR, "ada": users.ADMIN,
 }
 WORN = {"cam-a": "olive", "cam-b": "oscar"}
+TRACK_START = (51.5007, -0.1246)
+TRACK_STEP = (0.00005, 0.00005)  # per 0.1 s: about 6.6 m, so the position plainly moves as the clip plays
+
+
+def walk(start_us: int, seconds: float = 2.0) -> list[tuple[int, float, float]]:
+    """Fixes (UTC µs, lat, lon) every 0.1 s from `start_us`: the clip's GNSS track."""
+    return [(start_us + n * 100_000, round(TRACK_START[0] + n * TRACK_STEP[0], 7),
+             round(TRACK_START[1] + n * TRACK_STEP[1], 7)) for n in range(int(seconds * 10) + 1)]
 
 
 @dataclass
@@ -54,6 +63,7 @@ class World:
     due_clip: str  # cam-b, due within the week
     recorded: datetime
     root: Path
+    track: list = field(default_factory=list)  # the clip's fixes, (UTC µs, lat, lon)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -104,14 +114,15 @@ def make_world(root: Path, *server_args: str) -> Iterator[World]:
     recorded, old = now - timedelta(days=2), now - timedelta(days=30)
     _accounts(home, now - timedelta(days=60))
     video = make_synthetic_video(root / "original.mp4", seconds=2, width=160, height=120)
-    fresh = import_video(video, device_storage(home, "cam-a"), segment_seconds=1.0, start=recorded)
+    track = walk(to_utc_us(recorded))
+    fresh = import_video(video, device_storage(home, "cam-a"), segment_seconds=1.0, start=recorded, gnss=track)
     aged = import_video(video, device_storage(home, "cam-b"), segment_seconds=2.0, start=old)
     with server_kit.ServerProcess(home.root, "--reserve-mb", "0") as server:
         dock = server_kit.TusSession(server.url, dock_token)
         _upload(dock, fresh, "cam-a")
         _upload(dock, aged, "cam-b")
         yield World(home=home, server=server, clip=str(fresh.clip_id), due_clip=str(aged.clip_id),
-                    recorded=recorded, root=root)
+                    recorded=recorded, root=root, track=track)
 
 
 # --------------------------------------------------------------------------- the browser
@@ -162,5 +173,5 @@ def axe_violations(page) -> list[str]:
             + ", ".join(json.dumps(n.get("target")) for n in v.get("nodes", [])[:3]) for v in found]
 
 
-__all__ = ["ACCOUNTS", "CHROMIUM", "OffOrigin", "PASSWORD", "World", "WORN", "axe_violations", "launch",
-           "make_world", "screenshot", "sign_in"]
+__all__ = ["ACCOUNTS", "CHROMIUM", "TRACK_START", "OffOrigin", "PASSWORD", "World", "WORN", "axe_violations", "launch",
+           "make_world", "screenshot", "sign_in", "walk"]
