@@ -4,8 +4,10 @@ and Debian's chromium driven by Playwright (its own browser download is unreacha
 The world, made once per test module (`make_world`):
 
 * two cameras, each worn by its own officer (``olive`` wears cam-a, ``oscar`` cam-b);
-* a 2 s H.264 clip on cam-a recorded two days ago (``clip``: the one staff find, play and mark), with a
-  GNSS track sealed in it: a fix every 0.1 s walking north-east from Westminster Bridge (``track``);
+* a 2 s H.264 clip on cam-a recorded two days ago (``clip``: no GNSS fix, so no place rules it out);
+* a 2 s clip on cam-a recorded three hours before it (``tracked``: the one staff find on the map, play
+  and mark), with a GNSS track sealed in it: a fix every 0.1 s walking north-east from Westminster
+  Bridge (``track``);
 * a clip on cam-b recorded 30 days ago, received now, so it is due for deletion within the week
   (``due_clip``: the supervisor's due list);
 * one account per staff role, each with a password, so the browser signs in as staff do.
@@ -59,11 +61,12 @@ def walk(start_us: int, seconds: float = 2.0) -> list[tuple[int, float, float]]:
 class World:
     home: Home
     server: object  # server_kit.ServerProcess
-    clip: str  # cam-a, two days old
+    clip: str  # cam-a, two days old, no GNSS fix
     due_clip: str  # cam-b, due within the week
     recorded: datetime
     root: Path
-    track: list = field(default_factory=list)  # the clip's fixes, (UTC µs, lat, lon)
+    tracked: str = ""  # cam-a, three hours before `clip`, with a GNSS track
+    track: list = field(default_factory=list)  # the tracked clip's fixes, (UTC µs, lat, lon)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -114,15 +117,18 @@ def make_world(root: Path, *server_args: str) -> Iterator[World]:
     recorded, old = now - timedelta(days=2), now - timedelta(days=30)
     _accounts(home, now - timedelta(days=60))
     video = make_synthetic_video(root / "original.mp4", seconds=2, width=160, height=120)
-    track = walk(to_utc_us(recorded))
-    fresh = import_video(video, device_storage(home, "cam-a"), segment_seconds=1.0, start=recorded, gnss=track)
+    walked = recorded - timedelta(hours=3)
+    track = walk(to_utc_us(walked))
+    tracked = import_video(video, device_storage(home, "cam-a"), segment_seconds=1.0, start=walked, gnss=track)
+    fresh = import_video(video, device_storage(home, "cam-a"), segment_seconds=1.0, start=recorded)
     aged = import_video(video, device_storage(home, "cam-b"), segment_seconds=2.0, start=old)
     with server_kit.ServerProcess(home.root, "--reserve-mb", "0") as server:
         dock = server_kit.TusSession(server.url, dock_token)
+        _upload(dock, tracked, "cam-a")
         _upload(dock, fresh, "cam-a")
         _upload(dock, aged, "cam-b")
         yield World(home=home, server=server, clip=str(fresh.clip_id), due_clip=str(aged.clip_id),
-                    recorded=recorded, root=root, track=track)
+                    recorded=recorded, root=root, tracked=str(tracked.clip_id), track=track)
 
 
 # --------------------------------------------------------------------------- the browser

@@ -69,7 +69,7 @@ def marks(world, clip_id: str) -> list[dict]:
 
 
 def open_clip(tab, footage, who: str, clip: str | None = None) -> None:
-    path = f"/ui/clips/{clip or footage.clip}"
+    path = f"/ui/clips/{clip or footage.tracked}"
     fk.sign_in(tab, footage, who, next_path=path)
     assert tab.url.endswith(path), tab.url
 
@@ -87,8 +87,8 @@ def marker_position(tab) -> tuple[float, float]:
 
 def test_an_evidence_officer_watches_the_clip_and_the_position_follows_it(footage, tab):
     open_clip(tab, footage, "evan")
-    assert tab.get_by_role("heading", level=1).inner_text() == f"Clip {footage.clip[:8]}"
-    assert records(footage, action="decrypt", target=f"clip:{footage.clip}") == []  # looking is not watching
+    assert tab.get_by_role("heading", level=1).inner_text() == f"Clip {footage.tracked[:8]}"
+    assert records(footage, action="decrypt", target=f"clip:{footage.tracked}") == []  # looking is not watching
     until(tab, "document.getElementById('clip-map').getAttribute('data-fixes') !== null")
     assert int(tab.locator("#clip-map").get_attribute("data-fixes")) == len(footage.track)
     start = marker_position(tab)
@@ -109,9 +109,9 @@ def test_an_evidence_officer_watches_the_clip_and_the_position_follows_it(footag
     assert video.evaluate("v => v.videoWidth") == 160
     fk.screenshot(tab, "clip-playing")
 
-    (opened,) = records(footage, action="decrypt", target=f"clip:{footage.clip}", actor="user:evan")
+    (opened,) = records(footage, action="decrypt", target=f"clip:{footage.tracked}", actor="user:evan")
     assert opened.details["purpose"] == "view" and opened.details["via"] == "web"
-    assert records(footage, action="view", target=f"clip:{footage.clip}", actor="user:evan")
+    assert records(footage, action="view", target=f"clip:{footage.tracked}", actor="user:evan")
     assert tab.watch.elsewhere() == []
 
 
@@ -123,7 +123,7 @@ def test_the_page_shows_chain_retention_marks_and_holds(footage, tab):
     assert rows.nth(1).inner_text().count("Verified") == 1 and "Verified" in rows.nth(2).inner_text()
     assert "All 2 parts of the clip are held" in tab.locator("main").inner_text()
     due = tab.locator("#due-date").inner_text()
-    assert due.startswith(f"{(footage.recorded + timedelta(days=31)):%Y-%m-%d}")  # the default 31-day rule
+    assert due.startswith(f"{(footage.recorded - timedelta(hours=3) + timedelta(days=31)):%Y-%m-%d}")  # the default 31-day rule
     assert "No evidence mark keeps this clip." in tab.locator("main").inner_text()
     assert "No open request from the public holds this clip." in tab.locator("main").inner_text()
     assert fk.axe_violations(tab) == []
@@ -134,10 +134,10 @@ def test_an_evidence_officer_marks_the_clip_and_lifts_the_mark_by_keyboard(foota
     open_clip(tab, footage, "evan")
     tab.get_by_label("Case reference").fill("CR-2026-0142")
     tab.get_by_label("Reason").fill("Shows the assault on the bridge")
-    tab.get_by_label("Reason").press("Enter")
-    tab.wait_for_load_state("load")
+    with tab.expect_navigation():
+        tab.get_by_label("Reason").press("Enter")
     assert "marked as evidence for case CR-2026-0142" in tab.get_by_role("status").inner_text()
-    (mark,) = [m for m in marks(footage, footage.clip) if m["lifted_utc"] is None]
+    (mark,) = [m for m in marks(footage, footage.tracked) if m["lifted_utc"] is None]
     assert (mark["case_ref"], mark["marked_by"]) == ("CR-2026-0142", "user:evan")
     assert "Not while it is held as evidence" in tab.locator("#due-date").inner_text()
     table = tab.get_by_role("table", name="Marks keeping this clip as evidence")
@@ -147,24 +147,24 @@ def test_an_evidence_officer_marks_the_clip_and_lifts_the_mark_by_keyboard(foota
 
     tab.get_by_label("Why the mark is lifted").fill("No further action")
     tab.get_by_role("button", name=f"Lift mark {mark['id']} (case CR-2026-0142)").focus()
-    tab.keyboard.press("Enter")
-    tab.wait_for_load_state("load")
+    with tab.expect_navigation():
+        tab.keyboard.press("Enter")
     assert f"Evidence mark {mark['id']} is lifted." in tab.get_by_role("status").inner_text()
-    assert [m for m in marks(footage, footage.clip) if m["lifted_utc"] is None] == []
-    (lifted,) = records(footage, action="unmark", target=f"clip:{footage.clip}")
+    assert [m for m in marks(footage, footage.tracked) if m["lifted_utc"] is None] == []
+    (lifted,) = records(footage, action="unmark", target=f"clip:{footage.tracked}")
     assert lifted.actor == "user:evan" and lifted.details["reason"] == "No further action"
 
 
 def test_a_mark_without_a_reason_is_refused_on_the_page_saying_why(footage, tab):
     open_clip(tab, footage, "evan")
-    before = len(marks(footage, footage.clip))
+    before = len(marks(footage, footage.tracked))
     tab.evaluate("document.getElementById('reason').removeAttribute('required');"
                  "document.getElementById('case_ref').removeAttribute('required')")
     tab.get_by_label("Case reference").fill("CR-1")
-    tab.get_by_role("button", name="Mark as evidence").click()
-    tab.wait_for_load_state("load")
+    with tab.expect_navigation():
+        tab.get_by_role("button", name="Mark as evidence").click()
     assert tab.get_by_role("alert").inner_text().startswith("Reason")
-    assert len(marks(footage, footage.clip)) == before
+    assert len(marks(footage, footage.tracked)) == before
 
 
 def test_a_supervisor_may_mark_but_not_lift(footage, tab):
@@ -172,14 +172,14 @@ def test_a_supervisor_may_mark_but_not_lift(footage, tab):
     assert tab.get_by_role("button", name="Mark as evidence").count() == 1
     tab.get_by_label("Case reference").fill("CR-2026-0150")
     tab.get_by_label("Reason").fill("Possible evidence of a public order offence")
-    tab.get_by_role("button", name="Mark as evidence").click()
-    tab.wait_for_load_state("load")
+    with tab.expect_navigation():
+        tab.get_by_role("button", name="Mark as evidence").click()
     assert tab.get_by_label("Why the mark is lifted").count() == 0
-    (mark,) = [m for m in marks(footage, footage.clip) if m["lifted_utc"] is None]
-    reply = tab.request.post(f"{footage.url}/ui/clips/{footage.clip}/marks/{mark['id']}/lift",
+    (mark,) = [m for m in marks(footage, footage.tracked) if m["lifted_utc"] is None]
+    reply = tab.request.post(f"{footage.url}/ui/clips/{footage.tracked}/marks/{mark['id']}/lift",
                              form={"reason": "try", "csrf": tab.locator("input[name=csrf]").first.input_value()})
     assert reply.status == 403
-    assert [m["id"] for m in marks(footage, footage.clip) if m["lifted_utc"] is None] == [mark["id"]]
+    assert [m["id"] for m in marks(footage, footage.tracked) if m["lifted_utc"] is None] == [mark["id"]]
 
 
 def test_an_officer_watches_their_own_clip_without_the_track(footage, tab):
@@ -187,13 +187,13 @@ def test_an_officer_watches_their_own_clip_without_the_track(footage, tab):
     assert tab.locator("#clip-map").count() == 0 and tab.get_by_role("button", name="Mark as evidence").count() == 0
     tab.locator("#clip-video").evaluate("v => { v.muted = true; return v.play(); }")
     until(tab, "document.getElementById('clip-video').currentTime > 0.3")
-    assert tab.request.get(f"{footage.url}/ui/clips/{footage.clip}/track.json").status == 403
+    assert tab.request.get(f"{footage.url}/ui/clips/{footage.tracked}/track.json").status == 403
     assert fk.axe_violations(tab) == []
 
 
 @pytest.mark.parametrize("who", ["oscar", "ada", "aud"])
 def test_others_are_refused_the_clip_and_its_video(footage, tab, who):
-    open_clip_path = f"/ui/clips/{footage.clip}"
+    open_clip_path = f"/ui/clips/{footage.tracked}"
     fk.sign_in(tab, footage, who, next_path=open_clip_path)
     assert tab.get_by_role("heading", level=1).inner_text() == "Not allowed"
     for path in ("", "/video", "/track.json"):
