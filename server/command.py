@@ -36,6 +36,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="largest upload accepted, announced as Tus-Max-Size (default 4096)")
     p.add_argument("--idle-timeout", type=float, metavar="S", dest="idle_timeout_s",
                    help="a PATCH body that stalls S seconds counts as a cut connection (default 60)")
+    p.add_argument("--db", metavar="URL",
+                   help="where the metadata lives: sqlite:///PATH (default: SQLite in BWV_HOME/server/evidence.db) "
+                        "or postgresql://USER@HOST:PORT/DBNAME, one database several nodes share; the password "
+                        "from ~/.pgpass or PGPASSFILE, never the URL")
     p.add_argument("--blobs", metavar="STORE",
                    help="where held segments live: 'local' (BWV_HOME/server/store, the default) or "
                         "s3://BUCKET[/PREFIX]?endpoint=URL[&region=R][&initial_lock_s=S][&profile=P], a bucket "
@@ -93,7 +97,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
     (`bwv keys server`), enrolled cameras from BWV_HOME/server/devices
     (`bwv keys device`). Settings may also go in the [server] table of
     BWV_HOME/config.toml (listen, max_concurrent, reserve_mb, max_upload_mb,
-    idle_timeout_s, tls_cert, tls_key, tls_client_ca, blobs); options override it.
+    idle_timeout_s, tls_cert, tls_key, tls_client_ca, db, blobs); options override it.
+
+    With --db postgresql://... the metadata lives in PostgreSQL 15 instead
+    of evidence.db, so several server nodes can share it (docs/deployment.md,
+    "Choosing the metadata engine"); the schema is created or brought up to
+    date at start, whichever node starts first.
 
     With --blobs s3://... held segments live in an S3 bucket with Object
     Lock instead of store/: each is locked in COMPLIANCE mode until its
@@ -115,6 +124,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
       bwv server --max-concurrent 32 --reserve-mb 20000
       AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \
         bwv server --blobs 's3://evidence?endpoint=https://rgw.force.example:7480'
+      bwv server --db postgresql://bwv@db.force.example:5432/evidence
       bwv server status                            what is held, per device, and any gaps
       bwv server reindex --dry-run                 held segments a search by place would miss
 
@@ -126,7 +136,7 @@ def run_server(args: argparse.Namespace, home: Home) -> int:
     if what == "add-dock":
         return _add_dock(args, home)
     if what == "status":
-        return _status(home)
+        return _status(home, args)
     if what == "api-docs":
         return _api_docs(args)
     if what == "reindex":
@@ -148,7 +158,7 @@ def _reindex(args: argparse.Namespace, home: Home) -> int:
         keys = ServerKeyPair.load(home.server_keys_dir)
     except (KeyFileError, OSError) as e:
         raise UsageError(f"the server's keys are needed to read sealed tracks: {e}") from None
-    db = _open_db(home)
+    db = _open_db(home, args)
     try:
         report = reindex(db, LocalBlobStore(home.server_dir / "store"), DeviceRegistry(home.registry_dir), keys,
                          actor=local_actor(), retry_unreadable=args.retry_unreadable, dry_run=args.dry_run,
@@ -170,7 +180,7 @@ def _reindex(args: argparse.Namespace, home: Home) -> int:
 def _add_dock(args: argparse.Namespace, home: Home) -> int:
     from .auth import DockTokens
 
-    db = _open_db(home)
+    db = _open_db(home, args)
     try:
         token = DockTokens(db).add_dock(args.dock_id, rotate=args.rotate)
     except ServerError as e:
@@ -193,8 +203,8 @@ def _api_docs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _status(home: Home) -> int:
-    db = _open_db(home)
+def _status(home: Home, args: argparse.Namespace) -> int:
+    db = _open_db(home, args)
     try:
         summaries = db.device_summaries()
         uploads = db.uploads()
@@ -301,11 +311,12 @@ def _device_chains(db: sqlite3.Connection) -> dict[str, list[_Run]]:
     return chains
 
 
-def _open_db(home: Home):
+def _open_db(home: Home, args: argparse.Namespace | None = None):
+    """The metadata database: `bwv server --db URL ...`, else config.toml's, else the embedded default."""
     from .service import open_metadata
 
     try:
-        return open_metadata(home)
+        return open_metadata(home, getattr(args, "db", None))
     except ConfigError as e:
         raise UsageError(str(e)) from None
 
@@ -318,7 +329,7 @@ def _serve(args: argparse.Namespace, home: Home) -> int:
         config = load_config(home.config_file, settings(
             listen=args.listen, max_concurrent=args.max_concurrent, reserve_mb=args.reserve_mb,
             max_upload_mb=args.max_upload_mb, idle_timeout_s=args.idle_timeout_s, tls_cert=args.tls_cert,
-            tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, blobs=args.blobs,
+            tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, blobs=args.blobs, db=args.db,
         ))
         config.ssl_context()  # fail now, not at the first connection
         service = EvidenceService(home, config)

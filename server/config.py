@@ -34,6 +34,9 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set: mutual TLS, clients must present a certificate it signed
     checkpoint_interval_s: float = 600.0  # how often the audit log's head is signed
+    # Where the metadata lives (server/store/url.py): None is the embedded default, SQLite in
+    # BWV_HOME/server/evidence.db; or sqlite:///PATH, or postgresql://... shared by several nodes.
+    db: str | None = None
     blobs: str = "local"  # where held segments live: BWV_HOME/server/store, or s3://... (blobstore.py)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # the [retention] table
     # The staff web application (server/ui): how long a signed-in browser may sit idle before it must
@@ -152,6 +155,7 @@ _FILE_KEYS = {
     "tls_key": str,
     "tls_client_ca": str,
     "blobs": str,
+    "db": str,
     "ui_idle_minutes": (int, float),
     "map_tiles": str,
     "map_attribution": str,
@@ -198,6 +202,7 @@ def settings(
     tls_client_ca: str | Path | None = None,
     checkpoint_interval_s: float | None = None,
     blobs: str | None = None,
+    db: str | None = None,
     ui_idle_minutes: float | None = None,
     map_tiles: str | None = None,
     map_attribution: str | None = None,
@@ -219,6 +224,8 @@ def settings(
         out["checkpoint_interval_s"] = float(checkpoint_interval_s)
     if blobs is not None:
         out["blobs"] = check_blobs(blobs)
+    if db is not None:
+        out["db"] = check_db(db)
     if ui_idle_minutes is not None:
         out["ui_idle_minutes"] = float(ui_idle_minutes)
     if map_tiles is not None:
@@ -247,6 +254,20 @@ def check_blobs(spec: str) -> str:
         return spec
     raise ConfigError(f"blob store {spec!r}: give 'local' (BWV_HOME/server/store) or "
                       "s3://BUCKET[/PREFIX]?endpoint=URL (S3 with Object Lock)")
+
+
+def check_db(spec: str) -> str:
+    """The metadata database setting, checked without touching the network (server/store/url.py):
+    sqlite:///PATH (a relative sqlite:PATH is taken from BWV_HOME) or postgresql://USER@HOST:PORT/DBNAME."""
+    from .store import parse_database_url
+
+    parse_database_url(spec)
+    return spec.strip()
+
+
+def load_db(config_file: Path | None) -> str | None:
+    """Only the metadata database setting of the ``[server]`` table (None: the embedded default)."""
+    return load_config(config_file, {}).db
 
 
 def load_blobs(config_file: Path | None) -> str:
@@ -283,4 +304,4 @@ def load_config(config_file: Path | None, overrides: Mapping[str, Any]) -> Serve
     return ServerConfig(**{k: v for k, v in values.items() if k in known})
 
 
-__all__ = ["ServerConfig", "check_blobs", "load_blobs", "load_config", "load_retention", "parse_listen", "settings"]
+__all__ = ["ServerConfig", "check_blobs", "check_db", "load_blobs", "load_db", "load_config", "load_retention", "parse_listen", "settings"]

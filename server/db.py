@@ -18,6 +18,7 @@ beside a writer), so the event loop never waits for another thread's fsync.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from datetime import datetime
@@ -31,6 +32,8 @@ from typing import Callable, Iterator, Union
 from . import audit, geoindex, lifecycle, sar, users
 from .audit_time import when
 from .errors import Conflict, ConfigError, InsufficientStorage, StoreError
+from .store import SQLITE, DatabaseUrl, open_engine, parse_database_url, sqlite_url
+from .store.pg_schema import PG_MIGRATIONS
 
 # Each migration takes the schema from version N-1 to N.  Never edit one that
 # has shipped: add the next.  A migration is SQL text (statements separated by
@@ -195,6 +198,9 @@ MIGRATIONS.sort(key=lambda m: m[0])
 if [m[0] for m in MIGRATIONS] != list(range(1, len(MIGRATIONS) + 1)):
     raise RuntimeError(f"schema migrations must be numbered 1..N without gaps, got {[m[0] for m in MIGRATIONS]}")
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+if sorted(PG_MIGRATIONS) != [m[0] for m in MIGRATIONS]:
+    raise RuntimeError(f"every schema migration needs its PostgreSQL side (server/store/pg_schema.py): SQLite has "
+                       f"{[m[0] for m in MIGRATIONS]}, PostgreSQL {sorted(PG_MIGRATIONS)}")
 
 UPLOAD_RECEIVING = "receiving"
 UPLOAD_COMPLETE = "complete"
@@ -299,86 +305,103 @@ def _upload(row: tuple | None) -> UploadRecord | None:
 
 
 class MetadataStore:
-    """The server's records in SQLite (WAL, synchronous=FULL), safe to call from any thread."""
+    """The server's records in SQLite (WAL, synchronous=FULL) or PostgreSQL, safe to call from any thread.
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=10)
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise ConfigError(f"{self.path}: SQLite would not switch to WAL mode (got {mode!r})")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.Error as e:
-            raise ConfigError(f"cannot open the evidence database {self.path}: {e}") from None
+    `where` is a database URL (server/store/url.py) or, as before, the path of an SQLite file."""
+
+    def __init__(self, where: Path | str | DatabaseUrl):
+        if isinstance(where, DatabaseUrl):
+            url = where
+        elif isinstance(where, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", where):
+            url = parse_database_url(where)
+        else:
+            url = sqlite_url(Path(where))
+        self.url = url
+        self.engine = open_engine(url)
+        self.path = url.path  # None on PostgreSQL
+        self._db = self.engine.writer()
         self._lock = threading.RLock()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list = []
         self._migrate()
+
+    @property
+    def engine_name(self) -> str:
+        """"sqlite" or "postgresql": for the few places whose SQL must differ (server/store says which)."""
+        return self.engine.name
 
     # ------------------------------------------------------------------ plumbing
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not self.engine.usable(self._db):
+                self._db = self.engine.writer()  # PostgreSQL restarted or the link dropped: a fresh one
+            try:
+                self.engine.begin(self._db)
+            except self.engine.Error as e:
+                raise StoreError(f"evidence database {self.engine.shown}: {e}") from None
             try:
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException as e:
-                if self._db.in_transaction:
+                if self.engine.usable(self._db) and self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
-                    raise InsufficientStorage(f"evidence database {self.path}: {e}") from None
+                if self.engine.is_full(e):
+                    raise InsufficientStorage(f"evidence database {self.engine.shown}: {e}") from None
                 raise
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         try:
             return self._reader().execute(sql, args).fetchall()
-        except sqlite3.Error as e:
-            raise StoreError(f"evidence database {self.path}: {e}") from None
+        except self.engine.Error as e:
+            raise StoreError(f"evidence database {self.engine.shown}: {e}") from None
 
     def transaction(self) -> "contextmanager[sqlite3.Connection]":
-        """One write transaction (BEGIN IMMEDIATE): for the lifecycle modules, which take the
+        """One write transaction (BEGIN IMMEDIATE on SQLite): for the lifecycle modules, which take the
         connection and append their audit records in it."""
         return self._transaction()
 
     def reader(self) -> sqlite3.Connection:
-        """This thread's read-only connection (WAL: never waits for a writer)."""
+        """This thread's read-only connection (never waits for a writer)."""
         return self._reader()
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and not self.engine.usable(conn):
+            conn = None
         if conn is None:
-            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=10)
-            conn.execute("PRAGMA query_only=ON")
+            conn = self.engine.reader()
             self._local.conn = conn
             with self._lock:
                 self._readers.append(conn)
         return conn
 
     def _migrate(self) -> None:
-        with self._transaction() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            current = row[0] if row else 0
-            if row is None:
-                db.execute("INSERT INTO schema_version (version) VALUES (0)")
-        if current > SCHEMA_VERSION:
-            raise ConfigError(
-                f"{self.path} is at schema version {current}, this server knows up to {SCHEMA_VERSION}: "
-                "it was written by a newer OpenBWV; upgrade this server rather than risk the records"
-            )
-        for version, migration in MIGRATIONS:
-            if version <= current:
-                continue
+        """Bring the schema to SCHEMA_VERSION one numbered step at a time, each step in one transaction
+        with the version it reaches; the version is read again inside each (under the engine's schema
+        lock), so several nodes starting at once on one PostgreSQL each find the work done or do it once."""
+        steps = dict(MIGRATIONS) if self.engine.name == SQLITE else PG_MIGRATIONS
+        while True:
             with self._transaction() as db:
+                self.engine.lock_schema(db)
+                db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                row = db.execute("SELECT version FROM schema_version").fetchone()
+                current = row[0] if row else 0
+                if row is None:
+                    db.execute("INSERT INTO schema_version (version) VALUES (0)")
+                if current > SCHEMA_VERSION:
+                    raise ConfigError(
+                        f"{self.engine.shown} is at schema version {current}, this server knows up to "
+                        f"{SCHEMA_VERSION}: it was written by a newer OpenBWV; upgrade this server rather "
+                        "than risk the records")
+                if current == SCHEMA_VERSION:
+                    return
+                migration = steps[current + 1]
                 if callable(migration):
                     migration(db)
                 else:
                     _run_sql(db, migration)
-                db.execute("UPDATE schema_version SET version = ?", (version,))
+                db.execute("UPDATE schema_version SET version = ?", (current + 1,))
 
     @property
     def schema_version(self) -> int:

@@ -43,8 +43,9 @@ from ..opener import OpenedClip, open_paths
 from . import audit, blob_locks, lifecycle, users
 from .auth import USER_TOKEN_PREFIX, DockTokens, bearer_token
 from .blobstore import BlobStore, open_blob_store, readable_path
-from .config import ServerConfig
+from .config import ServerConfig, load_db
 from .db import MetadataStore, UploadRecord
+from .store import DatabaseUrl, parse_database_url, sqlite_url
 from .denials import DenialThrottle
 from .errors import (
     Busy,
@@ -79,9 +80,20 @@ def database_path(home: Home) -> Path:
     return home.server_dir / "evidence.db"
 
 
-def open_metadata(home: Home) -> MetadataStore:
+def database_url(home: Home, setting: str | None = None) -> DatabaseUrl:
+    """Which database holds the metadata: `setting` (``--db``), else ``db`` in config.toml's [server]
+    table, else the embedded default BWV_HOME/server/evidence.db.  A relative sqlite: path is taken
+    from BWV_HOME."""
+    if setting is None:
+        setting = load_db(home.config_file)
+    if setting is None:
+        return sqlite_url(database_path(home))
+    return parse_database_url(setting, base=home.root)
+
+
+def open_metadata(home: Home, setting: str | None = None) -> MetadataStore:
     """The server's database, for the commands that need only it (add-dock, status)."""
-    return MetadataStore(database_path(home))
+    return MetadataStore(database_url(home, setting))
 
 
 class EvidenceService:
@@ -103,7 +115,7 @@ class EvidenceService:
             raise ConfigError(str(e)) from None
         self.uploads_dir = home.server_dir / "uploads"
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
-        self.db = db or open_metadata(home)
+        self.db = db or open_metadata(home, config.db)
         self.blobs = blobs or open_blob_store(config.blobs, home.server_dir / "store")
         self.registry = DeviceRegistry(home.registry_dir)
         # Decrypted views being watched (media.py): beside the database, where the sweep finds them.
