@@ -250,6 +250,13 @@ PG_MIGRATIONS: dict[int, str] = {
         CREATE INDEX clips_arrived_before_start ON clips(recorded_utc_us) WHERE recorded_utc_us < camera_start_us
     """,
     8: "ALTER TABLE clips ADD COLUMN shred_begun_utc TEXT",
+    9: """
+        ALTER TABLE subject_requests ADD COLUMN source TEXT NOT NULL DEFAULT 'staff';
+        ALTER TABLE subject_requests ADD COLUMN client_tag TEXT;
+        ALTER TABLE subject_requests ADD COLUMN verified_by TEXT;
+        ALTER TABLE subject_requests ADD COLUMN verified_utc TEXT;
+        CREATE INDEX public_requests_by_client ON subject_requests(client_tag, logged_utc) WHERE client_tag IS NOT NULL
+    """,
 }
 
 __all__ = ["PG_MIGRATIONS"]
