@@ -281,6 +281,15 @@ def tombstones_of(db: sqlite3.Connection, clip_id: str) -> list[dict]:
     return [dict(zip(names, r)) for r in cur]
 
 
+def deleted_by_sweep(db: sqlite3.Connection, sweep_id: str, *, limit: int = 200) -> list[dict]:
+    """What one sweep deleted, a clip per row (camera, segments, category, when), from its tombstones."""
+    cur = db.execute(
+        "SELECT clip_id, device_id, COUNT(*), SUM(size), MIN(category), MIN(deleted_utc) FROM tombstones "
+        "WHERE sweep_id = ? GROUP BY clip_id, device_id ORDER BY MIN(deleted_utc), clip_id LIMIT ?", (sweep_id, limit))
+    return [{"clip_id": c, "device_id": d, "segments": n, "bytes": b or 0, "category": cat, "deleted_utc": at}
+            for c, d, n, b, cat, at in cur]
+
+
 def deleted_sequences(db: sqlite3.Connection, device_id: str) -> set[int]:
     """Sequences of the device deleted by policy: the gaps a chain check must not call missing."""
     return {r[0] for r in db.execute("SELECT sequence FROM tombstones WHERE device_id = ?", (device_id,))}
@@ -380,6 +389,13 @@ def has_assignment(db: sqlite3.Connection, device_id: str, officer: str) -> bool
     """Whether `officer` was ever recorded as wearing `device_id` (for set-up that must not assign twice)."""
     return db.execute("SELECT 1 FROM device_assignments WHERE device_id = ? AND officer = ? LIMIT 1",
                       (device_id, officer)).fetchone() is not None
+
+
+def current_wearers(db: sqlite3.Connection, now_utc_us: int) -> dict[str, str]:
+    """Who wears each camera now: device id -> officer, from the open or current assignments."""
+    return {device: officer for device, officer in db.execute(
+        "SELECT device_id, officer FROM device_assignments WHERE from_utc_us <= ? AND (to_utc_us IS NULL OR "
+        "to_utc_us > ?) ORDER BY from_utc_us, id", (now_utc_us, now_utc_us))}
 
 
 def officer_owns_clip_sql(alias: str = "c") -> str:

@@ -84,6 +84,48 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/admin/users", add_account_form)
     router.add_post("/admin/users/{username}", change_account_form)
     router.add_post("/admin/assignments", assign_form)
+    docks = kit.NavItem("Docks and cameras", "/ui/admin/docks", "device.manage")
+    if docks not in kit.NAV:
+        kit.NAV.append(docks)
+    router.add_get("/admin/docks", docks_page)
+    router.add_post("/admin/docks", dock_token_form)
+
+
+def fleet(service) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The docks (id, since) and the enrolled cameras (id, who wears it now) the admin page lists."""
+    from datetime import datetime, timezone
+
+    from openbwv.registry import DeviceRegistry
+
+    from . import geoindex, lifecycle
+
+    wearers = lifecycle.current_wearers(service.db.reader(), geoindex.to_utc_us(datetime.now(timezone.utc)))
+    cameras = [(d, wearers.get(d, "")) for d in DeviceRegistry(service.home.registry_dir).devices()]
+    return service.db.docks(), cameras
+
+
+async def docks_page(request: web.Request, *, token: tuple[str, str] | None = None) -> web.Response:
+    from .ui import pagekit as kit
+
+    ui = kit.state(request)
+    docks, cameras = await asyncio.to_thread(fleet, ui.service)
+    return kit.render(request, "admin_docks.html", title="Docks and cameras", docks=docks, cameras=cameras,
+                      token=token)
+
+
+async def dock_token_form(request: web.Request) -> web.Response:
+    """Add a dock, or give an existing one a new token (the old one stops working at once).  The token is
+    shown on this one answer only (no-store), as `bwv` prints it once, and the issue is audited."""
+    from .auth import DockTokens
+    from .ui import pagekit as kit
+
+    ui, p = kit.state(request), kit.who(request)
+    dock_id = str(request["form"].get("dock_id", "")).strip()
+    known = {d for d, _ in await asyncio.to_thread(ui.service.db.docks)}
+    token = await asyncio.to_thread(DockTokens(ui.service.db).add_dock, dock_id, rotate=dock_id in known)
+    await asyncio.to_thread(ui.service.audit, p.actor, "token_issued", f"dock:{dock_id}",
+                            {"rotated": dock_id in known, "via": "web"})
+    return await docks_page(request, token=(dock_id, token))
 
 
 async def accounts_page(request: web.Request) -> web.Response:
@@ -136,5 +178,6 @@ accounts_page.ui_permission = "user.manage"  # type: ignore[attr-defined]
 add_account_form.ui_permission = "user.manage"  # type: ignore[attr-defined]
 change_account_form.ui_permission = "user.manage"  # type: ignore[attr-defined]
 assign_form.ui_permission = "device.manage"  # type: ignore[attr-defined]
+docks_page.ui_permission = dock_token_form.ui_permission = "device.manage"  # type: ignore[attr-defined]
 
 __all__ = ["add_account", "add_routes", "assign_camera", "change_account"]

@@ -100,6 +100,23 @@ def add_routes(router: web.UrlDispatcher) -> None:
     if item not in kit.NAV:
         kit.NAV.append(item)
     router.add_get("/audit", audit_page)
+    router.add_get("/audit/export", audit_export)
+
+
+def export_query(asked: Mapping[str, str]) -> str:
+    """The download link's query: the filters the page searched with, times marked UTC as the API wants."""
+    from urllib.parse import urlencode
+
+    return urlencode({k: as_utc(v) if k in ("since", "until") else v for k, v in asked.items()})
+
+
+async def audit_export(request: web.Request) -> web.StreamResponse:
+    """The matching records as JSON lines, exactly as `GET /api/v1/audit/export` streams them (the same
+    handler: page by page up to the head, then one `export` record saying what was taken)."""
+    from .staff_api import StaffEndpoint
+    from .ui import pagekit as kit
+
+    return await StaffEndpoint(kit.state(request).service).audit_export(request)
 
 
 async def audit_page(request: web.Request) -> web.Response:
@@ -114,9 +131,9 @@ async def audit_page(request: web.Request) -> web.Response:
         return found, chain_state(service.db.reader(), service)
     found, chain = await asyncio.to_thread(run)
     return kit.render(request, "audit_search.html", title="Audit trail", found=found, chain=chain,
-                      outcomes=("ok", "denied", "failed"))
+                      outcomes=("ok", "denied", "failed"), export_query=export_query(found.asked))
 
 
-audit_page.ui_permission = "audit.read"  # type: ignore[attr-defined]
+audit_page.ui_permission = audit_export.ui_permission = "audit.read"  # type: ignore[attr-defined]
 
-__all__ = ["AuditPage", "ChainState", "add_routes", "asked_filters", "chain_state", "search"]
+__all__ = ["AuditPage", "ChainState", "add_routes", "asked_filters", "chain_state", "export_query", "search"]

@@ -84,6 +84,39 @@ def due_list(db: sqlite3.Connection, policy: RetentionPolicy, *, days: int, acto
     return DueList(now=geoindex.iso_utc(now_us), until=geoindex.iso_utc(until), days=days, clips=clips)
 
 
+RECENT_SWEEPS = 10
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """One finished sweep as the page shows it: when, what it found, and the clips it deleted."""
+
+    sweep_id: str
+    finished: str
+    actor: str
+    report: dict
+    deleted: list[dict]
+
+
+def recent_sweeps(db: sqlite3.Connection, *, limit: int = RECENT_SWEEPS) -> list[SweepSummary]:
+    """The latest finished sweeps (newest first) from the audit trail, each with what its tombstones say it
+    deleted.  A dry run deleted nothing and is left out."""
+    import json
+
+    finished = [r for r in audit.query(db, action="sweep_finished", limit=10_000)]
+    out = []
+    for r in reversed(finished):
+        report = json.loads(r.detail) if r.detail else {}
+        if report.get("dry_run"):
+            continue
+        sweep_id = r.target.removeprefix("sweep:")
+        out.append(SweepSummary(sweep_id=sweep_id, finished=r.at_utc, actor=r.actor, report=report,
+                                deleted=lifecycle.deleted_by_sweep(db, sweep_id)))
+        if len(out) == limit:
+            break
+    return out
+
+
 def mark_clip(db: sqlite3.Connection, clip_id: str, *, case_ref: str, reason: str, actor: str) -> int:
     """Mark a clip as evidence from a web form: the form is read as the API's MarkBody (the same limits,
     the same messages), then lifecycle.mark_evidence writes the mark and its audit record."""
@@ -117,11 +150,11 @@ async def due_page(request: web.Request) -> web.Response:
     ui, p = kit.state(request), kit.who(request)
     days = due_days(request.query.get("days"))
 
-    def run() -> DueList:
+    def run() -> tuple[DueList, list[SweepSummary]]:
         with ui.service.db.transaction() as db:
-            return due_list(db, ui.service.config.retention, days=days, actor=p.actor)
-    listing = await asyncio.to_thread(run)
-    return kit.render(request, "retention_due.html", title="Due for deletion", listing=listing,
+            return due_list(db, ui.service.config.retention, days=days, actor=p.actor), recent_sweeps(db)
+    listing, sweeps = await asyncio.to_thread(run)
+    return kit.render(request, "retention_due.html", title="Due for deletion", listing=listing, sweeps=sweeps,
                       may_mark=p.may("clip.mark"), marked=request.query.get("marked", ""),
                       marked_case=request.query.get("case", ""))
 
@@ -150,4 +183,4 @@ def web_quote(text: str) -> str:
 due_page.ui_permission = "retention.due"  # type: ignore[attr-defined]
 mark_from_due.ui_permission = "clip.mark"  # type: ignore[attr-defined]
 
-__all__ = ["DueClip", "DueList", "add_routes", "due_days", "due_list", "mark_clip"]
+__all__ = ["DueClip", "DueList", "SweepSummary", "add_routes", "due_days", "due_list", "mark_clip", "recent_sweeps"]

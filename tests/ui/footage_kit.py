@@ -128,7 +128,8 @@ def make_world(root: Path, *server_args: str) -> Iterator[World]:
         _upload(dock, fresh, "cam-a")
         _upload(dock, aged, "cam-b")
         yield World(home=home, server=server, clip=str(fresh.clip_id), due_clip=str(aged.clip_id),
-                    recorded=recorded, root=root, tracked=str(tracked.clip_id), track=track)
+                    recorded=recorded, root=root, tracked=str(tracked.clip_id), track=track,
+                    extra={"dock_token": dock_token})
 
 
 # --------------------------------------------------------------------------- the browser

@@ -157,3 +157,61 @@ def test_an_admin_cannot_change_their_own_role_here_either(footage, tab):
     reply = tab.request.post(footage.url + "/ui/admin/users/ada", form={"csrf": csrf, "role": "auditor"})
     assert reply.status == 403
     assert records(footage, actor="user:ada", action="user_changed", target="user:ada", outcome="denied")
+
+
+def test_the_due_page_shows_what_recent_sweeps_deleted(footage, tab):
+    """A real sweep, run as the retention timer would forty days from now, deletes the clips past their
+    retention; the page lists each from the sweep's tombstones, with the sweep's own report."""
+    from datetime import datetime, timedelta, timezone
+
+    from openbwv.server.blobstore import LocalBlobStore
+    from openbwv.server.retention import RetentionPolicy
+    from openbwv.server.sweep import Sweeper
+
+    db = open_metadata(footage.home)
+    try:
+        report = Sweeper(db, LocalBlobStore(footage.home.server_dir / "store"), RetentionPolicy(),
+                         actor="user:evan").run(now=datetime.now(timezone.utc) + timedelta(days=40))
+    finally:
+        db.close()
+    assert footage.clip in report.deleted_clips
+    fk.sign_in(tab, footage, "sue")
+    tab.goto(footage.url + "/ui/retention/due")
+    sweeps = tab.get_by_role("region", name="Recent deletion sweeps")
+    table = sweeps.get_by_role("table").first
+    assert footage.clip[:8] in table.inner_text() and "cam-a" in table.inner_text()
+    assert f"{len(report.deleted_clips)} clip" in sweeps.inner_text() and "Run by user:evan" in sweeps.inner_text()
+    assert fk.axe_violations(tab) == []
+    fk.screenshot(tab, "retention-sweeps")
+
+
+def test_an_auditor_downloads_the_records_found_and_the_download_is_on_the_record(footage, tab):
+    fk.sign_in(tab, footage, "aud")
+    tab.goto(footage.url + "/ui/audit?action=login")
+    with tab.expect_download() as got:
+        tab.get_by_role("link", name="Download every matching record").click()
+    lines = [json.loads(line) for line in open(got.value.path()).read().splitlines()]
+    assert lines and {r["action"] for r in lines} == {"login"}
+    taken = records(footage, action="export", target="audit", actor="user:aud")
+    assert taken and json.loads(taken[-1].detail)["records"] == len(lines)
+
+
+def test_an_admin_issues_a_dock_token_shown_once_and_sees_the_cameras(footage, tab):
+    fk.sign_in(tab, footage, "ada")
+    tab.get_by_role("link", name="Docks and cameras").first.click()
+    assert tab.get_by_role("row").filter(has_text="dock-ui").count() == 1
+    assert "olive" in tab.get_by_role("row").filter(has_text="cam-a").inner_text()
+    tab.get_by_label("Dock name").fill("dock-station-9")
+    tab.get_by_role("button", name="Issue a dock token").click()
+    tab.wait_for_load_state("load")
+    token = tab.get_by_label("Dock token").input_value()
+    assert token and "shown only this once" in tab.get_by_role("status").inner_text()
+    assert fk.axe_violations(tab) == []
+    import requests
+
+    hello = requests.post(footage.url + "/tus/", headers={"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"},
+                          timeout=30)
+    assert hello.status_code != 401  # the dock is known by that token now (the empty creation is refused otherwise)
+    tab.reload()
+    assert token not in tab.content()  # never shown again
+    assert records(footage, actor="user:ada", action="token_issued", target="dock:dock-station-9")
