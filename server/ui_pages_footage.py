@@ -5,7 +5,10 @@ The search is the API's: the window, camera and officer as ``GET /api/v1/clips``
 whatever the form says), and the place as ``GET /api/v1/search`` checks it (geoindex.SearchQuery:
 the same limits on radius and window, the same track index), which only roles holding clip.search
 may use.  Each search is a ``search`` record of ``clips`` naming who searched for what and how many
-clips were found, as the API writes it.  Results link to the clip page (ui_pages_clip.py).
+clips were found, as the API writes it.  Results link to the clip page (ui_pages_clip.py); after a
+search by place, the routes of the first clips found are drawn on its map (footage-tracks.js, from
+each clip's track address, under clip.track and audited there, as every role that may search by
+place holds).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .staff_api import DEVICE_RE
 from .ui import pagekit as kit
 
 DEFAULT_RADIUS_M = 200
+TRACKS_DRAWN = 20  # routes of the first clips found by place, drawn on the search map
 MAX_SHOWN = 500  # rows on one page of results; the page says when there are more
 _LOCAL = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?\Z")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
@@ -163,6 +167,7 @@ async def footage_page(request: web.Request) -> web.Response:
         results=results, more=found is not None and len(found) > MAX_SHOWN, max_shown=MAX_SHOWN, query=query,
         cams=cams, officers=officers, is_officer=p.role == users.OFFICER, may_place=p.may("clip.search"),
         zone=config.local_time_zone, tiles=config.map_tiles or "", attribution=config.map_attribution or "",
+        track_ids=[r["clip_id"] for r in results[:TRACKS_DRAWN]] if results and query and query.place else [],
         default_radius=DEFAULT_RADIUS_M, max_radius=int(MAX_RADIUS_M), max_days=geoindex.MAX_WINDOW.days)
 
 

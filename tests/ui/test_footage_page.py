@@ -2,7 +2,7 @@
 
 * an evidence officer finds the clip recorded near a place (a point and a radius, as the API's
   search takes them) within a time window, and not the clip from the same camera that has no position
-  there; the result opens the clip page;
+  there; its route is drawn on the search map; the result opens the clip page;
 * time window, camera and officer narrow the search as GET /api/v1/clips does; every search is a
   ``search`` record naming who searched, for what, and how many clips were found;
 * an officer finds only their own footage, whatever the address says, and cannot search by place;
@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from kit import wait_for
 from openbwv.server import audit
 from openbwv.server.service import open_metadata
 
@@ -118,6 +119,9 @@ def test_an_evidence_officer_finds_a_clip_by_place_using_only_the_keyboard(foota
     with tab.expect_navigation():
         tab.keyboard.press("Enter")
     assert found(tab) == [footage.tracked[:8]]  # the clip with no fix there is not found by place
+    wait_for(lambda: tab.locator("#footage-map").get_attribute("data-tracks-drawn") == "1", timeout=30)
+    assert tab.locator("path.bwv-result-track").count() == 1  # its route, drawn where the point was chosen
+    assert "1 route is drawn on the map" in tab.locator("#tracks-said").inner_text()
     table = tab.get_by_role("table").inner_text()
     assert "cam-a" in table and "1 clip found" in table and " m" in table
     assert fk.axe_violations(tab) == []

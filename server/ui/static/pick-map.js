@@ -31,6 +31,7 @@
     var start = [Number(el.dataset.lat || 51.5074), Number(el.dataset.lon || -0.1278)];
     // Without a tile server the map is a plain canvas: a point can still be placed, only not against streets.
     var map = L.map(el, { keyboard: true }).setView(start, el.dataset.tiles ? 13 : 5);
+    el.bwvMap = map;  // for the page's own script to draw on (footage-tracks.js: the routes of clips found)
     if (el.dataset.tiles) {
       L.tileLayer(el.dataset.tiles, { maxZoom: 19, attribution: el.dataset.attribution || "" }).addTo(map);
     } else {
