@@ -27,6 +27,7 @@ from .staff_api import now_iso
 DEFAULT_DAYS = 7
 MAX_DAYS = 366
 MAX_LISTED = 10_000  # as the API lists
+PAGE = 100  # clips on one page of the list: a week at force scale is thousands, and a page must stay quick
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class DueList:
     until: str
     days: int
     clips: list[DueClip]
+    start: int = 0  # how many earlier-due clips come before this page
+    more: bool = False  # whether more clips are due after this page
 
 
 def due_days(text: str | None) -> int:
@@ -65,15 +68,17 @@ def due_days(text: str | None) -> int:
 
 
 def due_list(db: sqlite3.Connection, policy: RetentionPolicy, *, days: int, actor: str,
-             now: datetime | None = None) -> DueList:
-    """Clips due for deletion within `days`, earliest first, and the `view` record saying who looked
-    (inside the caller's transaction, as the API writes it)."""
+             now: datetime | None = None, start: int = 0) -> DueList:
+    """One page of the clips due for deletion within `days`, earliest first (from the `start`-th), and
+    the `view` record saying who looked (inside the caller's transaction, as the API writes it)."""
     now = now or datetime.now(timezone.utc)
     now_us = geoindex.to_utc_us(now)
     until = geoindex.to_utc_us(now + timedelta(days=days))
-    rows = lifecycle.due_between(db, policy, until, include_held=False, limit=MAX_LISTED)
-    audit.append(db, actor=actor, action="view", target="retention:due", detail={"days": days, "listed": len(rows),
-                                                                                 "via": "web"})
+    start = max(0, min(start, MAX_LISTED - PAGE))
+    found = lifecycle.due_between(db, policy, until, include_held=False, limit=start + PAGE + 1)
+    rows, more = found[start:start + PAGE], len(found) > start + PAGE
+    audit.append(db, actor=actor, action="view", target="retention:due", detail={
+        "days": days, "listed": len(rows), "from": start, "via": "web"})
     clips = []
     for c in rows:
         due = due_utc_us(policy, c.facts())
@@ -81,7 +86,8 @@ def due_list(db: sqlite3.Connection, policy: RetentionPolicy, *, days: int, acto
                              recorded=geoindex.iso_utc(c.camera_start_us), due=geoindex.iso_utc(due),
                              days_left=max(0, (due - now_us) // 86_400_000_000),
                              held_by_marks=c.active_marks, held_by_requests=c.open_requests))
-    return DueList(now=geoindex.iso_utc(now_us), until=geoindex.iso_utc(until), days=days, clips=clips)
+    return DueList(now=geoindex.iso_utc(now_us), until=geoindex.iso_utc(until), days=days, clips=clips, start=start,
+                   more=more)
 
 
 RECENT_SWEEPS = 10
@@ -149,10 +155,14 @@ async def due_page(request: web.Request) -> web.Response:
     kit = _kit()
     ui, p = kit.state(request), kit.who(request)
     days = due_days(request.query.get("days"))
+    start_text = request.query.get("start", "0").strip() or "0"
+    if not start_text.isdigit() or len(start_text) > 6:
+        raise BadRequest(f"'start' must be a number of clips, not {start_text[:20]!r}")
 
     def run() -> tuple[DueList, list[SweepSummary]]:
         with ui.service.db.transaction() as db:
-            return due_list(db, ui.service.config.retention, days=days, actor=p.actor), recent_sweeps(db)
+            return (due_list(db, ui.service.config.retention, days=days, actor=p.actor, start=int(start_text)),
+                    recent_sweeps(db))
     listing, sweeps = await asyncio.to_thread(run)
     return kit.render(request, "retention_due.html", title="Due for deletion", listing=listing, sweeps=sweeps,
                       may_mark=p.may("clip.mark"), marked=request.query.get("marked", ""),

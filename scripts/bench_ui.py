@@ -1,0 +1,154 @@
+"""Web application benchmarks: page times over a million clips, and the first frame of a long clip in chromium.
+
+A plugin of bench.py (see `load_plugins` there).  The pages are fetched from a real `bwv server` over
+loopback HTTP, signed in through the sign-in form as staff are, so a figure is what a person's browser
+waits for (server time plus a loopback round trip), not a function timed in isolation.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sqlite3
+import statistics
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from bench import Figure, Figures, _server_kit, benchmark, progress
+
+CLIPS = int(os.environ.get("BWV_BENCH_UI_CLIPS", "1000000"))
+DAY_US = 86_400_000_000
+PASSWORD = "bench passphrase for staff"
+ACCOUNTS = {"eo-bench": "evidence_officer", "sup-bench": "supervisor", "aud-bench": "auditor"}
+REPEATS = 25  # timed fetches of each page (after one warm-up)
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def _home(root: Path):
+    """A server home with keys and one account per role the pages need (a cheap scrypt cost: the sign-in
+    is not what is measured)."""
+    from openbwv.enrol import create_server_keys
+    from openbwv.home import Home
+    from openbwv.server import users
+    from openbwv.server.service import open_metadata
+
+    home = Home(root)
+    create_server_keys(home)
+    db = open_metadata(home)
+    try:
+        with db.transaction() as conn:
+            for name, role in ACCOUNTS.items():
+                users.add_user(conn, name, role, PASSWORD, actor="bench:setup", kdf_n=2**10)
+    finally:
+        db.close()
+    return home
+
+
+def _fill(path: Path, now_us: int, rng: random.Random) -> list[tuple[str, float, float, int]]:
+    """CLIPS clips recorded over the 32 days before now (so a week's worth is due within the week), each with
+    ten GNSS fixes walking from a random point around London, as the subject-access bench fills; returns
+    some (clip, lat, lon, time) to search for."""
+    from openbwv.server.geoindex import Fix, destination, insert_tracks
+
+    lat0, lon0 = 51.28, -0.49
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("PRAGMA cache_size=-1000000")
+    db.execute("BEGIN")
+    rows: list[tuple] = []
+    targets: list[tuple[str, float, float, int]] = []
+
+    def tracks():
+        for n in range(CLIPS):
+            lat, lon = lat0 + rng.random() * 0.45, lon0 + rng.random() * 0.72
+            t = now_us - rng.randrange(32 * DAY_US)
+            bearing = rng.random() * 360
+            clip_id = f"{n:08x}-0000-4000-8000-{n:012x}"
+            if n % (CLIPS // 20 or 1) == 0:
+                targets.append((clip_id, lat, lon, t))
+            rows.append((clip_id, f"cam-{n % 5000}", t, t, t + 3_600_000_000, t + 10_000_000))
+            if len(rows) >= 50_000:
+                db.executemany("INSERT INTO clips (clip_id, device_id, camera_start_us, recorded_utc_us, "
+                               "received_utc_us, last_utc_us) VALUES (?, ?, ?, ?, ?, ?)", rows)
+                rows.clear()
+            yield (f"{n:064x}", f"cam-{n % 5000}", clip_id,
+                   [Fix(t + i * 1_000_000, *destination(lat, lon, bearing, 1.4 * i), 0.9) for i in range(10)])
+    insert_tracks(db, tracks())
+    db.executemany("INSERT INTO clips (clip_id, device_id, camera_start_us, recorded_utc_us, received_utc_us, "
+                   "last_utc_us) VALUES (?, ?, ?, ?, ?, ?)", rows)
+    db.execute("UPDATE clip_stats SET longest_us = 10000000")
+    db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return targets
+
+
+def _signed_in(url: str, username: str):
+    import requests
+
+    s = requests.Session()
+    form = s.get(f"{url}/ui/signin", timeout=30)
+    reply = s.post(f"{url}/ui/signin", timeout=60, allow_redirects=False, data={
+        "csrf": _CSRF.search(form.text).group(1), "username": username, "password": PASSWORD, "next": "/ui/"})
+    if reply.status_code != 303:
+        raise SystemExit(f"bench: {username} could not sign in: {reply.status_code} {reply.text[:200]}")
+    return s
+
+
+def _timed(session, url: str, shows: str) -> float:
+    """Milliseconds to fetch the page; it must answer 200 and show `shows` (a page that found nothing is
+    not a page that was measured)."""
+    t0 = time.perf_counter()
+    reply = session.get(url, timeout=120)
+    elapsed = (time.perf_counter() - t0) * 1000
+    if reply.status_code != 200 or shows not in reply.text:
+        raise SystemExit(f"bench: {url} answered {reply.status_code} without {shows!r}: {reply.text[:300]}")
+    return elapsed
+
+
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20, method="inclusive")[-1]
+
+
+@benchmark(
+    "ui_pages",
+    ui_page_p95_ms_1m=Figure("ms", "p95 over the footage search (2-hour window, 200 m around a clip's route), "
+                                   "clip, due-list (next 7 days) and audit pages, fetched signed in from a real "
+                                   "bwv server over loopback, 1,000,000 clips x 10 fixes, SQLite", at_most=200),
+    ui_page_worst_p95_ms_1m=Figure("ms", "the slowest of the four pages' own p95 (which page: the bench's output)"),
+)
+def bench_ui_pages() -> Figures:
+    server_kit = _server_kit()
+    rng = random.Random(11)
+    zone = ZoneInfo("Europe/London")
+    with tempfile.TemporaryDirectory(prefix="bwv-bench-ui-") as tmp:
+        home = _home(Path(tmp) / "home")
+        now_us = int(datetime.now(timezone.utc).timestamp()) * 1_000_000
+        progress(f"ui_pages: {CLIPS:,} clips with tracks")
+        targets = _fill(home.server_dir / "evidence.db", now_us, rng)
+        with server_kit.ServerProcess(home.root, "--reserve-mb", "0") as server:
+            eo, sup, aud = (_signed_in(server.url, n) for n in ACCOUNTS)
+            pages: dict[str, list[tuple[object, str, str]]] = {"footage": [], "clip": [], "due": [], "audit": []}
+            for clip_id, lat, lon, t in targets:
+                start = datetime.fromtimestamp(t / 1e6, timezone.utc).astimezone(zone) - timedelta(minutes=30)
+                window = {"from": start.strftime("%Y-%m-%dT%H:%M"),
+                          "to": (start + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")}
+                pages["footage"].append((eo, f"{server.url}/ui/footage?from={window['from']}&to={window['to']}"
+                                             f"&lat={lat:.6f}&lon={lon:.6f}&radius_m=200", f"/ui/clips/{clip_id}"))
+                pages["clip"].append((eo, f"{server.url}/ui/clips/{clip_id}", clip_id[:8]))
+            pages["due"] = [(sup, f"{server.url}/ui/retention/due", "due for deletion by")]
+            pages["audit"] = [(aud, f"{server.url}/ui/audit", "Is the audit trail intact?")]
+            times: dict[str, list[float]] = {}
+            for name, urls in pages.items():
+                progress(f"ui_pages: {name} page x {REPEATS}")
+                _timed(*urls[0])  # warm-up: the first read of a page's rows from disk
+                times[name] = [_timed(*urls[i % len(urls)]) for i in range(REPEATS)]
+    every = [v for vs in times.values() for v in vs]
+    per_page = {name: _p95(vs) for name, vs in times.items()}
+    for name, value in per_page.items():
+        progress(f"ui_pages: {name} p95 {value:.0f} ms (median {statistics.median(times[name]):.0f} ms)")
+    return {"ui_page_p95_ms_1m": _p95(every), "ui_page_worst_p95_ms_1m": max(per_page.values())}
