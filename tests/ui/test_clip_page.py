@@ -7,12 +7,16 @@
   and holds; the officer marks it as evidence with a case reference and reason, and lifts the mark;
 * a supervisor may mark but not lift; an officer sees their own clip (no track: the API's clip.track
   is not theirs) and is refused another officer's; the admin and the auditor are refused footage;
+* a clip the retention sweep deleted shows its parts as gaps deleted by policy, and nothing to play;
 * no request goes to another origin; axe-core finds no WCAG A/AA violation.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +204,20 @@ def test_others_are_refused_the_clip_and_its_video(footage, tab, who):
         assert tab.request.get(f"{footage.url}{open_clip_path}{path}").status == 403
     assert records(footage, action="decrypt", actor=f"user:{who}") == []
     assert records(footage, action="access_denied", actor=f"user:{who}")
+
+
+def test_a_clip_the_sweep_deleted_shows_what_is_kept_of_it_and_nothing_to_play(footage, tab):
+    after_due = (datetime.now(timezone.utc) + timedelta(days=8)).isoformat()
+    done = subprocess.run([str(Path(sys.executable).with_name("bwv")), "retention", "sweep", "--now", after_due],
+                          capture_output=True, text=True, timeout=120,
+                          env={"BWV_HOME": str(footage.home.root), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    open_clip(tab, footage, "evan", footage.due_clip)
+    main = tab.locator("main").inner_text()
+    assert "Deleted by the retention policy" in main and "Not all of it is held." in main
+    chain = tab.get_by_role("table", name="Parts of the clip, in the order they were recorded")
+    assert "Gap: deleted by policy" in chain.inner_text()
+    assert tab.locator("video").count() == 0 and tab.get_by_role("button", name="Mark as evidence").count() == 0
+    assert tab.request.get(f"{footage.url}/ui/clips/{footage.due_clip}/video").status == 404
+    assert fk.axe_violations(tab) == []
+    fk.screenshot(tab, "clip-deleted")
