@@ -284,7 +284,7 @@ def _device_chains(db: sqlite3.Connection) -> dict[str, list[_Run]]:
     The runs come from SQL (gaps and islands), so a device with years of footage costs one row per
     run, not one per segment."""
     islands = ("SELECT device_id, MIN(sequence), MAX(sequence) FROM (SELECT device_id, sequence, "
-               "sequence - ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY sequence) AS island FROM {table}) "
+               "sequence - ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY sequence) AS island FROM {table}) AS runs "
                "GROUP BY device_id, island")
     known: dict[str, list[_Run]] = {}
     for kind, table in ((_HELD, "segments"), (_DELETED, "tombstones")):

@@ -307,9 +307,12 @@ def _upload(row: tuple | None) -> UploadRecord | None:
 class MetadataStore:
     """The server's records in SQLite (WAL, synchronous=FULL) or PostgreSQL, safe to call from any thread.
 
-    `where` is a database URL (server/store/url.py) or, as before, the path of an SQLite file."""
+    `where` is a database URL (server/store/url.py) or, as before, the path of an SQLite file.
+    `local_dir` is where this node keeps the files that are its own whichever engine holds the
+    metadata (decrypted views, the sweep's lock file): BWV_HOME/server; by default the SQLite
+    file's folder, which is that."""
 
-    def __init__(self, where: Path | str | DatabaseUrl):
+    def __init__(self, where: Path | str | DatabaseUrl, *, local_dir: Path | None = None):
         if isinstance(where, DatabaseUrl):
             url = where
         elif isinstance(where, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", where):
@@ -319,11 +322,18 @@ class MetadataStore:
         self.url = url
         self.engine = open_engine(url)
         self.path = url.path  # None on PostgreSQL
+        self._local_dir = Path(local_dir) if local_dir is not None else url.path.parent if url.path else None
         self._db = self.engine.writer()
         self._lock = threading.RLock()
         self._local = threading.local()
         self._readers: list = []
         self._migrate()
+
+    @property
+    def local_dir(self) -> Path:
+        if self._local_dir is None:
+            raise ConfigError(f"{self.engine.shown}: this store was opened without the node's local folder")
+        return self._local_dir
 
     @property
     def engine_name(self) -> str:

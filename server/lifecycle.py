@@ -41,6 +41,7 @@ from . import audit
 from .audit_time import when
 from .errors import BadRequest, Conflict, NotFound
 from .geoindex import to_utc_us
+from .store.sql import larger, smaller
 from .retention import DEFAULT_CATEGORY, ClipFacts, RetentionPolicy, due_utc_us, releases
 
 CLIP_HELD = "held"
@@ -183,21 +184,23 @@ def record_segment(db: sqlite3.Connection, clip_id: str, device_id: str, start_u
                    received_utc_us: int) -> None:
     """Make or extend the clip a newly held segment belongs to (inside the ingest transaction)."""
     recorded = min(start_utc_us, received_utc_us)
+    # Column names qualified (clips.x, excluded.x): PostgreSQL reads a bare name in DO UPDATE as ambiguous.
     db.execute(
         "INSERT INTO clips (clip_id, device_id, camera_start_us, recorded_utc_us, received_utc_us, last_utc_us) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(clip_id) DO UPDATE SET "
-        "camera_start_us = MIN(camera_start_us, excluded.camera_start_us), "
-        "recorded_utc_us = MIN(recorded_utc_us, excluded.recorded_utc_us), "
-        "received_utc_us = CASE WHEN state = 'deleted' THEN excluded.received_utc_us ELSE received_utc_us END, "
-        "last_utc_us = MAX(last_utc_us, excluded.last_utc_us), "
-        "state = CASE WHEN state = 'deleted' THEN 'held' ELSE state END, "
-        "deleted_utc = CASE WHEN state = 'deleted' THEN NULL ELSE deleted_utc END, "
-        "shred_begun_utc = CASE WHEN state = 'deleted' THEN NULL ELSE shred_begun_utc END",
+        f"camera_start_us = {smaller('clips.camera_start_us', 'excluded.camera_start_us')}, "
+        f"recorded_utc_us = {smaller('clips.recorded_utc_us', 'excluded.recorded_utc_us')}, "
+        "received_utc_us = CASE WHEN clips.state = 'deleted' THEN excluded.received_utc_us "
+        "ELSE clips.received_utc_us END, "
+        f"last_utc_us = {larger('clips.last_utc_us', 'excluded.last_utc_us')}, "
+        "state = CASE WHEN clips.state = 'deleted' THEN 'held' ELSE clips.state END, "
+        "deleted_utc = CASE WHEN clips.state = 'deleted' THEN NULL ELSE clips.deleted_utc END, "
+        "shred_begun_utc = CASE WHEN clips.state = 'deleted' THEN NULL ELSE clips.shred_begun_utc END",
         (clip_id, device_id, start_utc_us, recorded, received_utc_us, end_utc_us),
     )
     # The longest clip bounds a time-window search (sar.find_candidates) to an index range.
-    db.execute("UPDATE clip_stats SET longest_us = MAX(longest_us, "
-               "(SELECT last_utc_us - camera_start_us FROM clips WHERE clip_id = ?))", (clip_id,))
+    longest = "(SELECT last_utc_us - camera_start_us FROM clips WHERE clip_id = ?)"
+    db.execute(f"UPDATE clip_stats SET longest_us = {larger('longest_us', longest)}", (clip_id, clip_id))
 
 
 # --------------------------------------------------------------------------- reading

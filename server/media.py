@@ -67,9 +67,10 @@ WORK_DIR = ".work"  # decrypts in progress, one directory each
 SERVED_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
-def views_root(database_path: Path) -> Path:
-    """Where the views of the server whose database is at `database_path` are kept."""
-    return Path(database_path).with_name("views")
+def views_root(local_dir: Path) -> Path:
+    """Where the views of the server whose node-local files are in `local_dir` (MetadataStore.local_dir,
+    BWV_HOME/server) are kept: decrypted views are this node's, whichever engine holds the metadata."""
+    return Path(local_dir) / "views"
 
 
 def _iso(t: datetime) -> str:
@@ -217,9 +218,9 @@ class ViewCache:
         self._remove(self.root / WORK_DIR)
 
 
-def drop_clip_views(database_path: Path, clip_id: str) -> int:
-    """For the retention sweep: remove every view of a clip it deletes (the sweep knows only the database)."""
-    return ViewCache(views_root(database_path)).drop_clip(clip_id)
+def drop_clip_views(local_dir: Path, clip_id: str) -> int:
+    """For the retention sweep: remove every view of a clip it deletes (the sweep knows only the store)."""
+    return ViewCache(views_root(local_dir)).drop_clip(clip_id)
 
 
 # ---------------------------------------------------------------------- the audited open

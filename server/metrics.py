@@ -155,7 +155,7 @@ def dependency_checks(service) -> list[Check]:
     (for local stores) evidence_store: room above the reserve and writable.
     """
     checks = [
-        run_check("database", lambda: f"schema version {service.db.schema_version}"),
+        run_check("database", lambda: f"{service.db.engine_name} schema version {service.db.schema_version}"),
         run_check("object_store", lambda: (service.blobs.exists(PROBE_KEY), f"{_where(service.blobs)} answers")[1]),
         run_check("keys", lambda: f"server key {service.server_keys.public.key_id.hex()[:16]}"),
         run_check("upload_area", disk_probe(service.uploads_dir, service.config.reserve_bytes)),

@@ -93,7 +93,7 @@ def database_url(home: Home, setting: str | None = None) -> DatabaseUrl:
 
 def open_metadata(home: Home, setting: str | None = None) -> MetadataStore:
     """The server's database, for the commands that need only it (add-dock, status)."""
-    return MetadataStore(database_url(home, setting))
+    return MetadataStore(database_url(home, setting), local_dir=home.server_dir)
 
 
 class EvidenceService:
@@ -119,7 +119,7 @@ class EvidenceService:
         self.blobs = blobs or open_blob_store(config.blobs, home.server_dir / "store")
         self.registry = DeviceRegistry(home.registry_dir)
         # Decrypted views being watched (media.py): beside the database, where the sweep finds them.
-        self.views = ViewCache(views_root(self.db.path))
+        self.views = ViewCache(views_root(self.db.local_dir))
         self.ingestor = Ingestor(self.db, self.blobs, self.registry, self.server_keys)
         self.tokens = DockTokens(self.db)
         self.active_uploads = 0

@@ -132,7 +132,7 @@ class Sweeper:
         the HTTP API): two sweeps would each be exactly-once, but one could abandon a clip the other is
         shredding.  A lock file beside the database, held with flock, which the kernel releases if the
         process dies, so a killed sweep never leaves it locked."""
-        path = Path(self.store.path).with_name("retention-sweep.lock")
+        path = self.store.local_dir / "retention-sweep.lock"
         f = open(path, "a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -252,7 +252,7 @@ class Sweeper:
                 destroyed[key] = self.blobs.shred(key, sync=False)
             copies[clip_id] = self._remove_export_copies(clip_id)
             # Decrypted views being watched (media.py) go with the clip: no one finishes watching deleted footage.
-            views[clip_id] = drop_clip_views(self.store.path, clip_id)
+            views[clip_id] = drop_clip_views(self.store.local_dir, clip_id)
         self.blobs.sync_all()
         at = _iso(self.clock())
         with self.store.transaction() as db:

@@ -257,7 +257,7 @@ def test_only_one_sweep_runs_at_a_time_on_one_database(ev):
     from openbwv.server.errors import Conflict
 
     ev.record("cam-1", NOW - timedelta(days=40))
-    with open(ev.db.path.with_name("retention-sweep.lock"), "a+") as other:  # another sweep holds it
+    with open(ev.db.local_dir / "retention-sweep.lock", "a+") as other:  # another sweep holds it
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(Conflict, match="another retention sweep is running"):
             sweep(ev)

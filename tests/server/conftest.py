@@ -1,5 +1,11 @@
 """Fixtures: a BWV_HOME with server keys, a dock token, and one real server shared by the protocol tests.
 
+Every test here runs twice, once per metadata engine (`db_engine`: SQLite, the
+embedded default, then a real PostgreSQL 15 started for the session by
+tests/pg_kit.py).  On PostgreSQL each home made by `make_home` gets a fresh
+database of its own, named in its config.toml, so the server, `bwv` commands
+and the tests' own reads all find it the way an operator's would.
+
 Starting a server costs about a second, so the protocol tests share one; each
 test seals as its own enrolled camera (the server reads the registry as
 devices appear), so their chains never meet.  Tests that need other settings
@@ -11,12 +17,16 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
+from typing import Callable
 
 import pytest
+
+import pg_kit
 
 from openbwv.enrol import create_server_keys, enrol_device
 from openbwv.home import Home
 from openbwv.server.auth import DockTokens
+from openbwv.server.config import load_db
 from openbwv.server.service import open_metadata
 
 from .server_kit import DeviceChain, ServerProcess, TusSession
@@ -24,11 +34,39 @@ from .server_kit import DeviceChain, ServerProcess, TusSession
 DOCK = "dock-1"
 _cameras = itertools.count(1)
 
+pg = pg_kit.session_fixture()
+_new_database: Callable[[], str | None] = lambda: None  # the engine under test's fresh database, or None
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"], autouse=True)
+def db_engine(request: pytest.FixtureRequest):
+    """The metadata engine every test in this folder runs on, in turn."""
+    global _new_database
+    _new_database = request.getfixturevalue("pg").new_database if request.param == "postgresql" else lambda: None
+    yield request.param
+    _new_database = lambda: None
+
+
+@pytest.fixture
+def metadata_url(db_engine: str, tmp_path: Path) -> str:
+    """A fresh, empty metadata database on the engine under test."""
+    return _new_database() or f"sqlite:///{tmp_path / 'evidence.db'}"
+
 
 def make_home(root: Path) -> Home:
     home = Home(root)
     create_server_keys(home)
+    write_server_config(home)
     return home
+
+
+def write_server_config(home: Home, settings: str = "") -> None:
+    """BWV_HOME/config.toml with these ``[server]`` lines, keeping the home's database (PostgreSQL runs)."""
+    url = load_db(home.config_file) if home.config_file.is_file() else _new_database()
+    if url is None and not settings:
+        return
+    lines = f'db = "{url}"\n' if url else ""
+    home.config_file.write_text("[server]\n" + lines + settings)
 
 
 def add_dock(home: Home, dock_id: str = DOCK) -> str:
@@ -40,7 +78,7 @@ def add_dock(home: Home, dock_id: str = DOCK) -> str:
 
 
 @pytest.fixture(scope="session")
-def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Home:
+def shared_home(tmp_path_factory: pytest.TempPathFactory, db_engine: str) -> Home:
     return make_home(tmp_path_factory.mktemp("server-home"))
 
 

@@ -11,7 +11,6 @@ import ipaddress
 import json
 import os
 import shutil
-import sqlite3
 import ssl
 import subprocess
 from pathlib import Path
@@ -22,7 +21,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .conftest import make_home
+from openbwv.server.service import open_metadata
+
+from .conftest import make_home, write_server_config
 from .server_kit import BWV, ServerProcess
 
 
@@ -38,11 +39,15 @@ def test_add_dock_prints_a_token_once_and_keeps_only_its_digest(tmp_path):
     token = first.stdout.strip().splitlines()[-1]
     assert token.startswith("bwvd_") and len(token) == 48
 
-    db = sqlite3.connect(home.server_dir / "evidence.db")
-    (stored,) = db.execute("SELECT token_sha256 FROM docks WHERE dock_id = 'dock-station-3'").fetchone()
-    db.close()
+    db = open_metadata(home)
+    try:
+        (stored,) = db.reader().execute("SELECT token_sha256 FROM docks WHERE dock_id = 'dock-station-3'").fetchone()
+        assert token not in repr(db.reader().execute("SELECT * FROM docks").fetchall())
+    finally:
+        db.close()
     assert stored == hashlib.sha256(token.encode()).hexdigest()
-    assert token not in (home.server_dir / "evidence.db").read_bytes().decode("latin-1")
+    if db.engine_name == "sqlite":
+        assert token not in (home.server_dir / "evidence.db").read_bytes().decode("latin-1")
 
     again = bwv(home.root, "server", "add-dock", "--id", "dock-station-3")
     assert again.returncode == 2 and "--rotate" in again.stderr
@@ -149,8 +154,8 @@ def _health(url: str, ca: Path, client: Path | None = None) -> dict:
 
 def test_tls_and_mutual_tls_with_settings_from_the_config_file(tmp_path, pki):
     home = make_home(tmp_path / "home")
-    home.config_file.write_text(
-        "[server]\n"
+    write_server_config(
+        home,
         f'tls_cert = "{pki["server_cert"]}"\n'
         f'tls_key = "{pki["server_key"]}"\n'
         "max_concurrent = 3\n"

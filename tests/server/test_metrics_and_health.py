@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import make_home
+from .conftest import make_home, write_server_config
 from .server_kit import ServerProcess, TusSession
 
 
@@ -24,13 +24,13 @@ def moved(before: dict, after: dict, name: str, **labels: str) -> float:
     return after.get(key, 0.0) - before.get(key, 0.0)
 
 
-def test_health_reports_every_dependency_by_name(tus):
+def test_health_reports_every_dependency_by_name_and_the_engine_under_test(tus, db_engine):
     reply = TusSession(tus.url, None).get("/api/v1/health")
     assert reply.status == 200, reply.body.decode()
     checks = reply.json()["checks"]
     assert {"database", "object_store", "keys", "upload_area", "evidence_store"} <= set(checks)
     assert all(c["ok"] for c in checks.values()), checks
-    assert "schema version" in checks["database"]["detail"]
+    assert checks["database"]["detail"].startswith(f"{db_engine} schema version ")
 
 
 def test_an_upload_moves_the_bytes_segments_and_receipt_latency_counters(tus, camera):
@@ -59,7 +59,7 @@ def test_a_damaged_segment_counts_as_a_verification_failure_not_an_ingest(tus, c
 
 def test_metrics_are_refused_to_an_address_outside_metrics_from_and_health_fails_when_the_disk_is_full(tmp_path):
     home = make_home(tmp_path / "home")
-    (home.root / "config.toml").write_text('[server]\nmetrics_from = ["10.20.0.0/16"]\n')
+    write_server_config(home, 'metrics_from = ["10.20.0.0/16"]\n')
     # A reserve no disk here has: the upload area is "full", and the node must say so.
     with ServerProcess(home.root, "--reserve-mb", str(100 * 1024 * 1024)).start() as server:
         client = TusSession(server.url, None)
@@ -81,7 +81,7 @@ def test_a_bad_metrics_from_entry_stops_the_server_with_a_message_naming_it(tmp_
     from .server_kit import BWV
 
     home = make_home(tmp_path / "home")
-    (home.root / "config.toml").write_text('[server]\nmetrics_from = ["10.20.0.0/99"]\n')
+    write_server_config(home, 'metrics_from = ["10.20.0.0/99"]\n')
     run = subprocess.run([BWV, "server", "--listen", "127.0.0.1:0"], capture_output=True, text=True,
                          env={"BWV_HOME": str(home.root), "PATH": "/usr/bin:/bin"}, timeout=30)
     assert run.returncode != 0

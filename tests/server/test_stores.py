@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import psycopg
 import pytest
 
 from openbwv.sealed.chain import ChainLink
@@ -55,7 +56,9 @@ def record(h: str, sequence: int, status: str = "linked") -> SegmentRecord:
     return SegmentRecord(h, "cam-1", sequence, "00" * 32, "clip", 0, 0, 1, 100, False, status, "2026-11-25T10:00:00+00:00", "dock-1", h, "{}")
 
 
-def test_the_database_is_wal_at_the_newest_schema_and_refuses_a_newer_one(tmp_path):
+def test_the_database_is_wal_at_the_newest_schema_and_refuses_a_newer_one(tmp_path, db_engine):
+    if db_engine != "sqlite":
+        pytest.skip("WAL is SQLite's journal; PostgreSQL's refusal of a newer schema is in tests/store")
     path = tmp_path / "evidence.db"
     db = MetadataStore(path)
     assert db.schema_version == SCHEMA_VERSION
@@ -69,19 +72,19 @@ def test_the_database_is_wal_at_the_newest_schema_and_refuses_a_newer_one(tmp_pa
         MetadataStore(path)
 
 
-def test_one_segment_per_device_and_sequence(tmp_path):
-    db = MetadataStore(tmp_path / "evidence.db")
+def test_one_segment_per_device_and_sequence(metadata_url):
+    db = MetadataStore(metadata_url)
     db.add_dock("dock-1", "d" * 64, "t")
     db.add_segment(record(H1, 1))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.UniqueViolation)):
         db.add_segment(record(H2, 1))
     assert db.segment_at("cam-1", 1).segment_hash == H1
     with pytest.raises(Conflict):
         db.add_dock("dock-1", "e" * 64, "t")
 
 
-def test_device_summaries_list_the_flagged_segments(tmp_path):
-    db = MetadataStore(tmp_path / "evidence.db")
+def test_device_summaries_list_the_flagged_segments(metadata_url):
+    db = MetadataStore(metadata_url)
     db.add_segment(record(H1, 1))
     db.add_segment(record(H2, 3, "gap after 1"))
     (summary,) = db.device_summaries()

@@ -219,11 +219,11 @@ def nothing_kept(home: Home, seg) -> bool:
 
 def partial_files_of(home: Home) -> list:
     # Only uploads still in progress have a partial file; a refused upload leaves none.
-    import sqlite3
+    from openbwv.server.service import open_metadata
 
-    db = sqlite3.connect(home.server_dir / "evidence.db")
+    db = open_metadata(home)
     try:
-        receiving = {r[0] for r in db.execute("SELECT id FROM uploads WHERE state = 'receiving'")}
+        receiving = {r[0] for r in db.reader().execute("SELECT id FROM uploads WHERE state = 'receiving'")}
     finally:
         db.close()
     return [p for p in partial_files(home) if p.name.removesuffix(".part") not in receiving]
