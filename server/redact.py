@@ -13,18 +13,19 @@ The contract, and where each part of it lives:
   downloaded; the model file's hash is checked before it is used.  It runs
   on the luma plane (at most 1280 pixels wide), about ten times a second
   rather than on every frame, because it is by far the slowest stage.
-* The decision of what to blur (`RedactionPlanner`) is pure: detections and
-  times in, rectangles out.  Detectors flicker, and one frame with a face left
-  clear is a disclosure, so a detection is *held*: blurred from `HOLD_S`
-  before to `HOLD_S` after the frame it was seen in, and frames between two
-  examined frames also get the box swept from one detection to its match in
-  the next.  Every face box is enlarged by `MARGIN` on each side (detector boxes
-  do not always reach the hairline and the chin).  A face is left clear only if its centre
-  lies inside a keep box active at that frame's time: when in doubt, blur.
+* Detections are linked into tracks (`FaceTracker`: box association with
+  motion prediction), and a face is blurred wherever its track puts it on
+  every frame: between examined frames, through short runs where the
+  detector lost it, and a little before and after (`LEAD_S`).  Detectors
+  flicker, and one frame with a face left clear is a disclosure.  The
+  decision of what to blur (`RedactionPlanner`) is pure: tracks and staff's
+  boxes in, rectangles out.  A keep box picks one track as the requester's,
+  which stays clear for its whole length; when in doubt, blur.
 * The blur (`obscure`) reduces each region to about `CELLS` cells across its
   shorter side and then box-blurs those cells together.  Nothing finer than a
   cell survives, which a light Gaussian blur cannot promise.
-* `redact_video` decodes whatever PyAV reads (the camera's MPEG-TS, or the
+* `redact_video` reads the video twice (tracks first, then the frames to
+  write), decodes whatever PyAV reads (the camera's MPEG-TS, or the
   .ts/.mp4 that `bwv open` writes), re-encodes with libx264 (yuv420p, the same
   size and frame rate and timing) into an MP4 with its index at the front,
   written to a temporary name beside the destination, synced and renamed, so
@@ -42,6 +43,7 @@ faces) and what was measured are in docs/redaction.md.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import importlib.util
 import math
@@ -61,10 +63,14 @@ import numpy as np
 from ..opener import sha256_file
 from ..sealed.durable import fsync_dir
 
-HOLD_S = 0.5  # a detection is blurred this long before and after the frame it was seen in
-MARGIN = 0.3  # face boxes grow by this fraction of their width/height on every side (detector boxes can stop short of hair and chin)
-SWEEP_REACH = 2.0  # face sizes a face may move between two examined frames and still be swept
-SWEEP_WAIT_S = 1.0  # how long a frame waits for the next examined frame (bounds the frames held in memory)
+LEAD_S = 0.2  # a track is blurred this long before its first detection and after its last
+MAX_GAP_S = 1.0  # a track lives on this long without a detection (the detector loses faces for a moment)
+MARGIN = 0.25  # face boxes grow by this fraction of their width/height on every side (CenterFace boxes stop short of ears and hairline)
+MIN_ASPECT = 0.9  # a face region is at least this wide for its height before the margin
+GROWTH = 0.6  # and by this fraction more per second away from the nearest detection (the position is less sure)
+VELOCITY_SPAN_S = 0.15  # a track's speed is taken from detections at least this far apart
+MIN_TRACK_IOU = 0.1  # a detection joins a track whose predicted box it overlaps this much...
+TRACK_REACH = 1.0  # ...or whose predicted centre is within this many face sizes
 CELLS = 6  # a blurred region keeps at most this many cells across its shorter side
 # The export's encoder: the camera's codec, a quality-based rate (an export is
 # watched, not streamed), and a preset quick enough for long clips.
@@ -347,9 +353,9 @@ class FaceDetector:
     before the network sees it, because the network's cost grows with the
     pixel count; faces narrower than `VALIDATED_MIN_INPUT_PX` at that scale
     are not promised, which `smallest_face` turns into source pixels for the
-    manifest.  `rate_hz` is how often `redact_video` examines a frame; the
-    planner covers the frames in between, so it must come at least twice per
-    `HOLD_S`.  Grey frames are given to the network as three equal channels.
+    manifest.  `rate_hz` is how often `redact_video` examines a frame; tracks
+    cover the frames in between, so it must come at least twice per
+    `MAX_GAP_S`.  Grey frames are given to the network as three equal channels.
     """
 
     def __init__(
@@ -366,8 +372,11 @@ class FaceDetector:
                 f"detector settings detect_width={detect_width} threshold={threshold} nms_iou={nms_iou}: "
                 "need detect_width >= 64, 0 < threshold < 1, 0 < nms_iou <= 1"
             )
-        if rate_hz is not None and rate_hz * HOLD_S < 1:
-            raise ValueError(f"rate_hz={rate_hz}: the hold window of {HOLD_S} s needs at least {1 / HOLD_S:g} examined frames a second")
+        if rate_hz is not None and rate_hz * MAX_GAP_S < 2:
+            raise ValueError(
+                f"rate_hz={rate_hz}: a track must be seen at least twice in the {MAX_GAP_S} s it lives without a detection, "
+                f"so at least {2 / MAX_GAP_S:g} examined frames a second"
+            )
         self.detect_width = detect_width
         self.threshold = threshold
         self.nms_iou = nms_iou
@@ -399,6 +408,11 @@ class FaceDetector:
         target = min(self.detect_width, width)
         scale = target / width
         return _align(target), _align(height * scale)
+
+    def grain_px(self, frame_width: int, frame_height: int) -> float:
+        """The network's grid cell (4 input pixels) in source pixels: how exact a box's edges can be."""
+        in_w, _ = self.input_size(frame_width, frame_height)
+        return _STRIDE * frame_width / in_w
 
     def smallest_face(self, frame_width: int, frame_height: int | None = None) -> int:
         """The narrowest face, in source pixels, this detector is validated for in frames `frame_width` wide."""
@@ -453,6 +467,181 @@ def _align(pixels: float) -> int:
     return max(_ALIGN, math.ceil(pixels / _ALIGN) * _ALIGN)
 
 
+# -- tracks: detections linked across frames ------------------------------------
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One detection that belongs to a track: the frame it was found in and where."""
+
+    index: int
+    time_s: float
+    box: Box
+    score: float = 1.0
+
+
+_Geometry = tuple[float, float, float, float]  # centre x, centre y, width, height (floats, source pixels)
+
+
+def _geometry(box: Box) -> _Geometry:
+    return (box.x + box.w / 2, box.y + box.h / 2, float(box.w), float(box.h))
+
+
+@dataclass
+class Track:
+    """One face followed through the video: its detections in order of time.
+
+    Between two detections the face is where straight-line motion from one
+    to the other puts it (the frames between examinations, and short runs
+    where the detector lost it); for `lead_s` before the first and after the
+    last detection it is where its own speed carries it.  How sure that
+    position is shrinks with the time to the nearest detection, so the
+    blurred region grows with it (`region_at`).
+    """
+
+    id: int
+    observations: list[Observation]
+
+    @property
+    def first(self) -> Observation:
+        return self.observations[0]
+
+    @property
+    def last(self) -> Observation:
+        return self.observations[-1]
+
+    def velocity(self, at_end: bool) -> _Geometry:
+        """Change of (cx, cy, w, h) per second near one end, from detections at least `VELOCITY_SPAN_S` apart
+        (nearer ones are too noisy to extrapolate from); zero when the track is too short to say."""
+        obs = self.observations if at_end else self.observations[::-1]
+        last = obs[-1]
+        for other in reversed(obs[:-1]):
+            dt = last.time_s - other.time_s
+            if abs(dt) >= VELOCITY_SPAN_S - _EPS:
+                a, b = _geometry(other.box), _geometry(last.box)
+                return tuple((bv - av) / dt for av, bv in zip(a, b))  # type: ignore[return-value]
+        return (0.0, 0.0, 0.0, 0.0)
+
+    def predict(self, time_s: float) -> _Geometry:
+        """Where the face will be at `time_s` (after its last detection), for matching the next detections."""
+        g, v = _geometry(self.last.box), self.velocity(at_end=True)
+        dt = time_s - self.last.time_s
+        return (g[0] + v[0] * dt, g[1] + v[1] * dt, max(1.0, g[2] + v[2] * dt), max(1.0, g[3] + v[3] * dt))
+
+    def geometry_at(self, time_s: float, lead_s: float) -> tuple[_Geometry, float] | None:
+        """The face's (cx, cy, w, h) at `time_s`, and the seconds to its nearest detection; None outside
+        the track's span widened by `lead_s`."""
+        obs = self.observations
+        if time_s < obs[0].time_s - lead_s - _EPS or time_s > obs[-1].time_s + lead_s + _EPS:
+            return None
+        times = [o.time_s for o in obs]
+        i = bisect.bisect_left(times, time_s - _EPS)
+        if i < len(obs) and abs(obs[i].time_s - time_s) <= _EPS:
+            return _geometry(obs[i].box), 0.0
+        if i == 0 or i == len(obs):
+            end = obs[0] if i == 0 else obs[-1]
+            v = self.velocity(at_end=i == len(obs))
+            dt = time_s - end.time_s
+            g = _geometry(end.box)
+            return (g[0] + v[0] * dt, g[1] + v[1] * dt, max(1.0, g[2] + v[2] * dt), max(1.0, g[3] + v[3] * dt)), abs(dt)
+        a, b = obs[i - 1], obs[i]
+        f = (time_s - a.time_s) / (b.time_s - a.time_s)
+        ga, gb = _geometry(a.box), _geometry(b.box)
+        return tuple(x + (y - x) * f for x, y in zip(ga, gb)), min(time_s - a.time_s, b.time_s - time_s)  # type: ignore[return-value]
+
+    def region_at(self, time_s: float, width: int, height: int, *, lead_s: float, margin: float, growth: float,
+                  pad_px: float = 0.0) -> Box | None:
+        """The region to obscure at `time_s`: the face's box grown by `margin` of its size on every side,
+        and by `growth` of its size more per second away from a detection, plus `pad_px` (the detector's
+        own positional grain); None when the track does not reach this time or the region lies off the frame."""
+        found = self.geometry_at(time_s, lead_s)
+        if found is None:
+            return None
+        (cx, cy, w, h), dt = found
+        w = max(w, MIN_ASPECT * h)  # CenterFace's boxes are narrower than a head: ears and hair at the side
+        grow = margin + growth * dt
+        half_w, half_h = w * (0.5 + grow) + pad_px, h * (0.5 + grow) + pad_px
+        x0, y0 = math.floor(cx - half_w), math.floor(cy - half_h)
+        x1, y1 = math.ceil(cx + half_w), math.ceil(cy + half_h)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return Box(x0, y0, x1 - x0, y1 - y0).clipped(width, height)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "start_s": round(self.first.time_s, 3),
+            "end_s": round(self.last.time_s, 3),
+            "first_frame": self.first.index,
+            "last_frame": self.last.index,
+            "detections": len(self.observations),
+            "first_box": self.first.box.to_dict(),
+            "last_box": self.last.box.to_dict(),
+            "max_score": round(max(o.score for o in self.observations), 3),
+        }
+
+
+class FaceTracker:
+    """Links each examined frame's detections to the tracks of the frames before (no I/O, no clock).
+
+    A track's next position is predicted from its own speed; each detection
+    joins the track whose prediction it overlaps best (IoU at least
+    `MIN_TRACK_IOU`, or a centre within `TRACK_REACH` face sizes of the
+    prediction for a face of similar size, within a factor of 1.6), greedily,
+    best pairs first, one detection per track.  A detection that joins no
+    track starts one; a track with no detection for `max_gap_s` ends.  A
+    wrong link only ever moves a blurred region along a plausible path; what
+    it risks is the requester's track (kept clear) taking over someone else's
+    face after two faces cross, which docs/redaction.md tells reviewers to
+    check.
+    """
+
+    def __init__(self, *, max_gap_s: float = MAX_GAP_S) -> None:
+        if max_gap_s <= 0:
+            raise ValueError(f"max_gap_s={max_gap_s}: must be positive")
+        self.max_gap_s = max_gap_s
+        self.tracks: list[Track] = []
+        self._active: list[Track] = []
+        self._last_time: float | None = None
+
+    def add(self, index: int, time_s: float, detections: Sequence[Detection | Box]) -> list[int]:
+        """The detections of examined frame `index`; returns the track id each one joined, in order."""
+        if self._last_time is not None and time_s <= self._last_time:
+            raise ValueError(f"frame {index} at {time_s} s: examined frame times must increase (last was {self._last_time} s)")
+        self._last_time = time_s
+        self._active = [t for t in self._active if time_s - t.last.time_s <= self.max_gap_s + _EPS]
+        found = [d if isinstance(d, Detection) else Detection(d, 1.0) for d in detections]
+        pairs = []
+        for ti, track in enumerate(self._active):
+            px, py, pw, ph = track.predict(time_s)
+            predicted = Box(round(px - pw / 2), round(py - ph / 2), max(1, round(pw)), max(1, round(ph)))
+            for di, d in enumerate(found):
+                ratio = d.box.area / predicted.area
+                if not 1 / 2.56 <= ratio <= 2.56:
+                    continue
+                iou = predicted.iou(d.box)
+                distance = math.dist((px, py), d.box.centre) / max(pw, ph, d.box.w, d.box.h)
+                if iou >= MIN_TRACK_IOU or distance <= TRACK_REACH:
+                    pairs.append((-iou, distance, ti, di))
+        pairs.sort()
+        taken_tracks: set[int] = set()
+        joined: dict[int, int] = {}
+        for _, _, ti, di in pairs:
+            if ti in taken_tracks or di in joined:
+                continue
+            taken_tracks.add(ti)
+            track = self._active[ti]
+            track.observations.append(Observation(index, time_s, found[di].box, found[di].score))
+            joined[di] = track.id
+        for di, d in enumerate(found):
+            if di not in joined:
+                track = Track(len(self.tracks), [Observation(index, time_s, d.box, d.score)])
+                self.tracks.append(track)
+                self._active.append(track)
+                joined[di] = track.id
+        return [joined[di] for di in range(len(found))]
+
+
 # -- the decision: what to blur in each frame -----------------------------------
 
 
@@ -464,37 +653,50 @@ class FramePlan:
     time_s: float
     examined: bool  # the detector ran on this frame
     faces: tuple[Box, ...]  # faces the detector found in this very frame
-    faces_kept: tuple[Box, ...]  # of those, the ones left clear by a keep box
-    blur: tuple[Box, ...]  # the regions to obscure: held faces with margin, sweeps, manual boxes
-    keep_active: tuple[int, ...]  # indices of keep boxes active at this frame's time
+    faces_kept: tuple[Box, ...]  # of those, the ones on a track kept clear
+    blur: tuple[Box, ...]  # the regions to obscure: tracked faces with margin, manual boxes
+    keep_active: tuple[int, ...]  # indices of keep boxes whose picked track is in this frame
     manual_applied: tuple[int, ...]  # indices of manual boxes obscured in this frame
+    tracks: tuple[int, ...] = ()  # ids of the tracks blurred in this frame
+    faces_kept_tracks: tuple[int, ...] = ()  # the track of each face in faces_kept
 
 
-@dataclass
-class _Seen:
-    index: int
-    time_s: float
-    faces: tuple[Box, ...] | None  # None: not examined
+def pick_tracks(keep: Sequence[TimedBox], tracks: Sequence[Track]) -> list[int | None]:
+    """For each keep box, the one track it picks as the requester's (None if it picks none).
+
+    A keep box picks the track with the most detections whose centre lies in
+    the box during the box's time range (ties: the larger summed overlap).
+    Picking one track, not every face in the box, is what stops a passer-by
+    who crosses the box being kept with the requester.
+    """
+    picks: list[int | None] = []
+    for k in keep:
+        best: tuple[int, int, int] | None = None  # (count, overlap, -track id)
+        for track in tracks:
+            inside = [o for o in track.observations if k.active_at(o.time_s) and k.box.contains_point(*o.box.centre)]
+            if inside:
+                candidate = (len(inside), sum(o.box.intersection(k.box) for o in inside), -track.id)
+                if best is None or candidate > best:
+                    best = candidate
+        picks.append(None if best is None else -best[2])
+    return picks
 
 
 class RedactionPlanner:
-    """Turns per-frame detections into per-frame blur regions; no I/O, no clock.
+    """Turns tracks into per-frame blur regions; no I/O, no clock.
 
-    Feed frames in order with `push(time_s, faces)` (`faces=None` for a frame
-    the detector did not examine); plans come back once every detection that
-    can affect them has arrived, i.e. about `hold_s` late, and `finish()`
-    returns the rest.  For a frame at time t:
+    Build it with the video's tracks (`FaceTracker.tracks`, once every frame
+    was examined) and staff's boxes; `plan(index, time_s)` then says what to
+    obscure in any frame:
 
-    * every face found in a frame within `hold_s` of t is a candidate (the
-      hold: flicker in the detector does not unblur a face);
-    * for a frame that was not examined, each face in the examined frame just
-      before is joined with its best match in the one just after, and that
-      swept box is a candidate too (a face that moves between examinations
-      stays covered);
-    * a candidate is left clear only if its centre lies in a keep box active
-      at t (a swept box only if both ends do); every other candidate is
-      enlarged by `margin` and blurred;
-    * every manual box active at t is blurred as drawn.
+    * every track that reaches the frame (its span widened by `lead_s`) is
+      blurred at its interpolated position, grown by `margin` and by
+      `growth` per second away from a detection, and by `pad_px`
+      (`FaceDetector.grain_px`: small faces' boxes are only as exact as the
+      network's grid) (`Track.region_at`);
+    * except the tracks that keep boxes picked as the requester's
+      (`pick_tracks`): those stay clear for their whole length;
+    * every manual box active at that time is blurred as drawn.
 
     Keep and manual boxes are checked against the frame size up front: a box
     reaching off the frame usually means coordinates for another resolution.
@@ -507,124 +709,72 @@ class RedactionPlanner:
         *,
         keep: Sequence[TimedBox] = (),
         manual: Sequence[TimedBox] = (),
-        hold_s: float = HOLD_S,
+        tracks: Sequence[Track] = (),
+        detections: dict[int, tuple[Box, ...]] | None = None,
+        lead_s: float = LEAD_S,
         margin: float = MARGIN,
+        growth: float = GROWTH,
+        pad_px: float = 0.0,
     ) -> None:
         if width <= 0 or height <= 0:
             raise ValueError(f"frame size {width}x{height}: must be positive")
-        if hold_s < 0 or margin < 0:
-            raise ValueError(f"hold_s={hold_s}, margin={margin}: neither may be negative")
+        if lead_s < 0 or margin < 0 or growth < 0:
+            raise ValueError(f"lead_s={lead_s}, margin={margin}, growth={growth}: none may be negative")
         self.width, self.height = width, height
         self.keep = tuple(_checked_boxes("keep", keep, width, height))
         self.manual = tuple(_checked_boxes("manual", manual, width, height))
-        self.hold_s = hold_s
-        self.margin = margin
-        self._pending: deque[_Seen] = deque()  # frames not yet planned
-        self._examined: deque[_Seen] = deque()  # examined frames still within reach of a pending one
-        self._next_index = 0
-        self._last_time: float | None = None
+        self.tracks = tuple(tracks)
+        self._by_id = {t.id: t for t in self.tracks}
+        self.lead_s, self.margin, self.growth, self.pad_px = lead_s, margin, growth, pad_px
+        self.picks = pick_tracks(self.keep, self.tracks)
+        self.kept = {p for p in self.picks if p is not None}
+        # Each frame's own detections and the track each joined, for the report.
+        self._found: dict[int, list[tuple[Box, int]]] = {}
+        for track in self.tracks:
+            for o in track.observations:
+                self._found.setdefault(o.index, []).append((o.box, track.id))
+        self._examined = set(detections or ()) | set(self._found)
+        # Tracks sorted by start, for finding those that reach a frame without scanning all of them.
+        self._by_start = sorted(self.tracks, key=lambda t: t.first.time_s)
+        self._starts = [t.first.time_s for t in self._by_start]
+        self._longest = max((t.last.time_s - t.first.time_s for t in self.tracks), default=0.0)
 
-    def push(self, time_s: float, faces: Sequence[Box] | None) -> list[FramePlan]:
-        """Add the next frame; returns the plans of the frames now settled, in order."""
-        if not math.isfinite(time_s) or (self._last_time is not None and time_s <= self._last_time):
-            raise ValueError(f"frame {self._next_index} at {time_s} s: frame times must increase (last was {self._last_time} s)")
-        seen = _Seen(self._next_index, time_s, None if faces is None else tuple(faces))
-        self._next_index += 1
-        self._last_time = time_s
-        self._pending.append(seen)
-        if seen.faces is not None:
-            self._examined.append(seen)
-        plans = []
-        # A pending frame is settled once no later frame can be within the hold of it
-        # and an examined frame after it is known (its sweep needs both ends), or,
-        # for a caller that examines that rarely, once it has waited SWEEP_WAIT_S for one.
-        while self._pending:
-            waited = time_s - self._pending[0].time_s
-            if waited < self.hold_s - _EPS or (waited <= SWEEP_WAIT_S and not self._has_examined_after(self._pending[0])):
-                break
-            plans.append(self._plan(self._pending.popleft()))
-        self._forget()
-        return plans
+    def tracks_at(self, time_s: float) -> list[Track]:
+        """The tracks whose span, widened by the lead, holds `time_s`."""
+        hi = bisect.bisect_right(self._starts, time_s + self.lead_s + _EPS)
+        lo = bisect.bisect_left(self._starts, time_s - self.lead_s - self._longest - _EPS)
+        return [t for t in self._by_start[lo:hi] if t.first.time_s - self.lead_s - _EPS <= time_s <= t.last.time_s + self.lead_s + _EPS]
 
-    def finish(self) -> list[FramePlan]:
-        """The plans of every frame still waiting (the end of the video)."""
-        plans = [self._plan(seen) for seen in self._pending]
-        self._pending.clear()
-        return plans
-
-    def _has_examined_after(self, seen: _Seen) -> bool:
-        return seen.faces is not None or (bool(self._examined) and self._examined[-1].index > seen.index)
-
-    def _forget(self) -> None:
-        """Drop examined frames that can no longer affect a pending frame (keeping one before it, for sweeps)."""
-        if not self._pending:
-            horizon_index, horizon_time = self._next_index, self._last_time or 0.0
-        else:
-            horizon_index, horizon_time = self._pending[0].index, self._pending[0].time_s
-        while (
-            len(self._examined) >= 2
-            and self._examined[1].index < horizon_index
-            and self._examined[0].time_s < horizon_time - self.hold_s - _EPS
-        ):
-            self._examined.popleft()
-
-    def _plan(self, seen: _Seen) -> FramePlan:
-        t = seen.time_s
-        keep_active = tuple(i for i, k in enumerate(self.keep) if k.active_at(t))
-        keep_boxes = [self.keep[i].box for i in keep_active]
-
-        def kept(face: Box) -> bool:
-            cx, cy = face.centre
-            return any(k.contains_point(cx, cy) for k in keep_boxes)
-
-        candidates: list[tuple[Box, bool]] = []  # (box, left clear)
-        for other in self._examined:
-            if abs(other.time_s - t) <= self.hold_s + _EPS:
-                assert other.faces is not None
-                candidates.extend((face, kept(face)) for face in other.faces)
-        if seen.faces is None:
-            before = next((e for e in reversed(self._examined) if e.index < seen.index), None)
-            after = next((e for e in self._examined if e.index > seen.index), None)
-            if before is not None and after is not None:
-                for a, b in self._sweeps(before, after):
-                    candidates.append((a.union(b), kept(a) and kept(b)))
-
-        blur = [box.enlarged(self.margin, self.width, self.height) for box, clear in candidates if not clear]
-        manual_applied = tuple(i for i, m in enumerate(self.manual) if m.active_at(t))
+    def plan(self, index: int, time_s: float) -> FramePlan:
+        blur: list[Box] = []
+        blurred: list[int] = []
+        for track in self.tracks_at(time_s):
+            if track.id in self.kept:
+                continue
+            region = track.region_at(time_s, self.width, self.height, lead_s=self.lead_s, margin=self.margin,
+                                     growth=self.growth, pad_px=self.pad_px)
+            if region is not None:
+                blur.append(region)
+                blurred.append(track.id)
+        manual_applied = tuple(i for i, m in enumerate(self.manual) if m.active_at(time_s))
         blur.extend(self.manual[i].box for i in manual_applied)
-        own = seen.faces or ()
+        own = self._found.get(index, [])
+        keep_active = tuple(
+            i for i, pick in enumerate(self.picks)
+            if pick is not None and self._by_id[pick].geometry_at(time_s, 0.0) is not None
+        )
         return FramePlan(
-            index=seen.index,
-            time_s=t,
-            examined=seen.faces is not None,
-            faces=own,
-            faces_kept=tuple(face for face in own if kept(face)),
+            index=index,
+            time_s=time_s,
+            examined=index in self._examined,
+            faces=tuple(box for box, _ in own),
+            faces_kept=tuple(box for box, tid in own if tid in self.kept),
+            faces_kept_tracks=tuple(tid for _, tid in own if tid in self.kept),
             blur=tuple(merge_boxes(blur)),
             keep_active=keep_active,
             manual_applied=manual_applied,
+            tracks=tuple(sorted(blurred)),
         )
-
-    def _sweeps(self, before: _Seen, after: _Seen) -> list[tuple[Box, Box]]:
-        """Each face in `before` paired with the nearest face in `after` that could be the same one.
-
-        "Could be": of a similar size (within a factor of 2) and no further
-        than `SWEEP_REACH` face sizes away, centre to centre.  A wrong pairing
-        only blurs more; a missed one leaves the held boxes to cover the face.
-        """
-        assert before.faces is not None and after.faces is not None
-        pairs = []
-        for a in before.faces:
-            best, best_distance = None, math.inf
-            for b in after.faces:
-                size = max(a.w, a.h, b.w, b.h)
-                if not 0.5 <= b.area / a.area <= 2.0:
-                    continue
-                distance = math.dist(a.centre, b.centre)
-                if distance <= SWEEP_REACH * size and distance < best_distance:
-                    best, best_distance = b, distance
-            if best is not None:
-                pairs.append((a, best))
-        return pairs
 
 
 def _checked_boxes(kind: str, boxes: Sequence[TimedBox], width: int, height: int) -> list[TimedBox]:
@@ -663,17 +813,20 @@ class SecondSummary:
 
 @dataclass
 class BoxUse:
-    """How one keep or manual box was used: frames it was active in, faces it left clear (keep only)."""
+    """How one keep or manual box was used: frames it was active in (keep: frames of the track it picked),
+    faces it left clear (keep only)."""
 
     index: int
     box: TimedBox
     frames_active: int = 0
     faces_kept: int = 0
+    track: int | None = None  # keep only: the track it picked as the requester's
 
     def to_dict(self, *, keep: bool) -> dict[str, Any]:
         d: dict[str, Any] = {"index": self.index, **self.box.to_dict(), "frames_active": self.frames_active}
         if keep:
             d["faces_kept"] = self.faces_kept
+            d["track"] = self.track
         return d
 
 
@@ -689,7 +842,7 @@ class RedactionReport:
     frames: int = 0
     frames_examined: int = 0
     faces_detected: int = 0  # faces found, summed over examined frames
-    faces_kept: int = 0  # of those, left clear by a keep box
+    faces_kept: int = 0  # of those, on a track kept clear as the requester's
     regions_blurred: int = 0  # regions obscured, summed over frames
     frames_with_blur: int = 0
     keep: list[BoxUse] = field(default_factory=list)
@@ -700,11 +853,12 @@ class RedactionReport:
     output_sha256: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
     per_second: list[SecondSummary] = field(default_factory=list)
+    tracks: list[dict[str, Any]] = field(default_factory=list)  # every track found (Track.to_dict, and kept)
 
     @property
     def keep_boxes_honoured(self) -> int:
-        """Keep boxes that left at least one detected face clear (one that did not may be mis-drawn)."""
-        return sum(1 for use in self.keep if use.faces_kept)
+        """Keep boxes that picked a track (one that did not may be mis-drawn)."""
+        return sum(1 for use in self.keep if use.track is not None)
 
     @property
     def manual_boxes_applied(self) -> int:
@@ -725,8 +879,13 @@ class RedactionReport:
         if self.other_streams_removed:
             notes.append(f"{self.other_streams_removed} data/subtitle stream(s) of the source not exported")
         for use in self.keep:
-            if not use.faces_kept:
-                notes.append(f"keep box {use.index} left no detected face clear: check where and when it was drawn")
+            if use.track is None:
+                notes.append(f"keep box {use.index} picked no track: no detected face had its centre inside it "
+                             "during its time range; check where and when it was drawn")
+        for track in self.tracks:
+            if track.get("kept"):
+                notes.append(f"track {track['id']} kept clear as the requester's from {track['start_s']} s to "
+                             f"{track['end_s']} s: check it is the requester in every frame")
         for use in self.manual:
             if not use.frames_active:
                 notes.append(f"manual box {use.index} covers no frame: its time range lies outside the video")
@@ -742,7 +901,7 @@ class RedactionReport:
         for i in plan.keep_active:
             use = self.keep[i]
             use.frames_active += 1
-            use.faces_kept += sum(1 for face in plan.faces_kept if use.box.box.contains_point(*face.centre))
+            use.faces_kept += sum(1 for tid in plan.faces_kept_tracks if tid == use.track)
         for i in plan.manual_applied:
             self.manual[i].frames_active += 1
         second = int(plan.time_s + _EPS)
@@ -780,6 +939,7 @@ class RedactionReport:
             "audio_streams_removed": self.audio_streams_removed,
             "other_streams_removed": self.other_streams_removed,
             "notes": self.notes(),
+            "tracks": self.tracks,
             "settings": self.settings,
             "per_second": [s.to_dict() for s in self.per_second],
         }
@@ -801,9 +961,11 @@ def redact_video(
     """Write to `dst` an H.264 MP4 of `src` with every face blurred but those in `keep`, and `manual` blurred too.
 
     Frames map one to one, at the source's size, frame rate and timing; audio
-    and other streams are dropped (see the module docstring).  `progress` is
-    called after each written frame with (frames done, frames expected), the
-    second figure an estimate from the container, 0 if it does not say;
+    and other streams are dropped (see the module docstring).  The video is
+    read twice: once to find and track the faces, once to write it.
+    `progress` is called after each frame of each pass with (steps done,
+    steps expected): two steps a frame, the total an estimate from the
+    container until the first pass has counted the frames;
     `on_plan` with each frame's `FramePlan` as it is written (what was
     obscured where: the measurements in tests/redact read it).
     Raises `UnreadableVideo`, `InvalidBox` or `RedactionError` before writing
@@ -821,63 +983,91 @@ def redact_video(
     if detector is None:
         detector = FaceDetector()
 
+    # Pass 1: every frame decoded, the examined ones searched for faces, the faces linked into tracks.
+    # A track must be whole before any frame of it is written: the requester's is kept clear for its
+    # whole length, which a keep box drawn at one moment can only say once the track is known.
+    source = _open_source(src)
+    try:
+        video = _SourceVideo(source, src)
+        _checked_boxes("keep", keep, video.width, video.height)
+        _checked_boxes("manual", manual, video.width, video.height)
+        every = 1 if detector.rate_hz is None else max(1, int(video.fps / detector.rate_hz + _EPS))
+        if every / video.fps > MAX_GAP_S / 2 + _EPS:
+            raise RedactionError(f"the detector examines every {every} frames at {video.fps:g} fps: "
+                                 f"a track must be seen twice in the {MAX_GAP_S} s it lives without a detection")
+        audio_streams = len(source.streams.audio)
+        other_streams = len(source.streams) - 1 - audio_streams
+        tracker = FaceTracker()
+        examined: dict[int, tuple[Box, ...]] = {}
+        frame_count = 0
+        expected = video.expected_frames
+        for index, (time_s, _pts, yuv) in enumerate(video.frames()):
+            if index % every == 0:
+                found = detector.detections(_planes(yuv, video.width, video.height)[0])
+                tracker.add(index, time_s, found)
+                examined[index] = tuple(d.box for d in found)
+            frame_count = index + 1
+            if progress is not None:
+                progress(frame_count, 2 * max(expected, frame_count))
+    except av.FFmpegError as e:
+        raise RedactionError(f"{src}: {e}") from None
+    finally:
+        source.close()
+
+    planner = RedactionPlanner(video.width, video.height, keep=keep, manual=manual, tracks=tracker.tracks, detections=examined,
+                               pad_px=detector.grain_px(video.width, video.height))
+    report = RedactionReport(
+        source=str(src),
+        output=str(dst),
+        width=video.width,
+        height=video.height,
+        fps=video.fps,
+        keep=[BoxUse(i, k, track=planner.picks[i]) for i, k in enumerate(keep)],
+        manual=[BoxUse(i, m) for i, m in enumerate(manual)],
+        audio_streams_removed=audio_streams,
+        other_streams_removed=other_streams,
+        tracks=[t.to_dict() | {"kept": t.id in planner.kept} for t in tracker.tracks],
+        settings={
+            "lead_s": planner.lead_s,
+            "max_gap_s": tracker.max_gap_s,
+            "margin": planner.margin,
+            "growth_per_s": planner.growth,
+            "pad_px": round(planner.pad_px, 2),
+            "blur": {"method": "pixelate", "cells": CELLS, "then": "box blur of one cell"},
+            "examine_every_frames": every,
+            "detector": detector.settings() | {"smallest_face_px": detector.smallest_face(video.width, video.height)},
+            "encoder": {"codec": "libx264", "pix_fmt": OUTPUT_PIX_FMT, **X264_OPTIONS, "container": "mp4", "faststart": True},
+        },
+    )
+
+    # Pass 2: the same frames decoded again, obscured as planned, encoded.
     source = _open_source(src)
     tmp: Path | None = None
     try:
         video = _SourceVideo(source, src)
-        planner = RedactionPlanner(video.width, video.height, keep=keep, manual=manual)
-        every = 1 if detector.rate_hz is None else max(1, int(video.fps / detector.rate_hz + _EPS))
-        if every / video.fps > HOLD_S + _EPS:
-            raise RedactionError(f"the detector examines every {every} frames at {video.fps:g} fps: gaps longer than the {HOLD_S} s hold")
-        report = RedactionReport(
-            source=str(src),
-            output=str(dst),
-            width=video.width,
-            height=video.height,
-            fps=video.fps,
-            keep=[BoxUse(i, k) for i, k in enumerate(keep)],
-            manual=[BoxUse(i, m) for i, m in enumerate(manual)],
-            audio_streams_removed=len(source.streams.audio),
-            other_streams_removed=len(source.streams) - 1 - len(source.streams.audio),
-            settings={
-                "hold_s": HOLD_S,
-                "margin": MARGIN,
-                "cells": CELLS,
-                "examine_every_frames": every,
-                "detector": detector.settings() | {"smallest_face_px": detector.smallest_face(video.width, video.height)},
-                "encoder": {"codec": "libx264", "pix_fmt": OUTPUT_PIX_FMT, **X264_OPTIONS, "container": "mp4", "faststart": True},
-            },
-        )
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
         with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
             ostream = out.add_stream("libx264", rate=video.rate, options=dict(X264_OPTIONS))
             ostream.width, ostream.height, ostream.pix_fmt = video.width, video.height, OUTPUT_PIX_FMT
             ostream.codec_context.time_base = 1 / video.rate
-            # Frames wait here, decoded, until the planner has seen the detections after them.
-            held: dict[int, tuple[np.ndarray, int]] = {}  # frame index -> (yuv420p array, output pts)
-
-            def emit(plans: list[FramePlan]) -> None:
-                for plan in plans:
-                    yuv, pts = held.pop(plan.index)
-                    planes = _planes(yuv, video.width, video.height)
-                    for region in plan.blur:
-                        obscure_yuv420(planes, region)
-                    frame = av.VideoFrame.from_ndarray(yuv, format=OUTPUT_PIX_FMT)
-                    frame.pts, frame.time_base = pts, 1 / video.rate
-                    out.mux(ostream.encode(frame))
-                    report.add(plan)
-                    if on_plan is not None:
-                        on_plan(plan)
-                    if progress is not None:
-                        progress(report.frames, max(video.expected_frames, report.frames))
-
             for index, (time_s, pts, yuv) in enumerate(video.frames()):
-                held[index] = (yuv, pts)
-                examine = index % every == 0
-                faces = detector.detect(_planes(yuv, video.width, video.height)[0]) if examine else None
-                emit(planner.push(time_s, faces))
-            emit(planner.finish())
+                if index >= frame_count:
+                    raise UnreadableVideo(f"{src}: decoded {index + 1} frames the second time, {frame_count} the first")
+                plan = planner.plan(index, time_s)
+                planes = _planes(yuv, video.width, video.height)
+                for region in plan.blur:
+                    obscure_yuv420(planes, region)
+                frame = av.VideoFrame.from_ndarray(yuv, format=OUTPUT_PIX_FMT)
+                frame.pts, frame.time_base = pts, 1 / video.rate
+                out.mux(ostream.encode(frame))
+                report.add(plan)
+                if on_plan is not None:
+                    on_plan(plan)
+                if progress is not None:
+                    progress(frame_count + index + 1, 2 * frame_count)
             out.mux(ostream.encode(None))
+        if report.frames != frame_count:
+            raise UnreadableVideo(f"{src}: decoded {report.frames} frames the second time, {frame_count} the first")
         _sync_file(tmp)
         os.replace(tmp, dst)
         tmp = None

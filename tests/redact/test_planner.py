@@ -1,17 +1,21 @@
-"""What gets blurred in each frame: the hold, the sweep, keep and manual boxes (pure logic, no video)."""
+"""What gets blurred in each frame: tracks, the requester's track, manual boxes (pure logic, no video)."""
 
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openbwv.server.redact import (
-    HOLD_S,
+    LEAD_S,
     MARGIN,
+    MAX_GAP_S,
+    MIN_ASPECT,
     Box,
+    FaceTracker,
     FramePlan,
     InvalidBox,
     RedactionPlanner,
@@ -19,122 +23,145 @@ from openbwv.server.redact import (
     merge_boxes,
     obscure,
     obscure_yuv420,
+    pick_tracks,
 )
 
 FPS = 30
-HOLD_FRAMES = round(HOLD_S * FPS)  # 15
 WIDTH, HEIGHT = 640, 360
 FACE = Box(300, 100, 60, 60)
 
 
-def plan_all(planner: RedactionPlanner, detections: list[list[Box] | None]) -> list[FramePlan]:
-    """Push one frame per entry (None: not examined) at 30 fps; every plan, in order."""
-    plans = []
+def plan_all(detections: list[list[Box] | None], **planner_args) -> list[FramePlan]:
+    """Track one frame per entry (None: not examined) at 30 fps, then plan every frame."""
+    tracker = FaceTracker()
     for i, faces in enumerate(detections):
-        plans.extend(planner.push(i / FPS, faces))
-    plans.extend(planner.finish())
-    return plans
+        if faces is not None:
+            tracker.add(i, i / FPS, faces)
+    planner = RedactionPlanner(WIDTH, HEIGHT, tracks=tracker.tracks, **planner_args)
+    return [planner.plan(i, i / FPS) for i in range(len(detections))]
 
 
 def covers(plan: FramePlan, box: Box) -> bool:
-    """Some blur region of the plan holds the whole box."""
-    return any(region.intersection(box) == box.area for region in plan.blur)
+    """Some blur region of the plan holds the whole box (its part inside the frame)."""
+    inside = box.clipped(WIDTH, HEIGHT)
+    return inside is None or any(region.intersection(inside) == inside.area for region in plan.blur)
 
 
-def test_every_frame_gets_exactly_one_plan_in_order():
-    detections: list[list[Box] | None] = [[FACE] if i % 3 == 0 else None for i in range(50)]
-    plans = plan_all(RedactionPlanner(WIDTH, HEIGHT), detections)
-    assert [p.index for p in plans] == list(range(50))
-    assert [p.examined for p in plans] == [i % 3 == 0 for i in range(50)]
+def moving(i: int, speed: int = 12, y: int = 100) -> Box:
+    return Box(20 + speed * i, y, 60, 60)
 
 
-def test_plans_wait_for_the_frames_that_can_still_change_them():
-    planner = RedactionPlanner(WIDTH, HEIGHT)
-    settled = [len(planner.push(i / FPS, [])) for i in range(HOLD_FRAMES + 2)]
-    assert settled[:HOLD_FRAMES] == [0] * HOLD_FRAMES  # nothing is final until half a second has followed it
-    assert settled[HOLD_FRAMES:] == [1, 1]
+def test_detections_of_one_moving_face_make_one_track():
+    tracker = FaceTracker()
+    for i in range(0, 40, 3):
+        tracker.add(i, i / FPS, [moving(i)])
+    assert len(tracker.tracks) == 1 and len(tracker.tracks[0].observations) == 14
 
 
-def test_a_face_is_still_blurred_in_frames_where_the_detector_lost_it():
-    detections = [[] if 10 <= i <= 13 else [FACE] for i in range(40)]
-    plans = plan_all(RedactionPlanner(WIDTH, HEIGHT), detections)
-    assert all(covers(plans[i], FACE) for i in range(10, 14))
+def test_two_faces_crossing_keep_their_own_tracks():
+    """One walks right, one walks left, at different heights, passing each other: motion prediction keeps
+    each detection on its own track."""
+    tracker = FaceTracker()
+    for i in range(0, 45, 3):
+        a, b = Box(40 + 10 * i, 100, 60, 60), Box(480 - 10 * i, 130, 60, 60)
+        tracker.add(i, i / FPS, [a, b])
+    assert len(tracker.tracks) == 2
+    for track in tracker.tracks:
+        xs = [o.box.x for o in track.observations]
+        assert xs == sorted(xs) or xs == sorted(xs, reverse=True)
 
 
-def test_a_face_is_blurred_from_half_a_second_before_it_is_first_seen():
-    first = 30
-    detections = [[FACE] if i >= first else [] for i in range(60)]
-    plans = plan_all(RedactionPlanner(WIDTH, HEIGHT), detections)
-    assert all(covers(plans[i], FACE) for i in range(first - HOLD_FRAMES, 60))
-    assert not plans[first - HOLD_FRAMES - 1].blur
+def test_a_face_is_covered_on_every_frame_between_detections_though_it_moves():
+    """Examined every third frame, a face crossing 12 px a frame: the frames between get its interpolated
+    position, so the blur follows it."""
+    plans = plan_all([[moving(i)] if i % 3 == 0 else None for i in range(40)])
+    assert all(covers(plans[i], moving(i)) for i in range(40))
 
 
-def test_a_face_is_blurred_until_half_a_second_after_it_is_last_seen():
-    last = 20
-    detections = [[FACE] if i <= last else [] for i in range(60)]
-    plans = plan_all(RedactionPlanner(WIDTH, HEIGHT), detections)
-    assert all(covers(plans[i], FACE) for i in range(0, last + HOLD_FRAMES + 1))
-    assert not plans[last + HOLD_FRAMES + 1].blur
+def test_a_face_the_detector_loses_for_a_moment_stays_covered_where_it_went():
+    """Missed on 7 examined frames in a row (0.7 s) while it keeps walking: covered all the same, because the
+    track goes from where it was last seen to where it is found again."""
+    detections = [None if i % 3 else ([] if 30 <= i < 51 else [moving(i, speed=5)]) for i in range(100)]
+    plans = plan_all(detections)
+    assert all(covers(plans[i], moving(i, speed=5)) for i in range(100))
 
 
-def test_a_face_moving_between_examined_frames_is_covered_along_its_path():
-    """Examined every third frame, a 60 px face crossing 35 px a frame (100 px between examinations):
-    the frames between get the box swept from one detection to the next."""
+def test_a_face_is_covered_a_little_before_its_first_detection_and_after_its_last():
+    first, last = 30, 60
+    plans = plan_all([[FACE] if first <= i <= last and i % 3 == 0 else ([] if i % 3 == 0 else None) for i in range(100)])
+    lead = round(LEAD_S * FPS)
+    assert all(covers(plans[i], FACE) for i in range(first - lead, last + lead + 1))
+    assert not plans[first - lead - 2].blur and not plans[last + lead + 2].blur
 
-    def face_at(i: int) -> Box:
-        return Box(20 + 35 * i, 100, 60, 60)
 
-    detections = [[face_at(i)] if i % 3 == 0 else None for i in range(13)]
-    plans = plan_all(RedactionPlanner(WIDTH, HEIGHT, hold_s=0.0), detections)  # no hold: the sweep alone
-    assert all(covers(plans[i], face_at(i)) for i in range(13))
+def test_a_track_ends_when_the_face_is_gone_for_longer_than_the_gap():
+    gap = round(MAX_GAP_S * FPS) + 6
+    detections = [[FACE] if i % 3 == 0 and not 9 < i < 9 + gap else ([] if i % 3 == 0 else None) for i in range(90)]
+    tracker = FaceTracker()
+    for i, faces in enumerate(detections):
+        if faces is not None:
+            tracker.add(i, i / FPS, faces)
+    assert len(tracker.tracks) == 2
 
 
 def test_blur_regions_are_the_face_grown_by_the_margin_on_every_side():
-    plans = plan_all(RedactionPlanner(WIDTH, HEIGHT), [[FACE]])
-    grow = math.ceil(FACE.w * MARGIN)
-    assert plans[0].blur == (Box(FACE.x - grow, FACE.y - grow, FACE.w + 2 * grow, FACE.h + 2 * grow),)
+    (plan, *_) = plan_all([[FACE]])
+    grow = FACE.w * MARGIN
+    (region,) = plan.blur
+    assert region == Box(math.floor(330 - 30 - grow), math.floor(130 - 30 - grow),
+                         math.ceil(330 + 30 + grow) - math.floor(330 - 30 - grow),
+                         math.ceil(130 + 30 + grow) - math.floor(130 - 30 - grow))
+
+
+def test_a_narrow_detection_is_widened_to_a_heads_proportions():
+    narrow = Box(300, 100, 30, 60)
+    (plan, *_) = plan_all([[narrow]])
+    (region,) = plan.blur
+    assert region.w >= MIN_ASPECT * 60 * (1 + 2 * MARGIN) - 2
 
 
 def test_blur_regions_stop_at_the_frame_edge():
     corner = Box(0, 0, 50, 50)
-    (plan,) = plan_all(RedactionPlanner(WIDTH, HEIGHT), [[corner]])
+    (plan, *_) = plan_all([[corner]])
     (region,) = plan.blur
     assert (region.x, region.y) == (0, 0) and region.inside(WIDTH, HEIGHT) and region.w > corner.w
 
 
-def test_a_face_whose_centre_is_inside_an_active_keep_box_is_left_clear():
-    requester = Box(100, 100, 80, 80)
-    keep = TimedBox(0.0, 10.0, Box(80, 80, 120, 120))
-    plans = plan_all(RedactionPlanner(WIDTH, HEIGHT, keep=[keep]), [[requester, FACE]] * 5)
-    for plan in plans:
-        assert plan.faces_kept == (requester,)
-        assert covers(plan, FACE)
-        assert all(region.intersection(requester) == 0 for region in plan.blur)
+def test_a_keep_box_picks_the_requesters_track_which_stays_clear_for_its_whole_length():
+    """The keep box is drawn around the requester at one moment (1.0-1.1 s); the requester's track runs
+    from 0 to 3 s and is clear throughout, while the other face is blurred throughout."""
+    requester = [moving(i, speed=4, y=200) for i in range(90)]
+    keep = TimedBox(1.0, 1.1, Box(130, 190, 100, 80))
+    detections = [[requester[i], moving(i, speed=6)] if i % 3 == 0 else None for i in range(90)]
+    plans = plan_all(detections, keep=[keep])
+    for i, plan in enumerate(plans):
+        assert covers(plan, moving(i, speed=6))
+        assert all(region.intersection(requester[i]) == 0 for region in plan.blur), f"frame {i}"
+        assert plan.keep_active == ((0,) if i <= 87 else ())  # 87: the last examined frame
 
 
-def test_a_face_only_partly_inside_the_keep_box_is_blurred():
-    keep = TimedBox(0.0, 10.0, Box(80, 80, 120, 120))
-    half_in = Box(170, 100, 80, 80)  # centre at x=210, right of the keep box
-    (plan,) = plan_all(RedactionPlanner(WIDTH, HEIGHT, keep=[keep]), [[half_in]])
-    assert plan.faces_kept == () and covers(plan, half_in)
+def test_a_keep_box_picks_one_track_not_everyone_who_passes_through_it():
+    """A passer-by crosses the requester's keep box once; the requester is in it on every examined frame."""
+    requester = Box(100, 100, 60, 60)
+    keep = TimedBox(0.0, 3.0, Box(80, 80, 100, 100))
+    passer = [Box(600 - 20 * i, 110, 60, 60) for i in range(90)]
+    detections = [[requester, passer[i]] if i % 3 == 0 else None for i in range(90)]
+    plans = plan_all(detections, keep=[keep])
+    for i, plan in enumerate(plans):
+        if passer[i].x >= 0:
+            assert covers(plan, passer[i].clipped(WIDTH, HEIGHT)), f"frame {i}"
 
 
-def test_the_requesters_face_is_blurred_outside_the_keep_boxs_time_range():
-    """Held detections of the kept face do not carry the keep past its end: each frame is judged at its own time."""
-    requester = Box(100, 100, 80, 80)
-    keep = TimedBox(1.0, 2.0, Box(80, 80, 120, 120))
-    plans = plan_all(RedactionPlanner(WIDTH, HEIGHT, keep=[keep]), [[requester]] * 90)  # 3 s
-    for plan in plans:
-        if 1.0 <= plan.time_s <= 2.0:
-            assert not plan.blur and plan.keep_active == (0,)
-        else:
-            assert covers(plan, requester) and plan.keep_active == ()
+def test_a_keep_box_with_no_face_in_it_picks_nothing():
+    tracker = FaceTracker()
+    tracker.add(0, 0.0, [FACE])
+    assert pick_tracks([TimedBox(0, 1, Box(0, 0, 50, 50))], tracker.tracks) == [None]
 
 
 def test_manual_boxes_are_blurred_as_drawn_while_active_whatever_is_detected():
     screen = Box(400, 200, 120, 90)
     manual = TimedBox(0.5, 1.0, screen)
-    plans = plan_all(RedactionPlanner(WIDTH, HEIGHT, manual=[manual]), [[]] * 60)
+    plans = plan_all([[]] * 60, manual=[manual])
     for plan in plans:
         active = 0.5 <= plan.time_s <= 1.0
         assert (plan.blur == (screen,)) is active
@@ -143,16 +170,15 @@ def test_manual_boxes_are_blurred_as_drawn_while_active_whatever_is_detected():
 
 def test_a_keep_box_does_not_unblur_a_manual_box():
     screen = Box(100, 100, 80, 80)
-    planner = RedactionPlanner(WIDTH, HEIGHT, keep=[TimedBox(0, 5, screen)], manual=[TimedBox(0, 5, screen)])
-    (plan,) = plan_all(planner, [[screen]])
+    (plan,) = plan_all([[screen]], keep=[TimedBox(0, 5, screen)], manual=[TimedBox(0, 5, screen)])
     assert plan.faces_kept == (screen,) and plan.blur == (screen,)
 
 
-def test_frame_times_must_increase():
-    planner = RedactionPlanner(WIDTH, HEIGHT)
-    planner.push(1.0, [])
-    with pytest.raises(ValueError, match="frame times must increase"):
-        planner.push(1.0, [])
+def test_examined_frame_times_must_increase():
+    tracker = FaceTracker()
+    tracker.add(0, 1.0, [])
+    with pytest.raises(ValueError, match="examined frame times must increase"):
+        tracker.add(1, 1.0, [])
 
 
 @settings(max_examples=60, deadline=None)
@@ -160,20 +186,23 @@ def test_frame_times_must_increase():
     seen=st.lists(st.booleans(), min_size=1, max_size=80),
     examine_every=st.integers(min_value=1, max_value=5),
 )
-def test_no_frame_within_the_hold_of_a_detection_shows_the_face(seen: list[bool], examine_every: int):
-    """A still face, detected in an arbitrary pattern of examined frames: every frame within half a second of
-    any detection has it covered, and no frame further than that from every detection blurs anything."""
+def test_a_still_face_is_covered_from_just_before_its_first_detection_to_just_after_its_last(seen: list[bool], examine_every: int):
+    """Detected in an arbitrary pattern of examined frames, a still face is covered on every frame within
+    the lead of a detection, and on every frame between two detections less than the gap apart; a frame
+    further than the lead from every detection blurs nothing."""
     detections: list[list[Box] | None] = []
     for i, present in enumerate(seen):
         detections.append(None if i % examine_every else ([FACE] if present else []))
     detected_at = [i / FPS for i, faces in enumerate(detections) if faces]
-    plans = plan_all(RedactionPlanner(WIDTH, HEIGHT), detections)
+    plans = plan_all(detections)
     assert len(plans) == len(seen)
     for plan in plans:
-        near = any(abs(plan.time_s - t) <= HOLD_S + 1e-9 for t in detected_at)
-        assert bool(plan.blur) == near
-        if near:
+        near = any(abs(plan.time_s - t) <= LEAD_S + 1e-9 for t in detected_at)
+        between = any(a < plan.time_s < b and b - a <= MAX_GAP_S for a, b in zip(detected_at, detected_at[1:]))
+        if near or between:
             assert covers(plan, FACE)
+        elif not any(a < plan.time_s < b for a, b in zip(detected_at, detected_at[1:])):
+            assert not plan.blur
 
 
 # -- boxes ---------------------------------------------------------------------
@@ -252,13 +281,3 @@ def test_a_box_at_odd_coordinates_blurs_every_colour_sample_it_touches():
     changed = np.argwhere(u != u_before)
     assert changed[:, 0].min() == 3 and changed[:, 0].max() == 13
     assert changed[:, 1].min() == 5 and changed[:, 1].max() == 15
-
-
-def test_frames_the_detector_never_comes_back_to_are_still_planned_within_a_second():
-    """A caller that stops examining frames does not make the planner hold every frame after."""
-    planner = RedactionPlanner(WIDTH, HEIGHT)
-    planner.push(0.0, [FACE])
-    settled = [plan for i in range(1, 60) for plan in planner.push(i / FPS, None)]
-    assert [plan.index for plan in settled] == list(range(len(settled)))
-    assert len(settled) >= 60 - FPS - 2
-    assert all(covers(plan, FACE) for plan in settled if plan.time_s <= HOLD_S)

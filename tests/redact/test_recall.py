@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openbwv.server.redact import HOLD_S, Box, FaceDetector, redact_video
+from openbwv.server.redact import LEAD_S, Box, FaceDetector, redact_video
 
 from . import labelled
 from .footage import bgr_frames, detail, region
 
-RECALL_FLOOR = 0.97
-OVERBLUR_CEILING = 0.9  # the hold unions half a second of boxes, with a 30 % margin: tracks will tighten this
+RECALL_FLOOR = 0.98
+OVERBLUR_CEILING = 0.7  # the margins that recall needs (detector boxes are narrower than heads) cost this much today
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def test_over_blur_stays_under_todays_ceiling(name: str, request: pytest.Fixture
 def test_nothing_is_blurred_on_frames_further_than_the_hold_from_any_face(at_720p: Measured):
     fps, truth = at_720p.scene.fps, at_720p.truth
     with_faces = [i for i, boxes in enumerate(truth) if boxes]
-    far = [i for i in range(len(truth)) if min(abs(i - j) for j in with_faces) / fps > HOLD_S]
+    far = [i for i in range(len(truth)) if min(abs(i - j) for j in with_faces) / fps > LEAD_S]
     assert far  # the clip opens and closes without faces
     assert all(at_720p.regions[i] == () for i in far)
 

@@ -106,7 +106,21 @@ def test_the_report_counts_what_was_done_and_serialises_to_json(street_export: E
     assert doc["settings"]["encoder"]["codec"] == "libx264"
 
 
-def test_progress_is_reported_after_every_frame(street_export: Export):
-    calls = street_export.progress
-    assert [done for done, _ in calls] == list(range(1, len(street_export.scene.frames) + 1))
+def test_progress_is_reported_after_every_frame_of_both_passes(street_export: Export):
+    """Once while faces are found and tracked, once while the frames are written: two steps a frame."""
+    calls, frames = street_export.progress, len(street_export.scene.frames)
+    assert [done for done, _ in calls] == list(range(1, 2 * frames + 1))
     assert all(total >= done for done, total in calls)
+    assert calls[-1] == (2 * frames, 2 * frames)
+
+
+def test_the_report_lists_every_track_and_the_one_the_keep_box_picked(street_export: Export):
+    doc = street_export.report.to_dict()
+    tracks = doc["tracks"]
+    assert len(tracks) >= 3  # the requester and the two people moving
+    (kept,) = [t for t in tracks if t["kept"]]
+    assert doc["keep_boxes"][0]["track"] == kept["id"]
+    assert KEEP_BOX.contains_point(kept["first_box"]["x"] + kept["first_box"]["w"] / 2, kept["first_box"]["y"] + kept["first_box"]["h"] / 2)
+    assert kept["start_s"] == 0.0 and kept["detections"] == doc["frames_examined"]
+    assert any(f"track {kept['id']} kept clear" in note for note in doc["notes"])
+    assert doc["settings"]["blur"]["method"] == "pixelate" and doc["settings"]["detector"]["smallest_face_px"] == 28
