@@ -20,7 +20,7 @@ from . import labelled
 from .footage import bgr_frames, detail, region
 
 RECALL_FLOOR = 0.98
-OVERBLUR_CEILING = 0.7  # the margins that recall needs (detector boxes are narrower than heads) cost this much today
+OVERBLUR_CEILING = 0.75  # the margins that recall needs (detector boxes are narrower than heads) cost this much today
 
 
 @dataclass(frozen=True)
