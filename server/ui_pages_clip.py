@@ -16,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+from zoneinfo import ZoneInfo
 from urllib.parse import quote
 
 from aiohttp import web
@@ -103,18 +106,23 @@ def _check(clip_id: str) -> str:
     return clip_id
 
 
-def _when(iso: str | None) -> str:
-    """ISO 8601 UTC as people read it: 2026-12-04 11:50:00 UTC."""
-    return f"{iso[:19].replace('T', ' ')} UTC" if iso else "not known"
+def local_times(zone: ZoneInfo) -> Callable[[str | None], str]:
+    """ISO 8601 UTC as staff read it, in the force's local time: 2026-12-04 11:50:00."""
+    def when(iso: str | None) -> str:
+        if not iso:
+            return "not known"
+        t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        return t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+    return when
 
 
-def _track_summary(track: dict) -> dict | None:
+def _track_summary(track: dict, when: Callable[[str | None], str]) -> dict | None:
     fixes = [f for s in track["segments"] for f in s["fixes"]]
     if not fixes:
         return None
     (t0, lat0, lon0), (t1, lat1, lon1) = fixes[0], fixes[-1]
     far = max(geoindex.haversine_m(lat0, lon0, lat, lon) for _, lat, lon in fixes)
-    return {"count": len(fixes), "first": _when(geoindex.iso_utc(t0)), "last": _when(geoindex.iso_utc(t1)),
+    return {"count": len(fixes), "first": when(geoindex.iso_utc(t0)), "last": when(geoindex.iso_utc(t1)),
             "start": f"{lat0:.5f}, {lon0:.5f}", "end": f"{lat1:.5f}, {lon1:.5f}", "farthest_m": round(far)}
 
 
@@ -132,6 +140,8 @@ async def _render(request: web.Request, clip_id: str, *, status: int = 200, erro
     ui, p = kit.state(request), kit.who(request)
     service = ui.service
     may_track = p.may("clip.track")
+    zone = service.config.local_time_zone
+    when = local_times(ZoneInfo(zone))
 
     def run():
         with service.db.transaction() as db:
@@ -141,13 +151,13 @@ async def _render(request: web.Request, clip_id: str, *, status: int = 200, erro
             chain = chain_of(db, details)
             track = None
             if may_track and details["segments"]:
-                track = _track_summary(track_document(db, clip_id))
+                track = _track_summary(track_document(db, clip_id), when)
             return details, chain, track
     details, chain, track = await asyncio.to_thread(run)
     held = details["state"] == lifecycle.CLIP_HELD and bool(details["segments"])
     config = service.config
     return kit.render(
-        request, "clip.html", status=status, title=f"Clip {clip_id[:8]}", clip=details, chain=chain, when=_when,
+        request, "clip.html", status=status, title=f"Clip {clip_id[:8]}", clip=details, chain=chain, when=when, zone=zone,
         track=track, held=held, may_view=p.may("clip.view") and held, may_track=may_track and held,
         may_mark=p.may("clip.mark") and held, may_unmark=p.may("clip.unmark"),
         active_marks=[m for m in details["marks"] if m["lifted_utc"] is None],

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -127,7 +128,8 @@ def test_the_page_shows_chain_retention_marks_and_holds(footage, tab):
     assert rows.nth(1).inner_text().count("Verified") == 1 and "Verified" in rows.nth(2).inner_text()
     assert "All 2 parts of the clip are held" in tab.locator("main").inner_text()
     due = tab.locator("#due-date").inner_text()
-    assert due.startswith(f"{(footage.recorded - timedelta(hours=3) + timedelta(days=31)):%Y-%m-%d}")  # the default 31-day rule
+    due_at = (footage.recorded - timedelta(hours=3) + timedelta(days=31)).astimezone(ZoneInfo("Europe/London"))
+    assert due.startswith(f"{due_at:%Y-%m-%d %H:%M}")  # the default 31-day rule, in local time as the page says
     assert "No evidence mark keeps this clip." in tab.locator("main").inner_text()
     assert "No open request from the public holds this clip." in tab.locator("main").inner_text()
     assert fk.axe_violations(tab) == []

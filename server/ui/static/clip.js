@@ -26,8 +26,13 @@
     return m + ":" + (s < 10 ? "0" : "") + s;
   }
 
-  function utcText(us) {
-    return new Date(us / 1000).toISOString().substring(11, 19) + " UTC";
+  var zone = mapEl.getAttribute("data-zone") || "UTC";
+  function localText(us) {  // the force's local time, as the rest of the page shows it
+    try {
+      return new Date(us / 1000).toLocaleTimeString("en-GB", { timeZone: zone, hour12: false });
+    } catch (e) {
+      return new Date(us / 1000).toISOString().substring(11, 19) + " UTC";
+    }
   }
 
   var map = L.map(mapEl, { keyboard: true, zoomControl: true });
@@ -100,7 +105,7 @@
       marker.setLatLng(p);
       mapEl.setAttribute("data-lat", p[0].toFixed(6));
       mapEl.setAttribute("data-lon", p[1].toFixed(6));
-      var text = "At " + clock(t) + " into the clip (" + utcText(us) + ") the camera was at " +
+      var text = "At " + clock(t) + " into the clip (" + localText(us) + ") the camera was at " +
         p[0].toFixed(5) + ", " + p[1].toFixed(5) + ".";
       if (positionText && text !== shown) { positionText.textContent = text; shown = text; }
     }
