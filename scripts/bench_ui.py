@@ -152,3 +152,93 @@ def bench_ui_pages() -> Figures:
     for name, value in per_page.items():
         progress(f"ui_pages: {name} p95 {value:.0f} ms (median {statistics.median(times[name]):.0f} ms)")
     return {"ui_page_p95_ms_1m": _p95(every), "ui_page_worst_p95_ms_1m": max(per_page.values())}
+
+
+FIRST_FRAME_SECONDS = int(os.environ.get("BWV_BENCH_FIRST_FRAME_SECONDS", "300"))
+
+
+def _long_clip(path: Path, seconds: int) -> Path:
+    """A 1080p30 H.264 + AAC clip of `seconds` (FFmpeg's test pattern and a tone), at about the camera's
+    bitrate, as the camera's footage would be."""
+    import subprocess
+
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size=1920x1080:rate=30:d={seconds}",
+                    "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:d={seconds}", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-b:v", "6M", "-pix_fmt", "yuv420p", "-g", "30", "-c:a", "aac",
+                    "-ac", "1", "-b:a", "64k", "-shortest", str(path)], check=True, timeout=3600)
+    return path
+
+
+@benchmark(
+    "ui_first_frame",
+    ui_first_frame_ms=Figure("ms", "from pressing play on a 5-minute 1080p30 clip's page to its first frame shown "
+                                   "in headless chromium (the audited view is opened by that press)", at_most=1000),
+    ui_view_open_ms=Figure("ms", "same run, the part of it the server spends: the first byte range of a fresh "
+                                 "view (verify, decrypt and remux the whole clip)"),
+)
+def bench_ui_first_frame() -> Figures:
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    from openbwv.enrol import device_storage, enrol_device
+    from openbwv.importer import import_video
+    from openbwv.server import lifecycle
+    from openbwv.server.auth import DockTokens
+    from openbwv.server.service import open_metadata
+
+    server_kit = _server_kit()
+    with tempfile.TemporaryDirectory(prefix="bwv-bench-frame-") as tmp:
+        root = Path(tmp)
+        home = _home(root / "home")
+        enrol_device(home, "cam-long")
+        db = open_metadata(home)
+        try:
+            token = DockTokens(db).add_dock("dock-bench")
+        finally:
+            db.close()
+        progress(f"ui_first_frame: encoding a {FIRST_FRAME_SECONDS} s 1080p30 clip")
+        video = _long_clip(root / "long.mp4", FIRST_FRAME_SECONDS)
+        progress("ui_first_frame: sealing it as a camera does")
+        sealed = import_video(video, device_storage(home, "cam-long"), segment_seconds=10.0,
+                              start=datetime.now(timezone.utc) - timedelta(hours=2))
+        clip_id = str(sealed.clip_id)
+        with server_kit.ServerProcess(home.root, "--reserve-mb", "0") as server:
+            progress(f"ui_first_frame: docking {len(sealed.segments)} segments")
+            dock = server_kit.TusSession(server.url, token)
+            for info in sealed.segments:
+                reply = dock.upload(server_kit.Segment(info.path, "cam-long", info.sequence, info.segment_hash.hex(),
+                                                       info.preamble.prev_hash.hex()))
+                if reply.status != 204:
+                    raise SystemExit(f"bench: upload of #{info.sequence} answered {reply.status}")
+            # The server-side part alone, on a view of its own: how long before its first bytes.
+            api = requests.post(f"{server.url}/api/v1/login", json={"username": "eo-bench", "password": PASSWORD},
+                                timeout=60).json()["token"]
+            t0 = time.perf_counter()
+            first = requests.get(f"{server.url}/api/v1/clips/{clip_id}/video", timeout=600,
+                                 headers={"Authorization": f"Bearer {api}", "Range": "bytes=0-1023"})
+            view_ms = (time.perf_counter() - t0) * 1000
+            if first.status_code != 206:
+                raise SystemExit(f"bench: the clip's view answered {first.status_code}: {first.text[:200]}")
+            progress("ui_first_frame: play in chromium")
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+                try:
+                    page = browser.new_page()
+                    page.goto(f"{server.url}/ui/signin?next=/ui/clips/{clip_id}")
+                    page.get_by_label("User name").fill("eo-bench")
+                    page.get_by_label("Password").fill(PASSWORD)
+                    page.get_by_role("button", name="Sign in").click()
+                    page.wait_for_url(f"**/ui/clips/{clip_id}")
+                    frame_ms = page.evaluate("""() => new Promise((resolve, reject) => {
+                        const v = document.getElementById("clip-video");
+                        v.muted = true;
+                        v.addEventListener("error", () => reject(new Error("video error " + (v.error && v.error.code))));
+                        const t0 = performance.now();
+                        v.requestVideoFrameCallback(() => resolve(performance.now() - t0));
+                        v.play().catch(reject);
+                    })""")
+                finally:
+                    browser.close()
+    progress(f"ui_first_frame: first frame {frame_ms:.0f} ms; a fresh view's first bytes {view_ms:.0f} ms")
+    return {"ui_first_frame_ms": frame_ms, "ui_view_open_ms": view_ms}
