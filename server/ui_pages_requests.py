@@ -132,10 +132,11 @@ class ExportJobs:
         self._jobs: dict[str, ExportJob] = {}
         self._lock = threading.Lock()
 
-    def start(self, service, request_id: str, clips: list[str], actor: str) -> ExportJob:
+    def start(self, service, request_id: str, doc: dict, actor: str) -> ExportJob:
+        """Start the export `doc` describes (the API's ExportBody: clips, and keep/manual boxes)."""
         from . import sar_export
 
-        plan = sar_export.ExportPlan.from_json({"clips": clips})  # checks ids before a thread starts
+        plan = sar_export.ExportPlan.from_json(doc)  # checks ids and boxes before a thread starts
         job = ExportJob(id=secrets.token_urlsafe(12), request_id=request_id, actor=actor, clips=list(plan.clips))
         with self._lock:
             self._forget_old()
@@ -363,11 +364,22 @@ async def start_export(request: web.Request) -> web.Response:
     kit = _kit()
     ui, p = kit.state(request), kit.who(request)
     request_id = check_request_id(request.match_info["request_id"])
-    clips = [str(c) for c in request["form"].getall("clip", [])]
+    form = request["form"]
+    clips = [str(c) for c in form.getall("clip", [])]
     if not clips:
         raise BadRequest("choose at least one held clip to export")
-    models.parse(models.ExportBody, {"clips": clips})
-    job = _jobs(request).start(ui.service, request_id, clips, p.actor)
+    doc: dict[str, Any] = {"clips": clips}
+    # From the redaction preview (ui_pages_redaction.py): the requester's face and the boxes added, for its clip.
+    from .ui_pages_redaction import parse_choices
+
+    keep = parse_choices([str(v) for v in form.getall("keep", [])], "keep")
+    manual = parse_choices([str(v) for v in form.getall("manual", [])], "manual")
+    if keep or manual:
+        if len(clips) != 1:
+            raise BadRequest("choices made in a clip's preview export that clip alone")
+        doc |= {"keep": {clips[0]: [c.wire() for c in keep]}, "manual": {clips[0]: [c.wire() for c in manual]}}
+    models.parse(models.ExportBody, doc)
+    job = _jobs(request).start(ui.service, request_id, doc, p.actor)
     raise web.HTTPSeeOther(f"/ui/requests/{request_id}/exports/job/{job.id}")
 
 

@@ -251,3 +251,71 @@ def test_no_other_role_reaches_the_request_pages(footage, tab, user):
     reply = tab.goto(footage.url + "/ui/requests")
     assert reply.status == 403 and "cannot use this page" in tab.get_by_role("alert").inner_text()
     assert records(footage, actor=f"user:{user}", action="access_denied", outcome="denied")
+
+
+def test_a_disclosure_officer_previews_the_redaction_keeps_the_requesters_face_and_adds_a_box(footage, tab):
+    """A clip with real faces (tests/redact: the astronaut still on the left, two people passing): the preview
+    shows each face found, the officer marks the requester's, adds a box over the document, and the export
+    carries both choices into its signed manifest."""
+    from datetime import datetime, timezone
+
+    from openbwv.enrol import device_storage
+    from openbwv.importer import import_video
+
+    from redact import footage as faces
+
+    scene = faces.street_scene(frames=45)
+    source = footage.root / "faces.mp4"
+    faces.write_h264(source, scene.frames, container="mp4")
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=5)
+    sealed = import_video(source, device_storage(footage.home, "cam-a"), segment_seconds=2.0, start=start)
+    dock = fk.server_kit.TusSession(footage.url, footage.extra["dock_token"])
+    fk._upload(dock, sealed, "cam-a")
+    clip = str(sealed.clip_id)
+    db = open_metadata(footage.home)
+    try:
+        with db.transaction() as conn:
+            request_id, held = sar.log_request(conn, sar.RequestDetails(
+                "Robin Faces", "filmed in the street", start.date(), int(start.timestamp() * 1e6),
+                int(start.timestamp() * 1e6) + 60_000_000), actor="user:dora", at=start.isoformat())
+    finally:
+        db.close()
+    assert clip in held
+
+    fk.sign_in(tab, footage, "dora", next_path=f"/ui/requests/{request_id}")
+    tab.get_by_role("link", name=f"preview the redaction of clip {clip[:8]}").click()
+    tab.wait_for_load_state("load")
+    faces_found = tab.get_by_role("region", name="Faces found on this frame").get_by_role("listitem")
+    assert faces_found.count() >= 2, tab.inner_text("main")
+    image = tab.get_by_role("img")
+    assert "faces found" in image.get_attribute("alt")
+    requester = faces_found.filter(has_text="top left")
+    assert requester.count() == 1, faces_found.all_inner_texts()
+    requester.get_by_role("link").click()
+    tab.wait_for_load_state("load")
+    assert "left clear: the requester" in tab.get_by_role("region", name="Faces found on this frame").inner_text()
+    doc = scene.document
+    tab.get_by_label("From the left").fill(str(doc.x))
+    tab.get_by_label("From the top").fill(str(doc.y))
+    tab.get_by_label("Width").fill(str(doc.w))
+    tab.get_by_label("Height").fill(str(doc.h))
+    tab.get_by_label("Until (seconds)").fill("1.5")
+    tab.get_by_role("button", name="Add the box").click()
+    tab.wait_for_load_state("load")
+    choices = tab.get_by_role("region", name="Your choices").inner_text()
+    assert "The requester's face" in choices and f"Box {doc.w}×{doc.h} at {doc.x}, {doc.y}" in choices
+    shot = tab.request.get(footage.url + image.get_attribute("src"))
+    assert shot.status == 200 and shot.headers["content-type"] == "image/jpeg" and shot.headers["cache-control"] == "no-store"
+    assert fk.axe_violations(tab) == []
+    fk.screenshot(tab, "redaction-preview")
+
+    tab.get_by_role("button", name="Export this clip with these choices").click()
+    tab.get_by_text(re.compile(r"Export \d+ is ready|The export was not made")).wait_for(timeout=120_000)
+    assert "is ready" in tab.inner_text("main"), tab.inner_text("main")
+    with tab.expect_download() as got:
+        tab.get_by_role("link", name="Manifest (what was done to each clip)").click()
+    entry = json.loads(open(got.value.path()).read())["clips"][0]
+    assert entry["clip_id"] == clip and len(entry["kept_boxes"]) == 1
+    assert entry["manual_boxes"] == [[0.0, 1.5, doc.x, doc.y, doc.w, doc.h]]
+    views = records(footage, action="decrypt", target=f"clip:{clip}", actor="user:dora")
+    assert any("redaction preview" in json.loads(r.detail).get("via", "") for r in views)
