@@ -144,6 +144,20 @@ class HoldBody(Body):
 TimedBox = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=6, max_length=6)]
 
 
+# [t, x, y, w, h]: where staff drew a followed box on the frame at t seconds.
+Keyframe = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=5, max_length=5)]
+
+
+class FollowBox(BaseModel):
+    """A staff box that follows what it covers (a number plate, a screen, a face the detector missed)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    start_s: Annotated[float, Field(ge=0)]
+    end_s: Annotated[float, Field(ge=0)]
+    keyframes: list[Keyframe] = Field(min_length=1, max_length=MAX_BOXES)
+
+
 class ExportBody(BaseModel):
     """A subject access export.  Further fields are passed on to the export's own plan."""
 
@@ -154,6 +168,9 @@ class ExportBody(BaseModel):
         None, description="the requester's own face, left unblurred: clip id -> [[start_s, end_s, x, y, w, h], ...]")
     manual: dict[ClipId, Annotated[list[TimedBox], Field(max_length=MAX_BOXES)]] | None = Field(
         None, description="extra boxes always blurred (missed faces, screens, papers), as keep")
+    follow: dict[ClipId, Annotated[list[FollowBox], Field(max_length=MAX_BOXES)]] | None = Field(
+        None, description="boxes drawn over something that moves, followed forward and backward from each keyframe "
+                          "between start_s and end_s and always blurred; more keyframes correct it")
 
 
 class ExtendBody(Body):

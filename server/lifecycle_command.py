@@ -328,7 +328,8 @@ def _configure_request(p: argparse.ArgumentParser) -> None:
     ex.add_argument("request_id")
     ex.add_argument("clips", nargs="+", metavar="CLIP_ID")
     ex.add_argument("--plan", type=Path, metavar="FILE",
-                    help="JSON with keep/manual boxes: {\"keep\": {clip: [[start_s, end_s, x, y, w, h]]}, ...}")
+                    help="JSON with keep/manual/follow boxes: {\"keep\": {clip: [[start_s, end_s, x, y, w, h]]}, "
+                         "\"follow\": {clip: [{\"start_s\": s, \"end_s\": s, \"keyframes\": [[t, x, y, w, h]]}]}, ...}")
     et = _add(sub, "extend", "extend a complex request by 1 or 2 months")
     et.add_argument("request_id")
     et.add_argument("--months", type=int, required=True, choices=(1, 2))
@@ -443,8 +444,8 @@ def _export(home: Home, db, args, actor: str) -> int:
         except (OSError, ValueError) as e:
             raise UsageError(f"--plan {args.plan}: {e}") from None
         if not isinstance(plan_doc, dict):
-            raise UsageError(f"--plan {args.plan}: expected a JSON object with keep/manual")
-        doc.update({k: plan_doc.get(k) for k in ("keep", "manual")})
+            raise UsageError(f"--plan {args.plan}: expected a JSON object with keep/manual/follow")
+        doc.update({k: plan_doc.get(k) for k in ("keep", "manual", "follow")})
     plan = ExportPlan.from_json(doc)
     service = EvidenceService(home, ServerConfig(retention=load_retention(home.root / "config.toml"),
                                                  blobs=load_blobs(home.root / "config.toml")), db=db)

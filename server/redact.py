@@ -642,6 +642,171 @@ class FaceTracker:
         return [joined[di] for di in range(len(found))]
 
 
+# -- hand-drawn boxes that follow what they cover --------------------------------
+
+FOLLOW_WIDTH = 480  # followed boxes are matched on a luma copy at most this wide (memory: the frames are kept)
+MAX_FOLLOW_S = 120.0  # seconds of video all of a clip's followed boxes may span together
+FOLLOW_SEARCH = 1.0  # the search window reaches this many box sizes beyond the box, each way
+FOLLOW_MIN_MATCH = 0.5  # a match scoring below this (normalised correlation) is "lost": the box holds and grows
+FOLLOW_LOST_GROWTH = 0.5  # a lost box grows by this fraction of its size per second until it is found again
+
+
+@dataclass(frozen=True)
+class FollowBox:
+    """A box staff drew over something that moves (a number plate, a screen, a face the detector missed).
+
+    It is drawn on one frame or more (`keyframes`: (seconds, box)); between
+    `start_s` and `end_s` it is followed forward and backward from them, and
+    each keyframe corrects it: at a keyframe the box is exactly as drawn, and
+    between two keyframes the positions followed from each are blended by
+    time (or, where following from one side lost the object, taken from the
+    other), so a correction pulls the frames around it to where staff put it.
+    """
+
+    start_s: float
+    end_s: float
+    keyframes: tuple[tuple[float, Box], ...]
+
+    def __post_init__(self) -> None:
+        TimedBox(self.start_s, self.end_s, Box(0, 0, 1, 1))  # the same checks of the time range
+        frames = tuple(self.keyframes)
+        if not frames:
+            raise InvalidBox("a followed box needs at least one keyframe: [seconds, x, y, w, h] where staff drew it")
+        checked = []
+        for i, frame in enumerate(frames):
+            if not (isinstance(frame, tuple) and len(frame) == 2 and isinstance(frame[1], Box)):
+                raise InvalidBox(f"keyframe {i} of a followed box is {frame!r}, expected (seconds, Box)")
+            t = frame[0]
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+                raise InvalidBox(f"keyframe {i} of a followed box is at {t!r}: expected a finite number of seconds")
+            if not self.start_s - _EPS <= t <= self.end_s + _EPS:
+                raise InvalidBox(f"keyframe {i} at {t} s lies outside the followed box's {self.start_s}-{self.end_s} s")
+            checked.append((float(t), frame[1]))
+        checked.sort(key=lambda k: k[0])
+        if any(b[0] - a[0] <= _EPS for a, b in zip(checked, checked[1:])):
+            raise InvalidBox("two keyframes of a followed box are at the same time: keep one")
+        object.__setattr__(self, "keyframes", tuple(checked))
+
+    def active_at(self, time_s: float) -> bool:
+        return self.start_s - _EPS <= time_s <= self.end_s + _EPS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_s": self.start_s, "end_s": self.end_s,
+                "keyframes": [[t, b.x, b.y, b.w, b.h] for t, b in self.keyframes]}
+
+
+@dataclass
+class FollowResult:
+    """Where a followed box was on each frame it covers, and on how many frames it was lost."""
+
+    boxes: dict[int, Box] = field(default_factory=dict)
+    lost_frames: int = 0
+
+
+class _Follower:
+    """Collects the frames a followed box spans (scaled luma), then follows it from each keyframe."""
+
+    def __init__(self, follow: FollowBox, width: int, height: int) -> None:
+        self.follow = follow
+        self.width, self.height = width, height
+        self.scale = min(1.0, FOLLOW_WIDTH / width)
+        self.size = (max(1, round(width * self.scale)), max(1, round(height * self.scale)))
+        self.frames: list[tuple[int, float, np.ndarray]] = []
+
+    def offer(self, index: int, time_s: float, luma: np.ndarray) -> None:
+        if self.follow.active_at(time_s):
+            small = cv2.resize(luma, self.size, interpolation=cv2.INTER_AREA) if self.scale < 1 else luma.copy()
+            self.frames.append((index, time_s, small))
+
+    def run(self) -> FollowResult:
+        result = FollowResult()
+        if not self.frames:
+            return result
+        times = [t for _, t, _ in self.frames]
+        # Each keyframe is anchored to the frame nearest its time.
+        anchors = sorted({min(range(len(times)), key=lambda i: abs(times[i] - t)): box for t, box in self.follow.keyframes}.items())
+        forward: dict[int, tuple[_Geometry, bool]] = {}
+        backward: dict[int, tuple[_Geometry, bool]] = {}
+        for n, (at, box) in enumerate(anchors):
+            stop = anchors[n + 1][0] if n + 1 < len(anchors) else len(self.frames) - 1
+            start = anchors[n - 1][0] if n > 0 else 0
+            forward.update(self._follow(at, box, range(at, stop + 1)))
+            backward.update(self._follow(at, box, range(at, start - 1, -1)))
+        anchor_at = dict(anchors)
+        anchor_pos = [a for a, _ in anchors]
+        for i, (index, t, _) in enumerate(self.frames):
+            if i in anchor_at:
+                g, lost = _geometry(anchor_at[i]), False
+            elif i in forward and i in backward:
+                before = max(a for a in anchor_pos if a < i)
+                after = min(a for a in anchor_pos if a > i)
+                f = (times[i] - times[before]) / (times[after] - times[before])
+                (gf, lf), (gb, lb) = forward[i], backward[i]
+                if lf != lb:  # one side lost it (it jumped, it was hidden): the side that still sees it is right
+                    g, lost = (gb, False) if lf else (gf, False)
+                else:
+                    g = tuple(a + (b - a) * f for a, b in zip(gf, gb))  # type: ignore[assignment]
+                    lost = lf and lb
+            else:
+                g, lost = forward[i] if i in forward else backward[i]
+            result.lost_frames += lost
+            cx, cy, w, h = g
+            box = Box(math.floor(cx - w / 2), math.floor(cy - h / 2), max(1, math.ceil(w)), max(1, math.ceil(h)))
+            clipped = box.clipped(self.width, self.height)
+            if clipped is not None:
+                result.boxes[index] = clipped
+        return result
+
+    def _follow(self, at: int, box: Box, order: range) -> dict[int, tuple[_Geometry, bool]]:
+        """Follow `box` (drawn on frame `at`) over frames in `order` by matching its picture frame to frame.
+
+        The template is the box's picture in the frame before, so a slowly
+        changing object (turning, in changing light) is kept; a match below
+        FOLLOW_MIN_MATCH counts as lost, and the box then holds where it was
+        and grows until the object is found again.  Returns source-pixel
+        geometry (cx, cy, w, h) and whether it was lost, per frame position.
+        """
+        s = self.scale
+        cx, cy, w, h = _geometry(box)
+        out: dict[int, tuple[_Geometry, bool]] = {}
+        template = _crop(self.frames[at][2], cx * s, cy * s, w * s, h * s)
+        lost_s = 0.0
+        last_t = self.frames[at][1]
+        for i in order:
+            t = self.frames[i][1]
+            if i != at and template is not None:
+                picture = self.frames[i][2]
+                grow = 1 + FOLLOW_LOST_GROWTH * lost_s
+                reach_w, reach_h = w * s * (0.5 + FOLLOW_SEARCH * grow), h * s * (0.5 + FOLLOW_SEARCH * grow)
+                x0, y0 = max(0, round(cx * s - reach_w)), max(0, round(cy * s - reach_h))
+                x1, y1 = min(picture.shape[1], round(cx * s + reach_w)), min(picture.shape[0], round(cy * s + reach_h))
+                window = picture[y0:y1, x0:x1]
+                th, tw = template.shape
+                if window.shape[0] >= th and window.shape[1] >= tw:
+                    scores = cv2.matchTemplate(window, template, cv2.TM_CCOEFF_NORMED)
+                    _, best, _, (bx, by) = cv2.minMaxLoc(scores)
+                    if best >= FOLLOW_MIN_MATCH:
+                        cx, cy = (x0 + bx + tw / 2) / s, (y0 + by + th / 2) / s
+                        template = _crop(picture, cx * s, cy * s, w * s, h * s) if best < 0.9 else template
+                        lost_s = 0.0
+                    else:
+                        lost_s += abs(t - last_t)
+                else:
+                    lost_s += abs(t - last_t)
+            last_t = t
+            grow = 1 + FOLLOW_LOST_GROWTH * lost_s
+            out[i] = ((cx, cy, w * grow, h * grow), lost_s > 0)
+        return out
+
+
+def _crop(picture: np.ndarray, cx: float, cy: float, w: float, h: float) -> np.ndarray | None:
+    x0, y0 = max(0, round(cx - w / 2)), max(0, round(cy - h / 2))
+    x1, y1 = min(picture.shape[1], round(cx + w / 2)), min(picture.shape[0], round(cy + h / 2))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    return np.ascontiguousarray(picture[y0:y1, x0:x1])
+
+
 # -- the decision: what to blur in each frame -----------------------------------
 
 
@@ -659,6 +824,7 @@ class FramePlan:
     manual_applied: tuple[int, ...]  # indices of manual boxes obscured in this frame
     tracks: tuple[int, ...] = ()  # ids of the tracks blurred in this frame
     faces_kept_tracks: tuple[int, ...] = ()  # the track of each face in faces_kept
+    follow_applied: tuple[int, ...] = ()  # indices of followed boxes obscured in this frame
 
 
 def pick_tracks(keep: Sequence[TimedBox], tracks: Sequence[Track]) -> list[int | None]:
@@ -696,7 +862,8 @@ class RedactionPlanner:
       network's grid) (`Track.region_at`);
     * except the tracks that keep boxes picked as the requester's
       (`pick_tracks`): those stay clear for their whole length;
-    * every manual box active at that time is blurred as drawn.
+    * every manual box active at that time is blurred as drawn, and every
+      followed box where it was followed to (`followed`, from `_Follower`).
 
     Keep and manual boxes are checked against the frame size up front: a box
     reaching off the frame usually means coordinates for another resolution.
@@ -715,6 +882,7 @@ class RedactionPlanner:
         margin: float = MARGIN,
         growth: float = GROWTH,
         pad_px: float = 0.0,
+        followed: Sequence[FollowResult] = (),
     ) -> None:
         if width <= 0 or height <= 0:
             raise ValueError(f"frame size {width}x{height}: must be positive")
@@ -725,6 +893,7 @@ class RedactionPlanner:
         self.manual = tuple(_checked_boxes("manual", manual, width, height))
         self.tracks = tuple(tracks)
         self._by_id = {t.id: t for t in self.tracks}
+        self.followed = tuple(followed)
         self.lead_s, self.margin, self.growth, self.pad_px = lead_s, margin, growth, pad_px
         self.picks = pick_tracks(self.keep, self.tracks)
         self.kept = {p for p in self.picks if p is not None}
@@ -758,6 +927,8 @@ class RedactionPlanner:
                 blurred.append(track.id)
         manual_applied = tuple(i for i, m in enumerate(self.manual) if m.active_at(time_s))
         blur.extend(self.manual[i].box for i in manual_applied)
+        follow_applied = tuple(i for i, f in enumerate(self.followed) if index in f.boxes)
+        blur.extend(self.followed[i].boxes[index] for i in follow_applied)
         own = self._found.get(index, [])
         keep_active = tuple(
             i for i, pick in enumerate(self.picks)
@@ -774,6 +945,7 @@ class RedactionPlanner:
             keep_active=keep_active,
             manual_applied=manual_applied,
             tracks=tuple(sorted(blurred)),
+            follow_applied=follow_applied,
         )
 
 
@@ -854,6 +1026,7 @@ class RedactionReport:
     settings: dict[str, Any] = field(default_factory=dict)
     per_second: list[SecondSummary] = field(default_factory=list)
     tracks: list[dict[str, Any]] = field(default_factory=list)  # every track found (Track.to_dict, and kept)
+    follow: list[dict[str, Any]] = field(default_factory=list)  # each followed box: as drawn, frames covered, frames lost
 
     @property
     def keep_boxes_honoured(self) -> int:
@@ -882,6 +1055,12 @@ class RedactionReport:
             if use.track is None:
                 notes.append(f"keep box {use.index} picked no track: no detected face had its centre inside it "
                              "during its time range; check where and when it was drawn")
+        for use in self.follow:
+            if not use["frames_active"]:
+                notes.append(f"followed box {use['index']} covers no frame: its time range lies outside the video")
+            if use["frames_lost"]:
+                notes.append(f"followed box {use['index']} lost what it covers on {use['frames_lost']} frame(s) and was "
+                             "held there, growing: check those frames, and add a keyframe where it is")
         for track in self.tracks:
             if track.get("kept"):
                 notes.append(f"track {track['id']} kept clear as the requester's from {track['start_s']} s to "
@@ -940,6 +1119,7 @@ class RedactionReport:
             "other_streams_removed": self.other_streams_removed,
             "notes": self.notes(),
             "tracks": self.tracks,
+            "follow_boxes": self.follow,
             "settings": self.settings,
             "per_second": [s.to_dict() for s in self.per_second],
         }
@@ -954,6 +1134,7 @@ def redact_video(
     *,
     keep: Sequence[TimedBox] = (),
     manual: Sequence[TimedBox] = (),
+    follow: Sequence[FollowBox] = (),
     detector: FaceDetector | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_plan: Callable[[FramePlan], None] | None = None,
@@ -973,7 +1154,13 @@ def redact_video(
     file is removed and `dst` is left as it was.
     """
     src, dst = Path(src), Path(dst)
-    keep, manual = tuple(keep), tuple(manual)
+    keep, manual, follow = tuple(keep), tuple(manual), tuple(follow)
+    for i, f in enumerate(follow):
+        if not isinstance(f, FollowBox):
+            raise InvalidBox(f"followed box {i} is {f!r}, expected a FollowBox")
+    if sum(f.end_s - f.start_s for f in follow) > MAX_FOLLOW_S:
+        raise InvalidBox(f"followed boxes span {sum(f.end_s - f.start_s for f in follow):g} s together; at most "
+                         f"{MAX_FOLLOW_S:g} s of a clip can be followed in one export (their frames are kept in memory)")
     if not src.is_file():
         raise UnreadableVideo(f"{src}: no such file" if not src.exists() else f"{src}: not a regular file")
     if dst.exists() and dst.resolve() == src.resolve():
@@ -991,6 +1178,8 @@ def redact_video(
         video = _SourceVideo(source, src)
         _checked_boxes("keep", keep, video.width, video.height)
         _checked_boxes("manual", manual, video.width, video.height)
+        _checked_boxes("followed", [TimedBox(t, t, b) for f in follow for t, b in f.keyframes], video.width, video.height)
+        followers = [_Follower(f, video.width, video.height) for f in follow]
         every = 1 if detector.rate_hz is None else max(1, int(video.fps / detector.rate_hz + _EPS))
         if every / video.fps > MAX_GAP_S / 2 + _EPS:
             raise RedactionError(f"the detector examines every {every} frames at {video.fps:g} fps: "
@@ -1002,8 +1191,11 @@ def redact_video(
         frame_count = 0
         expected = video.expected_frames
         for index, (time_s, _pts, yuv) in enumerate(video.frames()):
+            luma = _planes(yuv, video.width, video.height)[0]
+            for follower in followers:
+                follower.offer(index, time_s, luma)
             if index % every == 0:
-                found = detector.detections(_planes(yuv, video.width, video.height)[0])
+                found = detector.detections(luma)
                 tracker.add(index, time_s, found)
                 examined[index] = tuple(d.box for d in found)
             frame_count = index + 1
@@ -1014,8 +1206,10 @@ def redact_video(
     finally:
         source.close()
 
+    followed = [f.run() for f in followers]
+    del followers  # the frames they kept
     planner = RedactionPlanner(video.width, video.height, keep=keep, manual=manual, tracks=tracker.tracks, detections=examined,
-                               pad_px=detector.grain_px(video.width, video.height))
+                               pad_px=detector.grain_px(video.width, video.height), followed=followed)
     report = RedactionReport(
         source=str(src),
         output=str(dst),
@@ -1027,6 +1221,8 @@ def redact_video(
         audio_streams_removed=audio_streams,
         other_streams_removed=other_streams,
         tracks=[t.to_dict() | {"kept": t.id in planner.kept} for t in tracker.tracks],
+        follow=[{"index": i, **f.to_dict(), "frames_active": len(r.boxes), "frames_lost": r.lost_frames}
+                for i, (f, r) in enumerate(zip(follow, followed))],
         settings={
             "lead_s": planner.lead_s,
             "max_gap_s": tracker.max_gap_s,

@@ -93,6 +93,40 @@ def _boxes(doc: Any, what: str) -> dict[str, list[redact.TimedBox]]:
     return out
 
 
+def _follow_boxes(doc: Any) -> dict[str, list[redact.FollowBox]]:
+    """`follow`: clip id -> [{"start_s", "end_s", "keyframes": [[t, x, y, w, h], ...]}, ...]."""
+    from . import redact
+
+    if doc is None:
+        return {}
+    shape = 'an object of clip id -> [{"start_s": s, "end_s": s, "keyframes": [[t, x, y, w, h], ...]}, ...]'
+    if not isinstance(doc, dict):
+        raise BadRequest(f"follow must be {shape}")
+    out: dict[str, list[redact.FollowBox]] = {}
+    number = (int, float)
+    for clip_id, boxes in doc.items():
+        check_clip_id(clip_id)
+        if not isinstance(boxes, list) or len(boxes) > 1000:
+            raise BadRequest(f"follow of clip {clip_id} must be a list of at most 1000 followed boxes")
+        parsed = []
+        for n, b in enumerate(boxes):
+            frames = b.get("keyframes") if isinstance(b, dict) else None
+            if not (isinstance(b, dict) and all(isinstance(b.get(k), number) and not isinstance(b.get(k), bool)
+                                                for k in ("start_s", "end_s"))
+                    and isinstance(frames, list) and 0 < len(frames) <= 1000
+                    and all(isinstance(f, list) and len(f) == 5 and all(isinstance(v, number) and not isinstance(v, bool)
+                                                                         for v in f) for f in frames)):
+                raise BadRequest(f"followed box {n} of clip {clip_id} is not "
+                                 '{"start_s": s, "end_s": s, "keyframes": [[t, x, y, w, h], ...]} numbers')
+            try:
+                parsed.append(redact.FollowBox(float(b["start_s"]), float(b["end_s"]), tuple(
+                    (float(f[0]), redact.Box(int(f[1]), int(f[2]), int(f[3]), int(f[4]))) for f in frames)))
+            except (ValueError, redact.RedactionError) as e:
+                raise BadRequest(f"followed box {n} of clip {clip_id}: {e}") from None
+        out[clip_id] = parsed
+    return out
+
+
 @dataclass(frozen=True)
 class ExportPlan:
     """Which clips to disclose, and the boxes staff drew."""
@@ -100,6 +134,7 @@ class ExportPlan:
     clips: tuple[str, ...]
     keep: dict[str, list] = field(default_factory=dict)  # the requester's face: not blurred
     manual: dict[str, list] = field(default_factory=dict)  # always blurred (missed faces, screens, papers)
+    follow: dict[str, list] = field(default_factory=dict)  # drawn on some frames, followed as it moves, blurred
 
     @classmethod
     def from_json(cls, doc: dict) -> "ExportPlan":
@@ -108,10 +143,11 @@ class ExportPlan:
             raise BadRequest(f"clips must be a list of 1 to {MAX_CLIPS} clip ids")
         ids = tuple(dict.fromkeys(check_clip_id(str(c)) for c in clips))
         keep, manual = _boxes(doc.get("keep"), "keep"), _boxes(doc.get("manual"), "manual")
-        stray = sorted((set(keep) | set(manual)) - set(ids))
+        follow = _follow_boxes(doc.get("follow"))
+        stray = sorted((set(keep) | set(manual) | set(follow)) - set(ids))
         if stray:
             raise BadRequest(f"boxes given for clip(s) not being exported: {', '.join(stray)}")
-        return cls(ids, keep, manual)
+        return cls(ids, keep, manual, follow)
 
 
 def _new_export_dir(base: Path) -> tuple[int, Path]:
@@ -177,7 +213,8 @@ def export_request(service, request_id: str, plan: ExportPlan, *, actor: str,
             dst = out / f"{clip_id}.mp4"
             try:
                 report = redact.redact_video(opened.ts_path, dst, keep=plan.keep.get(clip_id, ()),
-                                             manual=plan.manual.get(clip_id, ()), progress=progress)
+                                             manual=plan.manual.get(clip_id, ()), follow=plan.follow.get(clip_id, ()),
+                                             progress=progress)
             except redact.InvalidBox as e:  # the frame size is known only once the clip is decrypted
                 raise BadRequest(f"clip {clip_id}: {e}; nothing was exported") from None
             entries.append({
@@ -192,12 +229,13 @@ def export_request(service, request_id: str, plan: ExportPlan, *, actor: str,
                                for b in plan.keep.get(clip_id, ())],
                 "manual_boxes": [[b.start_s, b.end_s, b.box.x, b.box.y, b.box.w, b.box.h]
                                  for b in plan.manual.get(clip_id, ())],
+                "follow_boxes": [b.to_dict() for b in plan.follow.get(clip_id, ())],
             })
         manifest = {
             "request": request_id, "export": n, "created_utc": now_iso(), "created_by": actor,
             "server_key_id": service.server_keys.public.key_id.hex(),
-            "redaction": "faces blurred except boxes kept as the requester's; staff boxes always blurred; "
-                         "audio removed",
+            "redaction": "faces found by CenterFace, followed as tracks and pixelated, except the tracks kept as "
+                         "the requester's; staff boxes (fixed and followed) always pixelated; audio removed",
             "clips": entries,
         }
         digest = _write_manifest(service, out, manifest)

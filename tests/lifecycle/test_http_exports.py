@@ -203,6 +203,23 @@ def test_a_box_outside_the_frame_is_a_400_that_names_the_frame_and_exports_nothi
     assert after == before
 
 
+def test_a_followed_box_is_exported_and_its_use_is_in_the_signed_manifest(world, sar_export):
+    follow = {"start_s": 0, "end_s": 1, "keyframes": [[0.5, 20, 20, 40, 40]]}
+    reply = post(world["staff"]["disclosure_officer"], f"/api/v1/requests/{world['request']}/exports",
+                 {"clips": [world["clip"]], "follow": {world["clip"]: [follow]}})
+    assert reply.status == 201, reply.body
+    (clip,) = reply.json()["manifest"]["clips"]
+    assert clip["follow_boxes"] == [{"start_s": 0.0, "end_s": 1.0, "keyframes": [[0.5, 20, 20, 40, 40]]}]
+    (use,) = clip["redaction"]["follow_boxes"]
+    assert use["frames_active"] > 0
+
+
+def test_a_followed_box_without_keyframes_is_a_400(world, sar_export):
+    reply = post(world["staff"]["disclosure_officer"], f"/api/v1/requests/{world['request']}/exports",
+                 {"clips": [world["clip"]], "follow": {world["clip"]: [{"start_s": 0, "end_s": 1, "keyframes": []}]}})
+    assert reply.status == 400, reply.body
+
+
 def test_reading_a_request_shows_its_exports(world, sar_export):
     doc = world["staff"]["disclosure_officer"].get(f"/api/v1/requests/{world['request']}").json()
     first = doc["exports"][0]
