@@ -144,6 +144,8 @@ class HoldBody(Body):
 TimedBox = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=6, max_length=6)]
 
 
+# [start_s, end_s]: seconds into the clip.
+TimeRange = Annotated[list[Annotated[float, Field(allow_inf_nan=False, ge=0)]], Field(min_length=2, max_length=2)]
 # [t, x, y, w, h]: where staff drew a followed box on the frame at t seconds.
 Keyframe = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=5, max_length=5)]
 
@@ -171,6 +173,11 @@ class ExportBody(BaseModel):
     follow: dict[ClipId, Annotated[list[FollowBox], Field(max_length=MAX_BOXES)]] | None = Field(
         None, description="boxes drawn over something that moves, followed forward and backward from each keyframe "
                           "between start_s and end_s and always blurred; more keyframes correct it")
+    silence: dict[ClipId, Annotated[list[TimeRange], Field(max_length=MAX_BOXES)]] | None = Field(
+        None, description="time ranges of the sound silenced in the export (a third party speaking, a name read "
+                          "out): clip id -> [[start_s, end_s], ...]")
+    bleep: dict[ClipId, Annotated[list[TimeRange], Field(max_length=MAX_BOXES)]] | None = Field(
+        None, description="time ranges of the sound replaced by a 1 kHz tone, as silence")
 
 
 class ExtendBody(Body):

@@ -328,7 +328,7 @@ def _configure_request(p: argparse.ArgumentParser) -> None:
     ex.add_argument("request_id")
     ex.add_argument("clips", nargs="+", metavar="CLIP_ID")
     ex.add_argument("--plan", type=Path, metavar="FILE",
-                    help="JSON with keep/manual/follow boxes: {\"keep\": {clip: [[start_s, end_s, x, y, w, h]]}, "
+                    help="JSON with keep/manual/follow boxes and silence/bleep audio ranges ({clip: [[start_s, end_s]]}): {\"keep\": {clip: [[start_s, end_s, x, y, w, h]]}, "
                          "\"follow\": {clip: [{\"start_s\": s, \"end_s\": s, \"keyframes\": [[t, x, y, w, h]]}]}, ...}")
     et = _add(sub, "extend", "extend a complex request by 1 or 2 months")
     et.add_argument("request_id")
@@ -444,8 +444,8 @@ def _export(home: Home, db, args, actor: str) -> int:
         except (OSError, ValueError) as e:
             raise UsageError(f"--plan {args.plan}: {e}") from None
         if not isinstance(plan_doc, dict):
-            raise UsageError(f"--plan {args.plan}: expected a JSON object with keep/manual/follow")
-        doc.update({k: plan_doc.get(k) for k in ("keep", "manual", "follow")})
+            raise UsageError(f"--plan {args.plan}: expected a JSON object with keep/manual/follow/silence/bleep")
+        doc.update({k: plan_doc.get(k) for k in ("keep", "manual", "follow", "silence", "bleep")})
     plan = ExportPlan.from_json(doc)
     service = EvidenceService(home, ServerConfig(retention=load_retention(home.root / "config.toml"),
                                                  blobs=load_blobs(home.root / "config.toml")), db=db)

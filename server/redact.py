@@ -31,9 +31,12 @@ The contract, and where each part of it lives:
   written to a temporary name beside the destination, synced and renamed, so
   a failure never leaves a partial export under the destination's name.
 
-**Audio is removed, not redacted.**  Voices and spoken names cannot be
-redacted here, and an export must not disclose them unredacted, so any audio
-(and any data or subtitle stream) is dropped and the report says so.
+**Audio is carried, with staff's ranges removed.**  The source's first audio
+stream is decoded, every range staff marked (`AudioRange`: a third party
+speaking, a name read out) is silenced or bleeped to the sample, and the
+rest is re-encoded as AAC beside the video.  Voices are not found
+automatically: what staff do not mark is disclosed, and the report's notes
+say so.  Further audio streams, and data or subtitle streams, are dropped.
 
 Times in keep and manual boxes are seconds from the first frame of the video,
 as a player shows them; boxes are in pixels of the source frame.  Staff must
@@ -1027,6 +1030,8 @@ class RedactionReport:
     per_second: list[SecondSummary] = field(default_factory=list)
     tracks: list[dict[str, Any]] = field(default_factory=list)  # every track found (Track.to_dict, and kept)
     follow: list[dict[str, Any]] = field(default_factory=list)  # each followed box: as drawn, frames covered, frames lost
+    audio: dict[str, Any] | None = None  # the sound carried: its codec, the ranges removed, how many samples changed
+    audio_ranges_without_sound: int = 0  # ranges staff marked in a source that has no sound
 
     @property
     def keep_boxes_honoured(self) -> int:
@@ -1044,11 +1049,16 @@ class RedactionReport:
 
     def notes(self) -> list[str]:
         notes = []
-        if self.audio_removed:
+        if self.audio is not None:
+            ranges = self.audio["ranges"]
             notes.append(
-                f"audio removed: the source had {self.audio_streams_removed} audio stream(s); "
-                "audio is not redacted, so it is not exported"
+                f"audio exported with {len(ranges)} range(s) silenced or bleeped as staff marked; every other "
+                "voice and word in it is disclosed: listen to all of it before disclosure"
             )
+        if self.audio_ranges_without_sound:
+            notes.append(f"{self.audio_ranges_without_sound} audio range(s) were marked, but the source has no sound")
+        if self.audio_removed:
+            notes.append(f"audio removed: {self.audio_streams_removed} further audio stream(s) of the source not exported")
         if self.other_streams_removed:
             notes.append(f"{self.other_streams_removed} data/subtitle stream(s) of the source not exported")
         for use in self.keep:
@@ -1120,9 +1130,140 @@ class RedactionReport:
             "notes": self.notes(),
             "tracks": self.tracks,
             "follow_boxes": self.follow,
+            "audio": self.audio,
             "settings": self.settings,
             "per_second": [s.to_dict() for s in self.per_second],
         }
+
+
+# -- audio: carried, with staff's ranges silenced or bleeped ---------------------
+
+AUDIO_FADE_S = 0.005  # the sound fades out over this just before a range and back in just after (no click)
+BLEEP_HZ = 1000.0
+BLEEP_LEVEL = 0.1  # of full scale: -20 dBFS
+AUDIO_BITRATE = 128_000
+AUDIO_LEAD_S = 0.5  # audio is muxed this far ahead of the video frame being written (interleaving)
+
+
+@dataclass(frozen=True)
+class AudioRange:
+    """A stretch of the sound staff marked (a third party speaking, a name read out): silenced or bleeped
+    from `start_s` to `end_s`, seconds from the first frame of the video, as a player shows them."""
+
+    start_s: float
+    end_s: float
+    mode: str = "silence"  # or "bleep": a 1 kHz tone in place of the sound
+
+    def __post_init__(self) -> None:
+        TimedBox(self.start_s, self.end_s, Box(0, 0, 1, 1))  # the same checks of the time range
+        if self.mode not in ("silence", "bleep"):
+            raise InvalidBox(f"audio range mode {self.mode!r}: expected 'silence' or 'bleep'")
+        if self.end_s <= self.start_s:
+            raise InvalidBox(f"audio range {self.start_s}-{self.end_s} s is empty: it must end after it starts")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_s": self.start_s, "end_s": self.end_s, "mode": self.mode}
+
+
+def redact_samples(samples: np.ndarray, start_s: float, rate: int, ranges: Sequence[AudioRange]) -> np.ndarray:
+    """`samples` (channels x n, float) whose first sample is at `start_s`, with every range removed.
+
+    Inside a range every sample is replaced (zero, or the bleep tone); the
+    sound fades out over `AUDIO_FADE_S` just before the range and back in just
+    after, so the cut does not click.  Sample times, not frames, decide:
+    the edges are exact to the sample, wherever the codec's frames fall.
+    """
+    if not ranges:
+        return samples
+    t = start_s + np.arange(samples.shape[-1]) / rate
+    gain = np.ones_like(t)
+    for r in ranges:
+        outside = np.maximum(r.start_s - t, t - r.end_s)  # < 0 inside the range, seconds to it outside
+        gain = np.minimum(gain, np.clip(outside / AUDIO_FADE_S, 0.0, 1.0))
+    out = samples * gain.astype(samples.dtype)
+    bleeps = [r for r in ranges if r.mode == "bleep"]
+    if bleeps:
+        inside = np.zeros_like(t, dtype=bool)
+        for r in bleeps:
+            inside |= (t >= r.start_s) & (t <= r.end_s)
+        tone = (BLEEP_LEVEL * np.sin(2 * np.pi * BLEEP_HZ * t) * inside).astype(samples.dtype)
+        out = out + tone
+    return out
+
+
+class _AudioTrack:
+    """The source's first audio stream, decoded, redacted and re-encoded as AAC into the export, kept
+    `AUDIO_LEAD_S` ahead of the video being written so the two interleave."""
+
+    def __init__(self, src: Path, origin_s: float, ranges: Sequence[AudioRange], out: Any) -> None:
+        self.container = _open_source(src)
+        self.stream = self.container.streams.audio[0]
+        self.origin_s = origin_s
+        self.ranges = tuple(ranges)
+        self.rate = self.stream.codec_context.sample_rate or 48000
+        layout = self.stream.codec_context.layout.name if self.stream.codec_context.layout else "mono"
+        self.out = out
+        self.ostream = out.add_stream("aac", rate=self.rate, layout=layout)
+        self.ostream.bit_rate = AUDIO_BITRATE
+        self.layout = layout
+        self.fifo = av.AudioFifo()
+        self._frames = self._decoded()
+        self.time_s = -math.inf  # how far the audio has been written
+        self.samples_written = 0
+        self.samples_seen = 0
+        self._flushed = False
+        self.samples_changed = 0
+        self.done = False
+
+    def _decoded(self) -> Iterable[Any]:
+        try:
+            yield from self.container.decode(self.stream)
+        except av.FFmpegError as e:
+            raise UnreadableVideo(f"{self.container.name}: the audio stream failed to decode: {e}") from None
+
+    def pump(self, until_s: float) -> None:
+        """Write audio until it reaches `until_s` (or its end)."""
+        while not self.done and self.time_s < until_s:
+            frame = next(self._frames, None)
+            if frame is None:
+                self.done = True
+                break
+            if frame.time is None:
+                continue
+            start = float(frame.time) - self.origin_s
+            samples = frame.to_ndarray().astype(np.float32)
+            if samples.ndim == 1 or frame.format.is_packed:
+                samples = samples.reshape(-1, len(frame.layout.channels)).T
+            if start < 0:  # sound from before the first picture: the export starts with the picture
+                skip = min(samples.shape[1], math.ceil(-start * frame.sample_rate))
+                samples, start = samples[:, skip:], start + skip / frame.sample_rate
+            if samples.shape[1] == 0:
+                continue
+            redacted = redact_samples(samples, start, frame.sample_rate, self.ranges)
+            self.samples_changed += int(np.count_nonzero(redacted != samples))
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(redacted), format="fltp", layout=self.layout)
+            chunk.sample_rate = frame.sample_rate
+            if self.samples_seen == 0:  # the FIFO numbers the rest: AAC frames follow on without gaps
+                chunk.pts = round(start * frame.sample_rate)
+                chunk.time_base = Fraction(1, frame.sample_rate)
+            self.samples_seen += samples.shape[1]
+            self.fifo.write(chunk)
+            self.time_s = start + samples.shape[1] / frame.sample_rate
+            self._drain(final=False)
+        if self.done:
+            self._drain(final=True)
+
+    def _drain(self, *, final: bool) -> None:
+        size = self.ostream.codec_context.frame_size or 1024
+        for chunk in self.fifo.read_many(size, partial=final):
+            self.samples_written += chunk.samples
+            self.out.mux(self.ostream.encode(chunk))
+        if final and not self._flushed:
+            self._flushed = True
+            self.out.mux(self.ostream.encode(None))
+
+    def close(self) -> None:
+        self.container.close()
 
 
 # -- the video -----------------------------------------------------------------
@@ -1135,6 +1276,7 @@ def redact_video(
     keep: Sequence[TimedBox] = (),
     manual: Sequence[TimedBox] = (),
     follow: Sequence[FollowBox] = (),
+    audio: Sequence[AudioRange] = (),
     detector: FaceDetector | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_plan: Callable[[FramePlan], None] | None = None,
@@ -1154,7 +1296,10 @@ def redact_video(
     file is removed and `dst` is left as it was.
     """
     src, dst = Path(src), Path(dst)
-    keep, manual, follow = tuple(keep), tuple(manual), tuple(follow)
+    keep, manual, follow, audio = tuple(keep), tuple(manual), tuple(follow), tuple(audio)
+    for i, r in enumerate(audio):
+        if not isinstance(r, AudioRange):
+            raise InvalidBox(f"audio range {i} is {r!r}, expected an AudioRange")
     for i, f in enumerate(follow):
         if not isinstance(f, FollowBox):
             raise InvalidBox(f"followed box {i} is {f!r}, expected a FollowBox")
@@ -1218,7 +1363,8 @@ def redact_video(
         fps=video.fps,
         keep=[BoxUse(i, k, track=planner.picks[i]) for i, k in enumerate(keep)],
         manual=[BoxUse(i, m) for i, m in enumerate(manual)],
-        audio_streams_removed=audio_streams,
+        audio_streams_removed=max(0, audio_streams - 1),
+        audio_ranges_without_sound=0 if audio_streams else len(audio),
         other_streams_removed=other_streams,
         tracks=[t.to_dict() | {"kept": t.id in planner.kept} for t in tracker.tracks],
         follow=[{"index": i, **f.to_dict(), "frames_active": len(r.boxes), "frames_lost": r.lost_frames}
@@ -1236,9 +1382,11 @@ def redact_video(
         },
     )
 
-    # Pass 2: the same frames decoded again, obscured as planned, encoded.
+    # Pass 2: the same frames decoded again, obscured as planned, encoded; the sound beside them.
+    origin_s = video.origin_s
     source = _open_source(src)
     tmp: Path | None = None
+    sound: _AudioTrack | None = None
     try:
         video = _SourceVideo(source, src)
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
@@ -1246,7 +1394,11 @@ def redact_video(
             ostream = out.add_stream("libx264", rate=video.rate, options=dict(X264_OPTIONS))
             ostream.width, ostream.height, ostream.pix_fmt = video.width, video.height, OUTPUT_PIX_FMT
             ostream.codec_context.time_base = 1 / video.rate
+            if audio_streams:
+                sound = _AudioTrack(src, origin_s, audio, out)
             for index, (time_s, pts, yuv) in enumerate(video.frames()):
+                if sound is not None:
+                    sound.pump(time_s + AUDIO_LEAD_S)
                 if index >= frame_count:
                     raise UnreadableVideo(f"{src}: decoded {index + 1} frames the second time, {frame_count} the first")
                 plan = planner.plan(index, time_s)
@@ -1262,6 +1414,13 @@ def redact_video(
                 if progress is not None:
                     progress(frame_count + index + 1, 2 * frame_count)
             out.mux(ostream.encode(None))
+            if sound is not None:
+                sound.pump(math.inf)
+                report.audio = {
+                    "codec": "aac", "sample_rate": sound.rate, "layout": sound.layout, "bit_rate": AUDIO_BITRATE,
+                    "ranges": [r.to_dict() for r in audio], "fade_s": AUDIO_FADE_S,
+                    "samples": sound.samples_written, "samples_changed": sound.samples_changed,
+                }
         if report.frames != frame_count:
             raise UnreadableVideo(f"{src}: decoded {report.frames} frames the second time, {frame_count} the first")
         _sync_file(tmp)
@@ -1272,6 +1431,8 @@ def redact_video(
         raise RedactionError(f"{src} -> {dst}: {e}") from None
     finally:
         source.close()
+        if sound is not None:
+            sound.close()
         if tmp is not None:
             tmp.unlink(missing_ok=True)
     report.source_sha256 = sha256_file(src)
@@ -1308,6 +1469,7 @@ class _SourceVideo:
         self.rate = Fraction(rate).limit_denominator(1_001_000)
         self.fps = float(self.rate)
         self.expected_frames = self._expected_frames()
+        self.origin_s = 0.0  # the source time of the first frame, once decoded: times count from it
 
     def frames(self) -> Iterable[tuple[float, int, np.ndarray]]:
         """(seconds from the first frame, output pts in 1/rate units, yuv420p array) for every frame.
@@ -1326,6 +1488,7 @@ class _SourceVideo:
             t = float(frame.time) if frame.time is not None else count / self.fps
             if first is None:
                 first = t
+                self.origin_s = t
             t -= first
             if t <= last_time:
                 t = last_time + 1 / self.fps

@@ -127,6 +127,31 @@ def _follow_boxes(doc: Any) -> dict[str, list[redact.FollowBox]]:
     return out
 
 
+def _audio_ranges(silence: Any, bleep: Any) -> dict[str, list[redact.AudioRange]]:
+    """`silence` and `bleep`: clip id -> [[start_s, end_s], ...], merged per clip in time order."""
+    from . import redact
+
+    out: dict[str, list[redact.AudioRange]] = {}
+    for what, doc in (("silence", silence), ("bleep", bleep)):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise BadRequest(f"{what} must be an object of clip id -> [[start_s, end_s], ...]")
+        for clip_id, ranges in doc.items():
+            check_clip_id(clip_id)
+            if not isinstance(ranges, list) or len(ranges) > 1000:
+                raise BadRequest(f"{what} of clip {clip_id} must be a list of at most 1000 ranges")
+            for n, r in enumerate(ranges):
+                if not (isinstance(r, list) and len(r) == 2
+                        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)):
+                    raise BadRequest(f"{what} range {n} of clip {clip_id} is not [start_s, end_s] numbers")
+                try:
+                    out.setdefault(clip_id, []).append(redact.AudioRange(float(r[0]), float(r[1]), what))
+                except (ValueError, redact.RedactionError) as e:
+                    raise BadRequest(f"{what} range {n} of clip {clip_id}: {e}") from None
+    return {clip: sorted(ranges, key=lambda r: (r.start_s, r.end_s)) for clip, ranges in out.items()}
+
+
 @dataclass(frozen=True)
 class ExportPlan:
     """Which clips to disclose, and the boxes staff drew."""
@@ -135,6 +160,7 @@ class ExportPlan:
     keep: dict[str, list] = field(default_factory=dict)  # the requester's face: not blurred
     manual: dict[str, list] = field(default_factory=dict)  # always blurred (missed faces, screens, papers)
     follow: dict[str, list] = field(default_factory=dict)  # drawn on some frames, followed as it moves, blurred
+    audio: dict[str, list] = field(default_factory=dict)  # time ranges of the sound silenced or bleeped
 
     @classmethod
     def from_json(cls, doc: dict) -> "ExportPlan":
@@ -144,10 +170,11 @@ class ExportPlan:
         ids = tuple(dict.fromkeys(check_clip_id(str(c)) for c in clips))
         keep, manual = _boxes(doc.get("keep"), "keep"), _boxes(doc.get("manual"), "manual")
         follow = _follow_boxes(doc.get("follow"))
-        stray = sorted((set(keep) | set(manual) | set(follow)) - set(ids))
+        audio = _audio_ranges(doc.get("silence"), doc.get("bleep"))
+        stray = sorted((set(keep) | set(manual) | set(follow) | set(audio)) - set(ids))
         if stray:
-            raise BadRequest(f"boxes given for clip(s) not being exported: {', '.join(stray)}")
-        return cls(ids, keep, manual, follow)
+            raise BadRequest(f"boxes or audio ranges given for clip(s) not being exported: {', '.join(stray)}")
+        return cls(ids, keep, manual, follow, audio)
 
 
 def _new_export_dir(base: Path) -> tuple[int, Path]:
@@ -214,7 +241,7 @@ def export_request(service, request_id: str, plan: ExportPlan, *, actor: str,
             try:
                 report = redact.redact_video(opened.ts_path, dst, keep=plan.keep.get(clip_id, ()),
                                              manual=plan.manual.get(clip_id, ()), follow=plan.follow.get(clip_id, ()),
-                                             progress=progress)
+                                             audio=plan.audio.get(clip_id, ()), progress=progress)
             except redact.InvalidBox as e:  # the frame size is known only once the clip is decrypted
                 raise BadRequest(f"clip {clip_id}: {e}; nothing was exported") from None
             entries.append({
@@ -230,12 +257,14 @@ def export_request(service, request_id: str, plan: ExportPlan, *, actor: str,
                 "manual_boxes": [[b.start_s, b.end_s, b.box.x, b.box.y, b.box.w, b.box.h]
                                  for b in plan.manual.get(clip_id, ())],
                 "follow_boxes": [b.to_dict() for b in plan.follow.get(clip_id, ())],
+                "audio_ranges": [r.to_dict() for r in plan.audio.get(clip_id, ())],
             })
         manifest = {
             "request": request_id, "export": n, "created_utc": now_iso(), "created_by": actor,
             "server_key_id": service.server_keys.public.key_id.hex(),
             "redaction": "faces found by CenterFace, followed as tracks and pixelated, except the tracks kept as "
-                         "the requester's; staff boxes (fixed and followed) always pixelated; audio removed",
+                         "the requester's; staff boxes (fixed and followed) always pixelated; audio carried as AAC with "
+                         "the ranges staff marked silenced or bleeped",
             "clips": entries,
         }
         digest = _write_manifest(service, out, manifest)

@@ -214,6 +214,26 @@ def test_a_followed_box_is_exported_and_its_use_is_in_the_signed_manifest(world,
     assert use["frames_active"] > 0
 
 
+def test_audio_ranges_are_listed_in_the_signed_manifest(world, sar_export):
+    reply = post(world["staff"]["disclosure_officer"], f"/api/v1/requests/{world['request']}/exports",
+                 {"clips": [world["clip"]], "silence": {world["clip"]: [[0.2, 0.4]]},
+                  "bleep": {world["clip"]: [[0.5, 0.6]]}})
+    assert reply.status == 201, reply.body
+    (clip,) = reply.json()["manifest"]["clips"]
+    assert clip["audio_ranges"] == [{"start_s": 0.2, "end_s": 0.4, "mode": "silence"},
+                                    {"start_s": 0.5, "end_s": 0.6, "mode": "bleep"}]
+    # This test camera's clip has no sound (tests/redact/test_audio.py exports a clip that has): the ranges
+    # are on the record, and the notes say they had nothing to act on.
+    assert clip["redaction"]["audio"] is None
+    assert "2 audio range(s) were marked, but the source has no sound" in clip["redaction"]["notes"]
+
+
+def test_an_empty_audio_range_is_a_400(world, sar_export):
+    reply = post(world["staff"]["disclosure_officer"], f"/api/v1/requests/{world['request']}/exports",
+                 {"clips": [world["clip"]], "silence": {world["clip"]: [[0.4, 0.4]]}})
+    assert reply.status == 400 and "is empty" in reply.json()["error"], reply.body
+
+
 def test_a_followed_box_without_keyframes_is_a_400(world, sar_export):
     reply = post(world["staff"]["disclosure_officer"], f"/api/v1/requests/{world['request']}/exports",
                  {"clips": [world["clip"]], "follow": {world["clip"]: [{"start_s": 0, "end_s": 1, "keyframes": []}]}})

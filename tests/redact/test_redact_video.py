@@ -64,7 +64,7 @@ def test_the_export_is_a_playable_h264_mp4_with_every_source_frame(street_export
     scene = street_export.scene
     with av.open(str(street_export.output)) as container:
         assert "mp4" in container.format.name
-        assert [s.type for s in container.streams] == ["video"]
+        assert [s.type for s in container.streams] == ["video", "audio"]  # the source's tone is carried
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
         assert stream.average_rate == scene.fps
@@ -79,12 +79,12 @@ def test_the_export_starts_with_its_index_so_it_plays_while_downloading(street_e
     assert 0 <= head.find(b"moov") < head.find(b"mdat")
 
 
-def test_audio_is_removed_and_the_report_says_so(street_export: Export):
+def test_audio_is_carried_and_the_report_says_nothing_was_marked_in_it(street_export: Export):
     with av.open(str(street_export.source)) as container:
         assert len(container.streams.audio) == 1  # the source had sound
     report = street_export.report
-    assert report.audio_removed and report.audio_streams_removed == 1
-    assert any("audio removed" in note for note in report.notes())
+    assert not report.audio_removed and report.audio is not None and report.audio["ranges"] == []
+    assert any("audio exported with 0 range(s)" in note for note in report.notes())
 
 
 def test_the_report_counts_what_was_done_and_serialises_to_json(street_export: Export):
