@@ -29,8 +29,10 @@ $(STAMP): pyproject.toml Makefile scripts/system-packages.sh package.json packag
 demo: $(STAMP)
 	BWV_HOME=$${BWV_HOME:-$(DEMO_HOME)} $(BIN)/bwv demo
 
+# Most tests wait on servers, browsers and subprocesses rather than compute, so one worker per core (whole
+# files per worker: a module's server, database and browser are made once) takes well under half the time.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15
 
 bench: $(STAMP)
 	bash scripts/system-packages.sh --bench
