@@ -232,6 +232,47 @@ def find_by_place_and_time(server_url: str, token: str, clip_id: str, gnss, walk
     return bool(hit)
 
 
+def subject_access_export(server_url: str, token: str, clip_id: str, recorded: tuple[float, float]) -> bool:
+    """The footage goes to the person filmed: the disclosure officer logs their request for the window,
+    which holds the clip, and exports it redacted (faces blurred but the requester's, the sound kept or
+    silenced as the redaction decides), with its signed manifest.  True if the export names the clip and
+    its hashes."""
+    import requests
+
+    from .server.geoindex import iso_utc
+
+    auth = {"Authorization": f"Bearer {token}"}
+    start_us, end_us = int(recorded[0] * 1e6), int(recorded[1] * 1e6)
+    logged = requests.post(f"{server_url}/api/v1/requests", headers=auth, timeout=30, json={
+        "requester": "A. Member of the public", "description": "stopped by an officer wearing a camera (demo)",
+        "from": iso_utc(start_us - 60_000_000), "to": iso_utc(end_us + 60_000_000), "contact": "demo@example.org"})
+    if logged.status_code != 201:
+        say("access", f"the request was refused: {logged.status_code} {logged.text[:200]}")
+        return False
+    request_id = logged.json()["request"]
+    say("access", f"subject access request {request_id} logged; it holds {len(logged.json()['held_clips'])} clip(s) "
+                  f"recorded in its window; answer due {logged.json()['due']}")
+    t0 = time.monotonic()
+    made = requests.post(f"{server_url}/api/v1/requests/{request_id}/exports", headers=auth, timeout=900,
+                         json={"clips": [clip_id]})
+    if made.status_code != 201:
+        say("access", f"the export was refused: {made.status_code} {made.text[:300]}")
+        return False
+    manifest = made.json()["manifest"]
+    entry = next((c for c in manifest["clips"] if c["clip_id"] == clip_id), None)
+    if entry is None:
+        say("access", "the export's manifest does not name the clip")
+        return False
+    report = entry.get("redaction", {})
+    tracks = report.get("tracks") or []
+    sound = "removed" if report.get("audio_removed") else "kept (no range silenced)"
+    say("access", f"export {manifest['export']} made in {time.monotonic() - t0:.1f} s: {entry['output']} "
+                  f"(sha256 {entry['output_sha256'][:16]}), {report.get('frames', '?')} frames examined for faces, "
+                  f"{len(tracks) if isinstance(tracks, list) else tracks} face track(s) blurred; sound {sound}; "
+                  f"manifest signed by the server key ({made.json()['files'].get('manifest.json', 'manifest.json')})")
+    return bool(entry.get("output_sha256"))
+
+
 def wait_until(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -359,6 +400,7 @@ def run(home: Home, *, seconds: float = 12.0, serve_on: str | None = None) -> in
         say("search", f"{DEMO_DISCLOSURE} (disclosure officer) logged in to the evidence server")
         found = find_by_place_and_time(server.url, staff_token, report.clips[0], hw_config.gnss, walk_started,
                                        recorded)
+        disclosed = subject_access_export(server.url, staff_token, report.clips[0], recorded)
 
     keys = ServerKeyPair.load(home.server_keys_dir)
     new_hashes = {i.segment_hash for i in sealed}
@@ -375,7 +417,7 @@ def run(home: Home, *, seconds: float = 12.0, serve_on: str | None = None) -> in
     scheduled = show_retention_and_audit(home, report.clips[0])
     problems = len(verified.problems) + len(opened.problems) + len(opened.verify.problems)
     ok = (problems == 0 and len(opened.clips) == 1 and not left and session.clear
-          and len(paths) == len(sealed) and found and scheduled and in_sync)
+          and len(paths) == len(sealed) and found and disclosed and scheduled and in_sync)
     print(f"demo {'succeeded' if ok else 'FAILED'} in {time.monotonic() - t0:.1f} s; "
           f"everything is under {home.root}")
     if serve_on is not None:

@@ -1210,6 +1210,8 @@ class _AudioTrack:
         self._frames = self._decoded()
         self.time_s = -math.inf  # how far the audio has been written
         self.samples_written = 0
+        self.first_pts = 0
+        self.sample_rate = 48_000
         self.samples_seen = 0
         self._flushed = False
         self.samples_changed = 0
@@ -1243,9 +1245,12 @@ class _AudioTrack:
             self.samples_changed += int(np.count_nonzero(redacted != samples))
             chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(redacted), format="fltp", layout=self.layout)
             chunk.sample_rate = frame.sample_rate
-            if self.samples_seen == 0:  # the FIFO numbers the rest: AAC frames follow on without gaps
-                chunk.pts = round(start * frame.sample_rate)
-                chunk.time_base = Fraction(1, frame.sample_rate)
+            if self.samples_seen == 0:  # the output's frames are numbered on from here, without gaps (_drain)
+                self.first_pts = round(start * frame.sample_rate)
+                self.sample_rate = frame.sample_rate
+            # No pts into the FIFO: it refuses a first frame that does not start at 0 (the camera's sound
+            # can begin a few samples after its first picture), so the numbering is done on the way out.
+            chunk.pts = None
             self.samples_seen += samples.shape[1]
             self.fifo.write(chunk)
             self.time_s = start + samples.shape[1] / frame.sample_rate
@@ -1256,6 +1261,8 @@ class _AudioTrack:
     def _drain(self, *, final: bool) -> None:
         size = self.ostream.codec_context.frame_size or 1024
         for chunk in self.fifo.read_many(size, partial=final):
+            chunk.pts = self.first_pts + self.samples_written
+            chunk.time_base = Fraction(1, self.sample_rate)
             self.samples_written += chunk.samples
             self.out.mux(self.ostream.encode(chunk))
         if final and not self._flushed:
