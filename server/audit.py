@@ -58,6 +58,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..sealed.durable import fsync_dir
+from .store import audit_log
 
 # --------------------------------------------------------------------------- format constants
 RECORD_CONTEXT = b"OpenBWV audit record v1\x00"
@@ -99,7 +100,6 @@ CREATE TABLE audit_checkpoints (
 );
 """
 
-_RECORD_COLUMNS = "seq, at_utc, actor, action, target, outcome, detail, prev_hash, record_hash"
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _HEX = re.compile(r"(?:[0-9a-f]{2})+\Z")
 _AT_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
@@ -315,19 +315,18 @@ def _require_transaction(db: sqlite3.Connection, what: str) -> None:
 
 def _head(db: sqlite3.Connection) -> tuple[int, str] | None:
     """(seq, record_hash) of the last record: one step down the primary key, whatever the log's length."""
-    row = db.execute("SELECT seq, record_hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-    return (row[0], row[1]) if row else None
+    return audit_log.head_link(db)
 
 
 def _insert(db: sqlite3.Connection, actor: str, action: str, target: str, outcome: str, detail: str,
             at_utc: str) -> AuditRecord:
+    audit_log.lock_chain(db)  # several nodes on one PostgreSQL: one appender at a time (store/audit_log.py)
     head = _head(db)
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
     rec = AuditRecord(seq, at_utc, actor, action, target, outcome, detail, prev,
                       record_hash(seq, at_utc, actor, action, target, outcome, detail, prev))
-    db.execute(f"INSERT INTO audit_log ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               (rec.seq, rec.at_utc, rec.actor, rec.action, rec.target, rec.outcome, rec.detail,
-                rec.prev_hash, rec.record_hash))
+    audit_log.insert(db, (rec.seq, rec.at_utc, rec.actor, rec.action, rec.target, rec.outcome, rec.detail,
+                          rec.prev_hash, rec.record_hash))
     return rec
 
 
@@ -368,7 +367,7 @@ def append(
 
 def head(db: sqlite3.Connection) -> AuditRecord | None:
     """The last record, or None for an empty log."""
-    row = db.execute(f"SELECT {_RECORD_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    row = audit_log.head(db)
     return AuditRecord(*row) if row else None
 
 
@@ -468,13 +467,11 @@ def _key_for(keys: PublicKeys, key_id: object) -> ed25519.Ed25519PublicKey | Non
 
 def stored_checkpoints(db: sqlite3.Connection) -> list[Checkpoint]:
     """Every checkpoint in the database, oldest first (a few thousand a year: small)."""
-    rows = db.execute("SELECT size, head_hash, at_utc, key_id, signature FROM audit_checkpoints ORDER BY size")
-    return [Checkpoint(*row) for row in rows]
+    return [Checkpoint(*row) for row in audit_log.checkpoints(db)]
 
 
 def latest_checkpoint(db: sqlite3.Connection) -> Checkpoint | None:
-    row = db.execute("SELECT size, head_hash, at_utc, key_id, signature FROM audit_checkpoints "
-                     "ORDER BY size DESC LIMIT 1").fetchone()
+    row = audit_log.latest_checkpoint(db)
     return Checkpoint(*row) if row else None
 
 
@@ -500,6 +497,7 @@ def checkpoint(
     """
     _require_transaction(db, "checkpoint")
     at_utc = _now_text(at)
+    audit_log.lock_chain(db)  # the head read here is the one the checkpoint record follows
     current = _head(db)
     last = latest_checkpoint(db)
     done = last.size if last else 0
@@ -517,8 +515,7 @@ def checkpoint(
     unsigned = Checkpoint(rec.seq, rec.record_hash, at_utc, key_id.hex(), "")
     signature = base64.b64encode(sign(unsigned.signed_bytes())).decode("ascii")
     cp = Checkpoint(rec.seq, rec.record_hash, at_utc, key_id.hex(), signature)
-    db.execute("INSERT INTO audit_checkpoints (size, head_hash, at_utc, key_id, signature) VALUES (?, ?, ?, ?, ?)",
-               (cp.size, cp.head_hash, cp.at_utc, cp.key_id, cp.signature))
+    audit_log.insert_checkpoint(db, (cp.size, cp.head_hash, cp.at_utc, cp.key_id, cp.signature))
     return cp
 
 
@@ -527,7 +524,7 @@ def _check_last(db: sqlite3.Connection, last: Checkpoint | None) -> None:
     slipped into the table could make the server believe the log is signed and stop signing it."""
     if last is None:
         return
-    row = db.execute("SELECT record_hash, action FROM audit_log WHERE seq = ?", (last.size,)).fetchone()
+    row = audit_log.link_at(db, last.size)
     if row is None or row[0] != last.head_hash or row[1] != Action.CHECKPOINT:
         raise AuditError(f"record {last.size} is not the checkpoint record the last checkpoint signed: the log or "
                          "its checkpoint table was altered (run `bwv audit verify`); no new checkpoint signed")
@@ -537,7 +534,7 @@ def _check_since(db: sqlite3.Connection, last: Checkpoint | None) -> None:
     """Re-hash and follow the links from the last checkpoint to the head; raise on the first fault."""
     done, prev = (last.size, last.head_hash) if last else (0, GENESIS_HASH)
     expected = done + 1
-    for row in db.execute(f"SELECT {_RECORD_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq", (done,)):
+    for row in audit_log.records_after(db, done):
         rec = AuditRecord(*row)
         if rec.seq != expected or rec.prev_hash != prev or rec.computed_hash() != rec.record_hash:
             raise AuditError(f"record {rec.seq} is altered, misplaced or unlinked since checkpoint {done} "
@@ -814,17 +811,13 @@ def verify(db: sqlite3.Connection, public_key: PublicKeys, *, external: Iterable
     """
     own = not db.in_transaction
     if own:
-        db.execute("BEGIN")
+        audit_log.begin_snapshot(db)
     try:
         stored = stored_checkpoints(db)
         walk = _Walk(public_key, [*(("stored", cp) for cp in stored), *(("external", cp) for cp in external)],
                      excerpt=False, recorded={cp.size for cp in stored})
         # As bytes: text that is not UTF-8 (written behind the server's back) is a finding, not a crash.
-        cursor = db.execute(
-            "SELECT seq, CAST(at_utc AS BLOB), CAST(actor AS BLOB), CAST(action AS BLOB), CAST(target AS BLOB), "
-            "CAST(outcome AS BLOB), CAST(detail AS BLOB), CAST(prev_hash AS BLOB), CAST(record_hash AS BLOB) "
-            "FROM audit_log ORDER BY seq"
-        )
+        cursor = audit_log.records_as_bytes(db)
         feed = walk.feed
         for seq, *raw in cursor:
             try:
@@ -899,8 +892,7 @@ def query(
     if not isinstance(limit, int) or not 1 <= limit <= MAX_QUERY_LIMIT:
         raise AuditInputError(f"limit must be between 1 and {MAX_QUERY_LIMIT}, found {limit!r}")
     where, args = _filters(actor, action, target, since, until, outcome, after_seq)
-    rows = db.execute(f"SELECT {_RECORD_COLUMNS} FROM audit_log WHERE {where} ORDER BY seq LIMIT ?", (*args, limit))
-    return [AuditRecord(*row) for row in rows]
+    return [AuditRecord(*row) for row in audit_log.matching(db, where, args, limit)]
 
 
 def _iter_records(db: sqlite3.Connection, **filters) -> Iterator[AuditRecord]:
@@ -911,7 +903,7 @@ def _iter_records(db: sqlite3.Connection, **filters) -> Iterator[AuditRecord]:
                            filters.pop("after_seq", 0))
     if filters:
         raise TypeError(f"unknown audit filter(s): {', '.join(sorted(filters))}")
-    for row in db.execute(f"SELECT {_RECORD_COLUMNS} FROM audit_log WHERE {where} ORDER BY seq", args):
+    for row in audit_log.matching(db, where, args):
         yield AuditRecord(*row)
 
 

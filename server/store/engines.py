@@ -60,6 +60,9 @@ def numbered_placeholders(sql: str) -> str:
     return "".join(out)
 
 
+_SQLITE_BEGIN = {"BEGIN IMMEDIATE", "BEGIN EXCLUSIVE", "BEGIN DEFERRED"}
+
+
 def _value(v: Any) -> Any:
     # SQLite keeps booleans as 0/1 in INTEGER columns; PostgreSQL would refuse a boolean there.
     return int(v) if isinstance(v, bool) else v
@@ -122,6 +125,8 @@ class PgConnection:
         return self._conn.closed or self._conn.broken
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
+        if sql in _SQLITE_BEGIN:
+            sql = "BEGIN"  # SQLite's spelling of "a transaction that will write"; PostgreSQL takes locks as it goes
         cur = self._conn.cursor()
         cur.execute(numbered_placeholders(sql), [_value(v) for v in params] if params else None)
         return PgCursor(cur)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from openbwv.sealed.keys import ServerKeyPair
 from openbwv.server import audit
+from openbwv.server.store import PostgresEngine, parse_database_url
+from openbwv.server.store.pg_schema import PG_MIGRATIONS
 
 T0 = datetime(2025, 3, 1, 8, 0, 0, tzinfo=timezone.utc)
 ACTORS = ("user:alice", "user:bob", "dock:dock-1", "user:carol")
@@ -26,6 +28,16 @@ def new_log(path: Path | str = ":memory:") -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit, as in MetadataStore) with SCHEMA applied."""
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     for statement in audit.SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    return db
+
+
+def new_pg_log(url: str):
+    """A PostgreSQL database (empty, at `url`) with the audit schema, through the server's own connection
+    (server/store/engines.py: autocommit, transactions explicit, ``?`` placeholders)."""
+    db = PostgresEngine(parse_database_url(url)).writer()
+    for statement in PG_MIGRATIONS[4].split(";"):
         if statement.strip():
             db.execute(statement)
     return db

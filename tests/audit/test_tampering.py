@@ -90,6 +90,8 @@ def test_an_altered_record_with_every_later_link_recomputed_is_caught_by_the_che
 
 
 def test_text_that_is_not_utf8_is_reported_not_a_crash(db, check):
+    if getattr(db, "engine", "sqlite") != "sqlite":
+        pytest.skip("PostgreSQL refuses text that is not UTF-8 in a UTF8 database: this edit cannot be made there")
     fill(db, 5)
     db.execute("UPDATE audit_log SET actor = CAST(X'C328' AS TEXT) WHERE seq = 3")
     report = check()
