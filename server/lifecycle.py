@@ -313,7 +313,9 @@ def record_release(db: sqlite3.Connection, clip_ids: Iterable[str], at: str) -> 
     """Note that the clips were released at `at` (ISO 8601): the notice period starts again from
     then.  The latest release is kept, so a clock stepping back cannot shorten the notice."""
     released = to_utc_us(when(at))
-    db.executemany("UPDATE clips SET released_utc_us = MAX(COALESCE(released_utc_us, ?), ?) WHERE clip_id = ?",
+    # The later of the two, in SQL both engines read (SQLite's MAX(a, b) is not PostgreSQL's).
+    db.executemany("UPDATE clips SET released_utc_us = CASE WHEN released_utc_us IS NULL OR released_utc_us < ? "
+                   "THEN ? ELSE released_utc_us END WHERE clip_id = ?",
                    ((released, released, clip_id) for clip_id in clip_ids))
 
 
@@ -346,9 +348,10 @@ def mark_evidence(db: sqlite3.Connection, clip_id: str, *, case_ref: str, reason
     case_ref = _bounded("case reference", case_ref, MAX_CASE_REF)
     reason = _bounded("reason", reason)
     _held(db, clip_id)
-    mark_id = db.execute(
-        "INSERT INTO evidence_marks (clip_id, case_ref, reason, marked_by, marked_utc) VALUES (?, ?, ?, ?, ?)",
-        (clip_id, case_ref, reason, actor, at)).lastrowid
+    # RETURNING (both engines): PostgreSQL has no lastrowid.
+    (mark_id,) = db.execute(
+        "INSERT INTO evidence_marks (clip_id, case_ref, reason, marked_by, marked_utc) VALUES (?, ?, ?, ?, ?) "
+        "RETURNING id", (clip_id, case_ref, reason, actor, at)).fetchone()
     audit.append(db, actor=actor, action="mark", target=f"clip:{clip_id}",
                  detail={"mark": mark_id, "case_ref": case_ref, "reason": reason}, at=when(at))
     return mark_id
@@ -380,9 +383,9 @@ def assign_device(db: sqlite3.Connection, device_id: str, officer: str, from_utc
     # nobody's account: a typo would hand an officer's own-footage access to no one, or to a later hire.
     if db.execute("SELECT 1 FROM users WHERE username = ?", (officer,)).fetchone() is None:
         raise NotFound(f"no user {officer!r}: create the account first (bwv user add, POST /api/v1/users)")
-    assignment = db.execute(
+    (assignment,) = db.execute(
         "INSERT INTO device_assignments (device_id, officer, from_utc_us, to_utc_us, assigned_by, assigned_utc) "
-        "VALUES (?, ?, ?, ?, ?, ?)", (device_id, officer, from_utc_us, to_utc_us, actor, at)).lastrowid
+        "VALUES (?, ?, ?, ?, ?, ?) RETURNING id", (device_id, officer, from_utc_us, to_utc_us, actor, at)).fetchone()
     audit.append(db, actor=actor, action="device_assigned", target=f"device:{device_id}",
                  detail={"officer": officer, "from_utc_us": from_utc_us, "to_utc_us": to_utc_us}, at=when(at))
     return assignment

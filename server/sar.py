@@ -68,7 +68,9 @@ INGEST_ACTOR = "system:ingest"
 # A clip can be held while 'held', and while 'deleting' until its shredding begins:
 # a clip the sweep chose but has not touched can still be saved (the sweep asks again, in the transaction
 # that marks the shredding begun); once that is committed the footage is going, and no hold is pretended.
-_HOLDABLE_SQL = "(+state = 'held' OR (+state = 'deleting' AND shred_begun_utc IS NULL))"
+# `state || ''`: an expression, so no index on state is used (see clips_recorded_during); SQLite's own
+# idiom, unary +, is an error on text in PostgreSQL, and this reads the same on both engines.
+_HOLDABLE_SQL = "(state || '' = 'held' OR (state || '' = 'deleting' AND shred_begun_utc IS NULL))"
 
 
 # Who made a request: staff logging it (the default), or a member of the public on the public page.
@@ -222,10 +224,10 @@ def find_candidates(db: sqlite3.Connection, window_from_us: int, window_to_us: i
         if not distances:
             return []
     # A clip overlaps the window if it starts before the window ends and ends after it starts; no
-    # clip is longer than the longest held, which bounds the start to an index range (`+c.state`
+    # clip is longer than the longest held, which bounds the start to an index range (`c.state || ''`
     # keeps SQLite off the index by state, which nearly every clip shares).
     sql = ("SELECT c.clip_id, c.device_id, c.camera_start_us, c.last_utc_us FROM clips c "
-           "WHERE +c.state = 'held' AND c.camera_start_us BETWEEN ? AND ? AND c.last_utc_us >= ?")
+           "WHERE c.state || '' = 'held' AND c.camera_start_us BETWEEN ? AND ? AND c.last_utc_us >= ?")
     args: list = [window_from_us - lifecycle.longest_clip_us(db), window_to_us, window_from_us]
     if device_id:
         sql += " AND c.device_id = ?"
@@ -257,7 +259,7 @@ def clips_recorded_during(db: sqlite3.Connection, window_from_us: int, window_to
     lo, hi = window_from_us - CLOCK_MARGIN_US, window_to_us + CLOCK_MARGIN_US
     # Most clips start on the camera's clock (recorded_utc_us = camera_start_us), and no clip is
     # longer than the longest held, which bounds the start to an index range; the few that arrived
-    # before their camera says they started have a partial index of their own.  (`+state`: nearly
+    # before their camera says they started have a partial index of their own.  (`state || ''`: nearly
     # every clip is held, so the index by state would be a scan of them all.)
     found = {r[0] for r in db.execute(
         f"SELECT clip_id FROM clips WHERE {_HOLDABLE_SQL} AND camera_start_us BETWEEN ? AND ? "
@@ -293,7 +295,7 @@ def hold_for_open_requests(db: sqlite3.Connection, clip_id: str, *, at: str,
 
 def _next_id(db: sqlite3.Connection, received: date) -> str:
     prefix = f"SAR-{received.year}-"
-    row = db.execute("SELECT MAX(CAST(SUBSTR(id, ?) AS INTEGER)) FROM subject_requests WHERE id LIKE ?",
+    row = db.execute("SELECT MAX(CAST(SUBSTR(id, CAST(? AS INTEGER)) AS BIGINT)) FROM subject_requests WHERE id LIKE ?",
                      (len(prefix) + 1, prefix + "%")).fetchone()
     return f"{prefix}{(row[0] or 0) + 1:05d}"
 
@@ -445,8 +447,8 @@ def verify_request(db: sqlite3.Connection, request_id: str, *, note: str, actor:
 def _hold(db: sqlite3.Connection, request_id: str, clip_ids: list[str], *, actor: str, at: str, why: str) -> list[str]:
     added = []
     for clip_id in clip_ids:
-        cur = db.execute("INSERT OR IGNORE INTO sar_holds (sar_id, clip_id, added_by, added_utc, why) "
-                         "VALUES (?, ?, ?, ?, ?)", (request_id, clip_id, actor, at, why))
+        cur = db.execute("INSERT INTO sar_holds (sar_id, clip_id, added_by, added_utc, why) "
+                         "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", (request_id, clip_id, actor, at, why))
         if cur.rowcount:
             added.append(clip_id)
             audit.append(db, actor=actor, action="hold", target=f"clip:{clip_id}",

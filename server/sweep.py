@@ -277,7 +277,7 @@ class Sweeper:
 
     def _index_exports(self) -> dict[str, list[Path]]:
         """Every exported copy, by clip: one walk of the exports per sweep, not one per clip deleted."""
-        root = Path(self.store.path).with_name("exports")
+        root = self.store.local_dir / "exports"
         index: dict[str, list[Path]] = {}
         if root.is_dir():
             for path in [*root.glob("*/*/*.mp4"), *root.glob("evidential/*/*/*.mp4")]:

@@ -38,14 +38,22 @@ class Held:
     sequence: int
 
 
+# The engine under test's fresh database (tests/lifecycle/conftest.py's db_engine sets it), or None: SQLite.
+new_database = lambda: None  # noqa: E731
+
+
 class Evidence:
     """BWV_HOME with server keys, a metadata store, a blob store and an ingestor."""
 
     def __init__(self, root: Path, *, blobs=None):
         self.home = Home(root)
         create_server_keys(self.home)
+        url = new_database()
+        if url is not None:  # named in config.toml, so every service and command on this home uses it
+            self.home.config_file.write_text(f'[server]\ndb = "{url}"\n')
         self.keys = ServerKeyPair.load(self.home.server_keys_dir)
         self.db = open_metadata(self.home)
+        assert url is None or self.db.engine_name == "postgresql", "the home's database is not the one under test"
         self.blobs = blobs or LocalBlobStore(self.home.server_dir / "store")
         self.received = datetime.now(UTC)
         self.ingestor = Ingestor(self.db, self.blobs, DeviceRegistry(self.home.registry_dir), self.keys,

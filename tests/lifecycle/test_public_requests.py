@@ -19,6 +19,9 @@ from openbwv.server import audit, sar
 from openbwv.server.errors import BadRequest, Conflict
 from openbwv.server.geoindex import to_utc_us
 
+# Each test once per metadata engine: SQLite, then PostgreSQL (conftest.py).
+pytestmark = pytest.mark.usefixtures("db_engine")
+
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 WINDOW_FROM = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 WINDOW_TO = WINDOW_FROM + timedelta(hours=1)

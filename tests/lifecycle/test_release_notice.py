@@ -21,6 +21,9 @@ from openbwv.server.geoindex import to_utc_us
 from openbwv.server.retention import RetentionPolicy, due_utc_us
 from openbwv.server.sweep import Sweeper
 
+# Each test once per metadata engine: SQLite, then PostgreSQL (conftest.py).
+pytestmark = pytest.mark.usefixtures("db_engine")
+
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 NOTICE_ENDS = NOW + timedelta(days=7)
 JUST_BEFORE = NOTICE_ENDS - timedelta(microseconds=1)

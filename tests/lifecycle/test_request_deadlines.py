@@ -6,6 +6,9 @@ import pytest
 
 from openbwv.server.sar import add_months, due_date, is_overdue
 
+# Each test once per metadata engine: SQLite, then PostgreSQL (conftest.py).
+pytestmark = pytest.mark.usefixtures("db_engine")
+
 
 @pytest.mark.parametrize("received, due", [
     (date(2026, 1, 15), date(2026, 2, 15)),

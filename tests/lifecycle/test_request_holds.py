@@ -23,6 +23,9 @@ from openbwv.server.geoindex import iso_utc, to_utc_us
 from openbwv.server.retention import RetentionPolicy
 from openbwv.server.sweep import Sweeper
 
+# Each test once per metadata engine: SQLite, then PostgreSQL (conftest.py).
+pytestmark = pytest.mark.usefixtures("db_engine")
+
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 WINDOW_FROM = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 WINDOW_TO = WINDOW_FROM + timedelta(hours=1)

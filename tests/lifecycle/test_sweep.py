@@ -17,6 +17,9 @@ from openbwv.server.retention import RetentionPolicy
 from openbwv.server.sweep import Sweeper, SweepReport
 from openbwv.registry import DeviceRegistry
 
+# Each test once per metadata engine: SQLite, then PostgreSQL (conftest.py).
+pytestmark = pytest.mark.usefixtures("db_engine")
+
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 POLICY = RetentionPolicy()
 

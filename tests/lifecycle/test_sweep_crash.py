@@ -16,6 +16,9 @@ import pytest
 from lifecycle.lifecycle_kit import UTC, Evidence
 from openbwv.server import audit, lifecycle
 
+# Each test once per metadata engine: SQLite, then PostgreSQL (conftest.py).
+pytestmark = pytest.mark.usefixtures("db_engine")
+
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DUE, KEPT = 300, 40
 
