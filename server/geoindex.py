@@ -53,6 +53,7 @@ from ..sealed.errors import KeyFileError, SegmentError
 from ..sealed.keys import ServerKeyPair
 from ..sealed.layout import RECORD_LOCATION
 from ..sealed.reader import KeyLookup, VerifiedSegment, decrypt_records
+from .store.sql import is_postgresql
 
 log = logging.getLogger("bwv.server.geoindex")
 
@@ -429,6 +430,14 @@ _CANDIDATES = (
     "WHERE r.max_lat >= ? AND r.min_lat <= ? AND r.max_lon >= ? AND r.min_lon <= ? "
     "AND r.max_t >= ? AND r.min_t <= ?"
 )
+# On PostgreSQL track_span_rtree is a plain table with a GiST index on each span's box (lon, lat)
+# (store/pg_schema.py): the overlap test (&&, touching counts) lets the planner use it; the integer
+# tests stay, so the candidates are exactly SQLite's, and every fix is checked after either way.
+# float8 holds every int32 exactly, so the box loses nothing of the integer microdegrees.
+_CANDIDATES_PG = _CANDIDATES + (
+    " AND box(point(r.min_lon, r.min_lat), point(r.max_lon, r.max_lat)) && "
+    "box(point(CAST(? AS INTEGER), CAST(? AS INTEGER)), point(CAST(? AS INTEGER), CAST(? AS INTEGER)))"
+)
 
 
 def search(db: sqlite3.Connection, lat: float, lon: float, radius_m: float,
@@ -442,7 +451,11 @@ def search(db: sqlite3.Connection, lat: float, lon: float, radius_m: float,
     for box in bounding_boxes(lat, lon, radius_m):
         args = (_micro_floor(box.min_lat), _micro_ceil(box.max_lat), _micro_floor(box.min_lon),
                 _micro_ceil(box.max_lon), _t_floor(from_utc_us), _t_ceil(to_utc_us))
-        for span_id, segment_hash, device_id, clip_id, records in db.execute(_CANDIDATES, args):
+        if is_postgresql(db):
+            query, args = _CANDIDATES_PG, (*args, args[2], args[0], args[3], args[1])
+        else:
+            query = _CANDIDATES
+        for span_id, segment_hash, device_id, clip_id, records in db.execute(query, args):
             if span_id in seen:
                 continue
             seen.add(span_id)
