@@ -212,3 +212,18 @@ def test_the_dock_uploads_over_mutual_tls(tmp_path, pki):
         with pytest.raises(UploadUnavailable):  # no client certificate: the handshake fails, nothing is sent
             TusUploader(server.url, token, verify=str(pki["ca"])).upload(
                 seg.path, seg.device_id, seg.sequence, seg.segment_hash, lambda n: None)
+
+
+def test_db_on_the_command_line_chooses_the_database_and_a_bad_one_is_refused_by_name(tmp_path, metadata_url):
+    home = make_home(tmp_path / "home")
+    added = bwv(home.root, "server", "--db", metadata_url, "add-dock", "--id", "dock-cli")
+    assert added.returncode == 0, added.stderr
+    db = open_metadata(home, metadata_url)
+    try:
+        assert [d for d, _ in db.docks()] == ["dock-cli"]
+    finally:
+        db.close()
+    for bad, says in (("mysql://db/evidence", "engine 'mysql' is not supported"),
+                      ("postgresql://bwv:secret@db/evidence", "pgpass")):
+        refused = bwv(home.root, "server", "--db", bad, "--listen", "127.0.0.1:0")
+        assert refused.returncode == 2 and says in refused.stderr and "secret" not in refused.stderr, refused.stderr
