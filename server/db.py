@@ -304,6 +304,11 @@ def _upload(row: tuple | None) -> UploadRecord | None:
     return UploadRecord(*values)
 
 
+class _NoLock:
+    def close(self) -> None:
+        pass
+
+
 class MetadataStore:
     """The server's records in SQLite (WAL, synchronous=FULL) or PostgreSQL, safe to call from any thread.
 
@@ -412,6 +417,25 @@ class MetadataStore:
                 else:
                     _run_sql(db, migration)
                 db.execute("UPDATE schema_version SET version = ?", (current + 1,))
+
+    def hold_exclusive(self, key: int):
+        """One holder at a time of `key` across every process on this database, or None if another holds
+        it; the holder's close() releases it.  On PostgreSQL a session advisory lock on a connection of
+        its own, which the server releases if this process dies; on SQLite, where every process on the
+        file is on this machine, the callers' own lock files already do this, and a holder that holds
+        nothing is returned."""
+        if self.engine.name == SQLITE:
+            return _NoLock()
+        conn = self.engine.writer()
+        try:
+            (got,) = conn.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            return None
+        return conn
 
     @property
     def schema_version(self) -> int:

@@ -51,6 +51,19 @@ from .retention import RetentionPolicy, decide, due_utc_us
 log = logging.getLogger("bwv.server.sweep")
 
 SWEEP_ACTOR = "system:retention-sweep"
+# The lock every node's sweep takes in a shared PostgreSQL (MetadataStore.hold_exclusive); "bwvw".
+SWEEP_LOCK = 0x62777677
+
+
+class _Both:
+    """Two locks released together."""
+
+    def __init__(self, *locks):
+        self.locks = locks
+
+    def close(self) -> None:
+        for lock in self.locks:
+            lock.close()
 DEFAULT_BATCH = 500
 
 
@@ -121,13 +134,23 @@ class Sweeper:
             return report
 
         lock = self._lock()
+        try:
+            shared = self.store.hold_exclusive(SWEEP_LOCK)
+        except BaseException:
+            lock.close()
+            raise
+        if shared is None:
+            lock.close()
+            raise Conflict("another retention sweep is running on this evidence database (on another node); its "
+                           "sweep_finished audit record will say what it deleted")
+        lock = _Both(lock, shared)
         self._exports = None  # exported copies by clip, indexed at the first deletion of this run
         try:
             return self._run(report, now, now_us, started, progress)
         finally:
             lock.close()  # closing the file releases the lock
 
-    def _lock(self):
+    def _lock(self):  # this node's; hold_exclusive above is every node's on a shared PostgreSQL
         """One sweep at a time per evidence database, whoever starts it (the hourly timer, the console,
         the HTTP API): two sweeps would each be exactly-once, but one could abandon a clip the other is
         shredding.  A lock file beside the database, held with flock, which the kernel releases if the

@@ -268,6 +268,21 @@ def test_only_one_sweep_runs_at_a_time_on_one_database(ev):
     assert len(sweep(ev).deleted_clips) == 1  # released: the next one runs
 
 
+def test_a_sweep_on_another_node_sharing_the_postgresql_database_keeps_this_one_out(ev, db_engine):
+    if db_engine != "postgresql":
+        pytest.skip("SQLite's processes share one machine: its lock file is the test above")
+    from openbwv.server.errors import Conflict
+    from openbwv.server.sweep import SWEEP_LOCK
+
+    ev.record("cam-1", NOW - timedelta(days=40))
+    other_node = ev.db.hold_exclusive(SWEEP_LOCK)  # another node's sweep, on its own connection
+    assert other_node is not None
+    with pytest.raises(Conflict, match="another retention sweep is running"):
+        sweep(ev)
+    other_node.close()
+    assert len(sweep(ev).deleted_clips) == 1  # released: the next one runs
+
+
 def test_exported_copies_of_a_deleted_clip_go_with_it_and_their_manifests_stay(ev):
     old, young = ev.record("cam-1", NOW - timedelta(days=40)), ev.record("cam-1", NOW - timedelta(days=3))
     exports = ev.home.server_dir / "exports"
