@@ -2,7 +2,7 @@
 it with that key.
 
 `db` is a connection to a fresh database holding the audit schema, once on each engine: SQLite,
-then a real PostgreSQL 15 (tests/pg_kit.py) through the store's connection (server/store), so every
+then a real PostgreSQL 15 (tests/pg_kit.py, the `pg` fixture of tests/conftest.py) through the store's connection (server/store), so every
 test taking it checks the same recording, checkpoints and verification on both.  The property tests
 that make hundreds of logs each use SQLite in memory (audit_kit.new_log): what they check is
 audit.py's logic, which reads rows through the same repository functions on both engines."""
@@ -18,11 +18,8 @@ import pytest
 from openbwv.sealed.keys import ServerKeyPair
 from openbwv.server import audit
 
-import pg_kit
 
 from .audit_kit import new_log, new_pg_log
-
-pg = pg_kit.session_fixture()
 
 
 @pytest.fixture(scope="session")

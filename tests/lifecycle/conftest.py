@@ -1,4 +1,4 @@
-"""Fixtures: a real PostgreSQL 15 for the session (tests/pg_kit.py), and `db_engine`, which the modules
+"""Fixtures: a real PostgreSQL 15 for the session (tests/pg_kit.py, the `pg` fixture of tests/conftest.py), and `db_engine`, which the modules
 that test the lifecycle's records (marks, requests and holds, release notices, deadlines, the sweep)
 take through ``pytestmark = pytest.mark.usefixtures("db_engine")``: each of their tests runs once on
 SQLite and once on PostgreSQL, every Evidence home made meanwhile naming a fresh database of its own."""
@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-import pg_kit
 
 from lifecycle import lifecycle_kit  # the module the tests import (pythonpath "tests")
-
-pg = pg_kit.session_fixture()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -2,7 +2,7 @@
 
 Every test here runs twice, once per metadata engine (`db_engine`: SQLite, the
 embedded default, then a real PostgreSQL 15 started for the session by
-tests/pg_kit.py).  On PostgreSQL each home made by `make_home` gets a fresh
+tests/pg_kit.py, the `pg` fixture of tests/conftest.py).  On PostgreSQL each home made by `make_home` gets a fresh
 database of its own, named in its config.toml, so the server, `bwv` commands
 and the tests' own reads all find it the way an operator's would.
 
@@ -21,7 +21,6 @@ from typing import Callable
 
 import pytest
 
-import pg_kit
 
 from openbwv.enrol import create_server_keys, enrol_device
 from openbwv.home import Home
@@ -34,7 +33,6 @@ from .server_kit import DeviceChain, ServerProcess, TusSession
 DOCK = "dock-1"
 _cameras = itertools.count(1)
 
-pg = pg_kit.session_fixture()
 _new_database: Callable[[], str | None] = lambda: None  # the engine under test's fresh database, or None
 
 

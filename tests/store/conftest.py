@@ -1,4 +1,4 @@
-"""Fixtures: one real PostgreSQL 15 for the session (tests/pg_kit.py), and `db_url`, which runs a test
+"""Fixtures: one real PostgreSQL 15 for the session (tests/pg_kit.py, the `pg` fixture of tests/conftest.py), and `db_url`, which runs a test
 once on each engine: a fresh SQLite file, then a fresh PostgreSQL database."""
 
 from __future__ import annotations
@@ -6,10 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-import pg_kit
-
-pg = pg_kit.session_fixture()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
