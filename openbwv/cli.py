@@ -169,10 +169,38 @@ def run_seal(args: argparse.Namespace, home: Home) -> int:
 
 # --------------------------------------------------------------------------- verify
 def _configure_verify(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="sealed files, or directories searched recursively")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="sealed files, or directories searched recursively")
+    p.add_argument("--held", action="store_true",
+                   help="verify every segment this home's evidence server holds, from its blob store (local "
+                        "or S3) and database (SQLite or PostgreSQL) as config.toml names them, instead of PATHs")
     p.add_argument("-l", "--list", action="store_true", help="also print one line per good segment")
     p.add_argument("--no-tombstones", action="store_true",
                    help="do not read the server's deletion records: every gap is reported as missing")
+
+
+def _verify_held(home: Home, on_file, deletions):
+    """`bwv verify --held`: the server's own database and blob store, opened read-only."""
+    from .registry import DeviceRegistry
+    from .server.errors import ConfigError, ServerError
+    from .server.lifecycle_command import blob_store
+    from .server.service import database_url
+    from .server.store.held_records import HeldRecords, RecordsUnreadable
+    from .verification import verify_held
+
+    try:
+        url = database_url(home)
+        if url.path is not None and not url.path.is_file():
+            raise UsageError(f"--held: this home holds no evidence server database ({url.path})")
+        records = HeldRecords(url)
+        try:
+            return verify_held(records, blob_store(home), DeviceRegistry(home.registry_dir), on_file=on_file,
+                               deletions=deletions)
+        finally:
+            records.close()
+    except (ConfigError, RecordsUnreadable) as e:
+        raise UsageError(f"--held: {e}") from None
+    except ServerError as e:
+        raise UsageError(f"--held: {e.reason}") from None
 
 
 @command(
@@ -194,6 +222,13 @@ def _configure_verify(p: argparse.ArgumentParser) -> None:
     the hash found); a gap without tombstones is missing. --no-tombstones
     judges the files alone.
 
+    --held verifies what the server holds rather than files named: every
+    segment its database lists, read from its blob store (the local store or
+    an S3 bucket, as config.toml's [server] blobs says; on PostgreSQL as db
+    says), each checked with public keys only and against the hash the
+    database recorded for it, then the chains as above. A segment held in S3
+    is copied to a temporary directory, checked and removed.
+
     Prints one line per problem (file, kind, what is wrong), a note per run of
     segments deleted by policy, then a summary. Exits 0 only when everything
     holds, 1 when anything does not.
@@ -203,6 +238,7 @@ def _configure_verify(p: argparse.ArgumentParser) -> None:
       bwv verify /srv/bwv/server/store
       bwv verify --no-tombstones /srv/bwv/server/store
       bwv verify --list cam-0042-0000000017.bwv cam-0042-0000000018.bwv
+      bwv verify --held                     everything the server holds, on S3 and PostgreSQL too
     """,
 )(_configure_verify)
 def run_verify(args: argparse.Namespace, home: Home) -> int:
@@ -215,9 +251,16 @@ def run_verify(args: argparse.Namespace, home: Home) -> int:
             print(f"ok  {path}  {seg.device_id} #{seg.sequence} clip {str(seg.preamble.clip_id)[:8]} "
                   f"part {seg.preamble.segment_index}  {seg.segment_hash.hex()[:16]}{note}")
 
+    if bool(args.paths) == bool(args.held):
+        raise UsageError("give the sealed files or directories to verify, or --held for what the server holds "
+                         "(not both)")
     deletions = None if args.no_tombstones else DeletionRecords.of_home(home)
     try:
-        report = verify_paths(args.paths, DeviceRegistry(home.registry_dir), on_file=on_file, deletions=deletions)
+        if args.held:
+            report = _verify_held(home, on_file, deletions)
+        else:
+            report = verify_paths(args.paths, DeviceRegistry(home.registry_dir), on_file=on_file,
+                                  deletions=deletions)
     finally:
         if deletions is not None:
             deletions.close()

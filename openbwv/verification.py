@@ -18,10 +18,10 @@ with the hash expected and the hash found; a gap without tombstones is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -33,6 +33,9 @@ from .sealed.writer import OPEN_SUFFIX, SEALED_SUFFIX
 
 if TYPE_CHECKING:
     from .home import Home
+    from .server.blobstore import BlobStore
+    from .server.store import DatabaseUrl
+    from .server.store.held_records import HeldRecords
 
 
 @dataclass(frozen=True)
@@ -138,47 +141,40 @@ class Tombstone:
 
 
 class DeletionRecords:
-    """The tombstones in an evidence server's database, read-only.
+    """The tombstones in an evidence server's database, read-only, on either engine.
 
-    Opened with SQLite's read-only mode, so `bwv verify` can run beside a live
-    server (WAL readers never wait for the writer) and can never change a
-    record; a database from before tombstones existed simply has none.  It is
-    opened at the first gap, so verifying an unbroken chain never touches it,
-    and a database that cannot be read fails there (sqlite3.Error), where
-    `verify_paths` reports it and leaves the gaps missing.
+    Read through server/store/held_records.py, which opens SQLite with ``mode=ro`` and PostgreSQL
+    read-only, so `bwv verify` can run beside live server nodes and can never change a record; a
+    database from before tombstones existed simply has none.  It is opened at the first gap, so
+    verifying an unbroken chain never touches it, and a database that cannot be read fails there
+    (RecordsUnreadable), where `verify_paths` reports it and leaves the gaps missing.
     """
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._db: sqlite3.Connection | None = None
+    def __init__(self, where: "Path | DatabaseUrl"):
+        from .server.store import DatabaseUrl, sqlite_url
+        from .server.store.held_records import HeldRecords
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
-        return self._db
+        url = where if isinstance(where, DatabaseUrl) else sqlite_url(Path(where))
+        self.records = HeldRecords(url)
+        # For problem lines: the file, or the PostgreSQL URL without its options.
+        self.path = str(url.path) if url.path is not None else url.shown
 
     @classmethod
     def of_home(cls, home: "Home") -> "DeletionRecords | None":
-        """The server database under BWV_HOME, or None if this home runs no server."""
-        from .server.service import database_path  # the server owns where its database lives
+        """The server database BWV_HOME's server uses (config.toml's `db`, else server/evidence.db), or
+        None if this home runs no server."""
+        from .server.service import database_url  # the server owns where its database lives
 
-        path = database_path(home)
-        return cls(path) if path.is_file() else None
+        url = database_url(home)
+        if url.path is not None and not url.path.is_file():
+            return None
+        return cls(url)
 
     def between(self, device_id: str, after: int, before: int) -> list[Tombstone]:
         """The device's tombstones with `after` < sequence < `before`, in sequence order."""
-        try:
-            rows = self._connection().execute(
-                "SELECT sequence, segment_hash, prev_hash, deleted_utc, sweep_id, clip_id FROM tombstones "
-                "WHERE device_id = ? AND sequence > ? AND sequence < ? ORDER BY sequence",
-                (device_id, after, before)).fetchall()
-        except sqlite3.OperationalError as e:
-            if "no such table" in str(e):
-                return []  # written before the lifecycle schema: nothing was ever deleted by policy
-            raise
-        return [Tombstone(device_id, seq, str(h).lower(), str(prev).lower(), deleted, sweep,
-                          f"{self.path} [tombstone {device_id} #{seq}]", str(clip))
-                for seq, h, prev, deleted, sweep, clip in rows]
+        return [Tombstone(device_id, r.sequence, r.segment_hash, r.prev_hash, r.deleted_utc, r.sweep_id,
+                          f"{self.path} [tombstone {device_id} #{r.sequence}]", r.clip_id)
+                for r in self.records.tombstones_between(device_id, after, before)]
 
     def audited(self, stone: Tombstone) -> str | None:
         """Why the audit trail does not account for this tombstone, or None if it does.
@@ -187,19 +183,13 @@ class DeletionRecords:
         record naming the sweep and the segments (server/sweep.py, audit_time.segments_detail).  A
         tombstone no such record names was not written by a sweep.  The record's own hash is
         recomputed here; its place in the chain and under a signed checkpoint is what
-        `bwv audit verify` proves."""
+        `bwv audit verify` proves.  A database from before the audit trail has no records to hold
+        the tombstone to, and none is asked of it."""
         from .server.audit import record_hash  # the server owns the audit format
 
-        db = self._connection()
-        try:
-            rows = db.execute(
-                "SELECT seq, at_utc, actor, action, target, outcome, detail, prev_hash, record_hash FROM audit_log "
-                "WHERE action = 'delete' AND target = ? AND outcome = 'ok' ORDER BY seq",
-                (f"clip:{stone.clip_id}",)).fetchall()
-        except sqlite3.OperationalError as e:
-            if "no such table" in str(e):
-                return None  # a database from before the audit trail: nothing to hold it to
-            raise
+        rows = self.records.deletion_audit_records(stone.clip_id)
+        if not rows and not self.records.has_audit_trail():
+            return None
         for row in rows:
             try:
                 detail = json.loads(row[6])
@@ -211,9 +201,7 @@ class DeletionRecords:
             if isinstance(named, list):
                 found = stone.segment_hash in named
             else:
-                swept = [h for (h,) in db.execute(
-                    "SELECT segment_hash FROM tombstones WHERE clip_id = ? AND sweep_id = ? ORDER BY sequence",
-                    (stone.clip_id, stone.sweep_id))]
+                swept = self.records.swept_hashes(stone.clip_id, stone.sweep_id)
                 found = (stone.segment_hash in swept
                          and hashlib.sha256("\n".join(swept).encode()).hexdigest() == detail.get("segments_sha256"))
             if not found:
@@ -226,9 +214,7 @@ class DeletionRecords:
                 "a deletion by policy is always audited, so this tombstone was not written by a sweep")
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self.records.close()
 
     def __enter__(self) -> "DeletionRecords":
         return self
@@ -269,15 +255,80 @@ def verify_paths(
         report.segments.append(seg)
         if on_file:
             on_file(path, seg)
+    _judge_chains(report, deletions)
+    return report
+
+
+def verify_held(records: "HeldRecords", blobs: "BlobStore", keys: KeyLookup, *,
+                on_file: Callable[[str, VerifiedSegment | None], None] | None = None,
+                deletions: DeletionRecords | None = None) -> VerifyReport:
+    """Verify every segment an evidence server's database says it holds, read from its blob store
+    (local disk or S3), then each device's chain across them, as `verify_paths` does for files.
+
+    The database only lists what to read: each blob is checked with public keys alone, and its hash
+    must be the one the database recorded for it (a store holding another segment under the key is
+    altered, whatever that other segment's own signature says).  A segment held in S3 is copied into
+    a temporary directory, verified and removed at once; problem lines name the blob where it lives."""
+    import tempfile
+
+    from .server.blobstore import blob_label, readable_path
+
+    report = VerifyReport()
+    with tempfile.TemporaryDirectory(prefix="bwv-verify-") as workdir:
+        for row in records.held_segments():
+            label = blob_label(blobs, row.blob_key)
+            absent = Problem(label, f"{row.device_id} segment {row.sequence} is held in the database but absent "
+                                    "from the store", "missing")
+            try:
+                path = readable_path(blobs, row.blob_key, Path(workdir))
+            except FileNotFoundError:
+                report.problems.append(absent)
+                continue
+            try:
+                seg = verify_file(path, keys)
+            except FileNotFoundError:  # a local store's file, gone
+                report.problems.append(absent)
+                continue
+            except SegmentError as e:
+                report.problems.append(Problem(label, e.reason, _kind(e)))
+                if on_file:
+                    on_file(label, None)
+                continue
+            except KeyFileError as e:
+                report.problems.append(Problem(label, str(e), "registry"))
+                continue
+            except OSError as e:
+                report.problems.append(Problem(label, f"cannot read: {e.strerror}", "unreadable"))
+                continue
+            finally:
+                if path.parent == Path(workdir):
+                    path.unlink(missing_ok=True)
+            if seg.segment_hash.hex() != row.segment_hash:
+                report.problems.append(Problem(label, (
+                    f"the database holds {row.device_id} segment {row.sequence} as {row.segment_hash}; the "
+                    f"store's blob hashes to {seg.segment_hash.hex()}"), "altered"))
+                continue
+            seg = dataclasses.replace(seg, path=label)
+            report.segments.append(seg)
+            if on_file:
+                on_file(label, seg)
+    _judge_chains(report, deletions)
+    return report
+
+
+def _judge_chains(report: VerifyReport, deletions: DeletionRecords | None) -> None:
+    """Each device's chain across the segments verified, the gaps looked up in the tombstones."""
     links = [
         ChainLink(s.device_id, s.sequence, s.preamble.prev_hash, s.segment_hash, s.path) for s in report.segments
     ]
     failed_files = bool(report.problems)  # before the tombstones' problems: those are not files
     explained: set[tuple[str, int]] = set()
     if deletions is not None:
+        from .server.store.held_records import RecordsUnreadable
+
         try:
             explained = _explain_gaps(links, deletions, report)
-        except sqlite3.Error as e:
+        except RecordsUnreadable as e:
             report.problems.append(Problem(str(deletions.path), f"cannot read the deletion records: {e}; "
                                            "gaps are reported as missing", "deletion records"))
     for problem in check_chains(links, explained=explained):
@@ -285,7 +336,6 @@ def verify_paths(
         if failed_files and _kind(problem) == "gap":
             reason += " (or among the files that failed verification above)"
         report.problems.append(Problem(problem.path or "?", reason, _kind(problem)))
-    return report
 
 
 def _explain_gaps(links: list[ChainLink], deletions: DeletionRecords, report: VerifyReport) -> set[tuple[str, int]]:

@@ -233,6 +233,15 @@ def readable_path(blobs: BlobStore, key: str, workdir: Path) -> Path:
     return dst
 
 
+def blob_label(blobs: BlobStore, key: str) -> str:
+    """Where a blob lives, for a person reading a problem line: its file, or its S3 object."""
+    if isinstance(blobs, LocalBlobStore):
+        return str(blobs.path(key))
+    location = getattr(blobs, "location", None)
+    name = blobs.data_name(key) if hasattr(blobs, "data_name") else key
+    return f"s3://{location.bucket}/{name}" if location is not None else name
+
+
 def _syncfs(directory: Path) -> None:
     """syncfs(2) on the file system holding `directory` (only that one), through libc; sync(2)
     where libc has no syncfs."""
@@ -247,4 +256,4 @@ def _syncfs(directory: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["BlobStore", "LocalBlobStore", "check_key", "open_blob_store", "readable_path"]
+__all__ = ["BlobStore", "LocalBlobStore", "blob_label", "check_key", "open_blob_store", "readable_path"]

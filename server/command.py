@@ -148,8 +148,7 @@ def _reindex(args: argparse.Namespace, home: Home) -> int:
     from ..registry import DeviceRegistry
     from ..sealed.errors import KeyFileError
     from ..sealed.keys import ServerKeyPair
-    from .blobstore import LocalBlobStore
-    from .lifecycle_command import local_actor
+    from .lifecycle_command import blob_store, local_actor
     from .reindex import reindex
 
     if args.batch < 1:
@@ -160,11 +159,15 @@ def _reindex(args: argparse.Namespace, home: Home) -> int:
         raise UsageError(f"the server's keys are needed to read sealed tracks: {e}") from None
     db = _open_db(home, args)
     try:
-        report = reindex(db, LocalBlobStore(home.server_dir / "store"), DeviceRegistry(home.registry_dir), keys,
+        report = reindex(db, blob_store(home), DeviceRegistry(home.registry_dir), keys,
                          actor=local_actor(), retry_unreadable=args.retry_unreadable, dry_run=args.dry_run,
                          batch=args.batch, progress=lambda r: print(
                              f"  ... {r.indexed + r.no_fix + r.unreadable + r.skipped} of {r.candidates}",
                              file=sys.stderr, flush=True))
+    except ServerError as e:  # the blob store could not be opened or reached: nothing recorded for what is unread
+        print(f"bwv server reindex: {e.reason}; what was read so far is indexed, run it again to continue",
+              file=sys.stderr)
+        return EXIT_PROBLEMS
     finally:
         db.close()
     if args.dry_run:

@@ -309,6 +309,13 @@ class _NoLock:
         pass
 
 
+def _unindexed_sql(retry_unreadable: bool) -> tuple[str, tuple]:
+    """FROM/WHERE of the held segments without an indexed track, and its arguments."""
+    sql = ("FROM segments s LEFT JOIN segment_tracks t ON t.segment_hash = s.segment_hash "
+           "WHERE (t.segment_hash IS NULL" + (" OR t.status = ?)" if retry_unreadable else ")"))
+    return sql, ((geoindex.TRACK_UNREADABLE,) if retry_unreadable else ())
+
+
 class MetadataStore:
     """The server's records in SQLite (WAL, synchronous=FULL) or PostgreSQL, safe to call from any thread.
 
@@ -638,6 +645,21 @@ class MetadataStore:
         """(status, fixes indexed, note) of a held segment's track; None if not recorded."""
         rows = self._query("SELECT status, fixes, note FROM segment_tracks WHERE segment_hash = ?", (segment_hash,))
         return tuple(rows[0]) if rows else None
+
+    def count_unindexed(self, *, retry_unreadable: bool = False) -> int:
+        """Held segments the track index does not cover (with `retry_unreadable`: or whose track was unreadable)."""
+        sql, args = _unindexed_sql(retry_unreadable)
+        return self._query("SELECT COUNT(*) " + sql, args)[0][0]
+
+    def unindexed_segments(self, *, retry_unreadable: bool = False, after_hash: str = "",
+                           limit: int = 1_000_000_000) -> list[tuple[str, str, str, str]]:
+        """(segment hash, device, clip, blob key) of held segments the index does not cover, in hash order
+        after `after_hash`: a page at a time (keyset paging works alike on both engines, and a page stays
+        correct while ingest and the sweep change the table beside it)."""
+        sql, args = _unindexed_sql(retry_unreadable)
+        return [tuple(r) for r in self._query(
+            "SELECT s.segment_hash, s.device_id, s.clip_id, s.blob_key " + sql
+            + " AND s.segment_hash > ? ORDER BY s.segment_hash LIMIT ?", (*args, after_hash, limit))]
 
     def device_summaries(self) -> list[DeviceSummary]:
         rows = self._query(

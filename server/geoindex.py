@@ -388,6 +388,17 @@ def _write_spans(db: sqlite3.Connection, spans: list[tuple], boxes: list[tuple])
     db.executemany("INSERT INTO track_span_rtree VALUES (?, ?, ?, ?, ?, ?, ?)", boxes)
 
 
+def stored_status(db: sqlite3.Connection, segment_hash: str) -> str | None:
+    """The recorded track status of a segment inside a transaction; None when none is recorded."""
+    row = db.execute("SELECT status FROM segment_tracks WHERE segment_hash = ?", (segment_hash,)).fetchone()
+    return row[0] if row is not None else None
+
+
+def segment_held(db: sqlite3.Connection, segment_hash: str) -> bool:
+    """Whether the segment is still held, inside a transaction (the sweep may have deleted it meanwhile)."""
+    return db.execute("SELECT 1 FROM segments WHERE segment_hash = ?", (segment_hash,)).fetchone() is not None
+
+
 def delete_track(db: sqlite3.Connection, segment_hash: str) -> int:
     """Remove a segment's track from the index: its spans, their R*Tree boxes and its
     ``segment_tracks`` row; returns the number of spans removed (0: nothing was indexed).  Call

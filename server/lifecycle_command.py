@@ -211,7 +211,7 @@ def _print_due(db, policy, args) -> int:
     return EXIT_OK
 
 
-def _blob_store(home: Home):
+def blob_store(home: Home):
     """The blob store config.toml names ([server] blobs; BWV_HOME/server/store by default)."""
     from .blobstore import open_blob_store
 
@@ -225,7 +225,7 @@ def _settle(home: Home, db, policy, clip_ids: list[str]) -> None:
         return
     from . import blob_locks
 
-    blob_locks.settle(db.reader(), _blob_store(home), policy or load_retention(home.root / "config.toml"), clip_ids)
+    blob_locks.settle(db.reader(), blob_store(home), policy or load_retention(home.root / "config.toml"), clip_ids)
 
 
 def _sweep(home: Home, db, policy, args) -> int:
@@ -237,7 +237,7 @@ def _sweep(home: Home, db, policy, args) -> int:
         raise UsageError("--now needs a time zone")
     keys = None if args.dry_run else ServerKeyPair.load(home.server_keys_dir)
     checkpoint = (lambda: sign_audit_head(db, keys, home.server_dir / "audit-checkpoints.jsonl")) if keys else None
-    sweeper = Sweeper(db, _blob_store(home), policy, batch=max(1, args.batch),
+    sweeper = Sweeper(db, blob_store(home), policy, batch=max(1, args.batch),
                       checkpoint=checkpoint)
 
     def progress(r) -> None:

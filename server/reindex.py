@@ -13,18 +13,23 @@ part); its index rows and the audit record of the key use are then written in
 one short transaction per batch, after checking that the segment is still
 held and still unindexed, so a live server's ingest and a retention sweep can
 run beside it.  Re-running continues where a previous run stopped.
+
+It runs on either metadata engine and either blob store: pages go by segment hash (not SQLite's
+rowid), and a segment held in S3 is copied into a temporary directory to be read, then removed.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from ..registry import DeviceRegistry
 from ..sealed.keys import ServerKeyPair
 from . import audit, geoindex
-from .blobstore import LocalBlobStore
+from .blobstore import BlobStore, readable_path
 from .db import MetadataStore
 
 log = logging.getLogger("bwv.server.reindex")
@@ -46,55 +51,60 @@ class ReindexReport:
         return {k: v for k, v in self.__dict__.items()}
 
 
-_UNINDEXED = ("FROM segments s LEFT JOIN segment_tracks t ON t.segment_hash = s.segment_hash "
-              "WHERE (t.segment_hash IS NULL{extra})")
+def unindexed(db: MetadataStore, *, retry_unreadable: bool = False, after_hash: str = "",
+              limit: int = 1_000_000_000) -> list[tuple[str, str, str, str]]:
+    """(segment hash, device, clip, blob key) of held segments the index does not cover (db.py)."""
+    return db.unindexed_segments(retry_unreadable=retry_unreadable, after_hash=after_hash, limit=limit)
 
 
-def _extra(retry_unreadable: bool) -> str:
-    return f" OR t.status = '{geoindex.TRACK_UNREADABLE}'" if retry_unreadable else ""
-
-
-def unindexed(db: MetadataStore, *, retry_unreadable: bool = False, after_rowid: int = 0,
-              limit: int = 1_000_000_000) -> list[tuple[int, str, str, str, str]]:
-    """(rowid, segment hash, device, clip, blob key) of held segments the index does not cover, in rowid
-    order from `after_rowid`: a page at a time, so a million of them never sit in memory at once."""
-    return [tuple(r) for r in db.reader().execute(
-        "SELECT s.rowid, s.segment_hash, s.device_id, s.clip_id, s.blob_key "
-        + _UNINDEXED.format(extra=_extra(retry_unreadable)) + " AND s.rowid > ? ORDER BY s.rowid LIMIT ?",
-        (after_rowid, limit))]
-
-
-def reindex(db: MetadataStore, blobs: LocalBlobStore, registry: DeviceRegistry, keys: ServerKeyPair, *,
+def reindex(db: MetadataStore, blobs: BlobStore, registry: DeviceRegistry, keys: ServerKeyPair, *,
             actor: str, retry_unreadable: bool = False, dry_run: bool = False, batch: int = DEFAULT_BATCH,
             progress: Callable[[ReindexReport], None] | None = None) -> ReindexReport:
     """Read and index the track of every held segment the index lacks; see the module docstring."""
-    count = db.reader().execute("SELECT COUNT(*) " + _UNINDEXED.format(extra=_extra(retry_unreadable))).fetchone()[0]
-    report = ReindexReport(candidates=count)
+    report = ReindexReport(candidates=db.count_unindexed(retry_unreadable=retry_unreadable))
     if dry_run:
         return report
-    after = 0
-    while page := unindexed(db, retry_unreadable=retry_unreadable, after_rowid=after, limit=max(1, batch)):
-        after = page[-1][0]
-        read = [(h, device, clip, geoindex.read_track(blobs.path(key), registry, keys))
-                for _, h, device, clip, key in page]
-        with db.transaction() as conn:
-            for h, device, clip, track in read:
-                _write(conn, h, device, clip, track, actor, retry_unreadable, report)
-        if progress:
-            progress(report)
+    after = ""
+    with tempfile.TemporaryDirectory(prefix="bwv-reindex-") as workdir:
+        while page := unindexed(db, retry_unreadable=retry_unreadable, after_hash=after, limit=max(1, batch)):
+            after = page[-1][0]
+            read = [(h, device, clip, _read(blobs, key, registry, keys, Path(workdir)))
+                    for h, device, clip, key in page]
+            with db.transaction() as conn:
+                for h, device, clip, track in read:
+                    _write(conn, h, device, clip, track, actor, retry_unreadable, report)
+            if progress:
+                progress(report)
     log.info("reindex: %d candidate(s): %d indexed (%d fixes), %d without a fix, %d unreadable, %d skipped",
              report.candidates, report.indexed, report.fixes, report.no_fix, report.unreadable, report.skipped)
     return report
 
 
+def _read(blobs: BlobStore, key: str, registry: DeviceRegistry, keys: ServerKeyPair,
+          workdir: Path) -> geoindex.SegmentTrack:
+    """The segment's track, read from a local path to the blob (a copy, removed at once, for S3).
+
+    A blob the store does not have is recorded as unreadable, with the reason; a store that cannot be
+    reached (StoreError) stops the run instead, so that an outage is not written down as a finding."""
+    try:
+        path = readable_path(blobs, key, workdir)
+    except FileNotFoundError as e:
+        return geoindex.SegmentTrack(geoindex.TRACK_UNREADABLE, note=f"the held segment could not be read: {e}"[:500])
+    try:
+        return geoindex.read_track(path, registry, keys)
+    finally:
+        if path.parent == workdir:
+            path.unlink(missing_ok=True)
+
+
 def _write(conn, segment_hash: str, device: str, clip: str, track: geoindex.SegmentTrack, actor: str,
            retry_unreadable: bool, report: ReindexReport) -> None:
-    if conn.execute("SELECT 1 FROM segments WHERE segment_hash = ?", (segment_hash,)).fetchone() is None:
+    if not geoindex.segment_held(conn, segment_hash):
         report.skipped += 1  # deleted by the sweep since it was listed
         return
-    row = conn.execute("SELECT status FROM segment_tracks WHERE segment_hash = ?", (segment_hash,)).fetchone()
-    if row is not None:
-        if not (retry_unreadable and row[0] == geoindex.TRACK_UNREADABLE):
+    status = geoindex.stored_status(conn, segment_hash)
+    if status is not None:
+        if not (retry_unreadable and status == geoindex.TRACK_UNREADABLE):
             report.skipped += 1  # indexed meanwhile (by another run)
             return
         geoindex.delete_track(conn, segment_hash)

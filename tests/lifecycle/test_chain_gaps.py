@@ -4,6 +4,7 @@ The server's store is verified as an auditor would (`bwv verify` on the
 store directory, public keys only for the files); the tombstones in the
 server's database explain the gaps, but only when their hashes link the
 chain across them.  `bwv server status` tells the two kinds of gap apart.
+Every test with a home runs on SQLite and on a real PostgreSQL (the `db_engine` fixture).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ POLICY = RetentionPolicy()
 
 
 @pytest.fixture
-def ev(tmp_path):
+def ev(tmp_path, db_engine):
     e = Evidence(tmp_path / "home")
     yield e
     e.close()
@@ -155,6 +156,19 @@ def test_a_gap_with_no_tombstone_at_all_is_missing(ev, capsys):
 
 
 def test_verify_only_reads_the_database_even_beside_a_running_server(ev, middle_swept, capsys):
+    if ev.db.engine_name == "postgresql":
+        from openbwv.server.store.held_records import HeldRecords, RecordsUnreadable
+        from openbwv.server.service import database_url
+
+        records = HeldRecords(database_url(ev.home))
+        try:  # the connection `bwv verify` reads through refuses to write, whatever the SQL
+            with pytest.raises(RecordsUnreadable, match="read-only transaction"):
+                records._rows("DELETE FROM tombstones")
+        finally:
+            records.close()
+        code, out = verify_store(capsys, ev)
+        assert code == 0, out
+        return
     watcher = sqlite3.connect(ev.home.server_dir / "evidence.db")
     try:
         version = watcher.execute("PRAGMA data_version").fetchone()[0]  # changes on any other commit
@@ -167,13 +181,19 @@ def test_verify_only_reads_the_database_even_beside_a_running_server(ev, middle_
 
 def test_a_server_database_that_cannot_be_read_leaves_the_gap_missing(ev, middle_swept, capsys):
     ev.db.close()
-    db = ev.home.server_dir / "evidence.db"
-    for leftover in db.parent.glob("evidence.db-*"):
-        leftover.unlink()
-    db.write_bytes(b"not a database at all" * 100)
+    if ev.db.engine_name == "postgresql":  # the home names a database the cluster does not have
+        url = ev.db.url.conninfo.rsplit("/", 1)[0] + "/no_such_database"
+        ev.home.config_file.write_text(f'[server]\ndb = "{url}"\n')
+        shown = url
+    else:
+        db = ev.home.server_dir / "evidence.db"
+        for leftover in db.parent.glob("evidence.db-*"):
+            leftover.unlink()
+        db.write_bytes(b"not a database at all" * 100)
+        shown = str(db)
     code, out = verify_store(capsys, ev)
     assert code == 1
-    assert f"{db}: deletion records: cannot read the deletion records" in out
+    assert f"{shown}: deletion records: cannot read the deletion records" in out
     assert "gap: cam-1: segment 2 is missing between" in out
 
 
@@ -239,3 +259,35 @@ def test_an_altered_delete_record_does_not_vouch_for_its_tombstone(ev, middle_sw
     assert code == 1, out
     (line,) = [line for line in out.splitlines() if "unaccounted deletion" in line]
     assert "it was altered" in line and "note:" not in out
+
+
+# --------------------------------------------------------------------------- bwv verify --held
+def test_held_verifies_what_the_database_lists_with_the_sweeps_gap_deleted_by_policy(ev, middle_swept, capsys):
+    _first, _middle, _last, sweep_id = middle_swept
+    code, out = bwv(capsys, ev, "verify", "--held", "--list")
+    assert code == 0, out
+    assert f"cam-1: note: segment 2 deleted by policy on 2026-11-25 (sweep {sweep_id})" in out
+    assert "2 segment(s) from 1 device(s) verified, 1 deleted by policy; 0 problem(s)" in out
+
+
+def test_held_finds_a_blob_swapped_for_another_valid_segment_and_one_gone_from_the_store(ev, middle_swept, capsys):
+    first, _middle, last, _sweep_id = middle_swept
+    after = ev.record("cam-1", NOW - timedelta(days=1))
+    # Each file alone is a valid, signed segment; only the database says which should be under which key.
+    ev.blobs.path(last.segment_hash).write_bytes(ev.blobs.path(first.segment_hash).read_bytes())
+    ev.blobs.path(after.segment_hash).unlink()
+    code, out = bwv(capsys, ev, "verify", "--held")
+    assert code == 1, out
+    (altered,) = [line for line in out.splitlines() if ": altered: " in line]
+    assert altered.startswith(str(ev.blobs.path(last.segment_hash)))
+    assert f"the database holds cam-1 segment 3 as {last.segment_hash}; the store's blob hashes to " \
+           f"{first.segment_hash}" in altered
+    (missing,) = [line for line in out.splitlines() if ": missing: " in line]
+    assert "cam-1 segment 4 is held in the database but absent from the store" in missing
+
+
+def test_held_and_paths_are_one_or_the_other(ev, capsys):
+    code, out = bwv(capsys, ev, "verify")
+    assert code == 2 and "--held" in out
+    code, out = bwv(capsys, ev, "verify", "--held", str(ev.home.server_dir / "store"))
+    assert code == 2 and "not both" in out
