@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Union
 
 from . import audit, geoindex, lifecycle, sar, users
 from .audit_time import when
-from .errors import Conflict, ConfigError, InsufficientStorage, StoreError
+from .errors import Conflict, ConfigError, InsufficientStorage, OffsetMismatch, StoreError
 from .store import SQLITE, DatabaseUrl, open_engine, parse_database_url, sqlite_url
 from .store.pg_schema import PG_MIGRATIONS
 
@@ -492,15 +492,34 @@ class MetadataStore:
     def uploads(self) -> list[UploadRecord]:
         return [_upload(r) for r in self._query(f"SELECT {_UPLOAD_COLUMNS} FROM uploads ORDER BY created_utc, id")]
 
-    def set_upload_offset(self, upload_id: str, offset: int, updated_utc: str) -> None:
-        """Record how many bytes of an upload are durably written (call only after the fsync)."""
+    def set_upload_offset(self, upload_id: str, offset: int, updated_utc: str, *,
+                          expected: int | None = None) -> None:
+        """Record how many bytes of an upload are durably written (call only after the fsync).
+
+        With `expected`, only if the offset is still that (compare and set): on a fleet two nodes may
+        be given PATCHes of one upload at once (a dock that failed over while its old connection was
+        still streaming), and the second to commit must not move the offset over bytes it did not
+        write.  It gets OffsetMismatch (409), and the dock HEADs for the offset."""
         with self._transaction() as db:
-            cur = db.execute(
-                'UPDATE uploads SET "offset" = ?, updated_utc = ? WHERE id = ? AND state = ?',
-                (offset, updated_utc, upload_id, UPLOAD_RECEIVING),
-            )
-            if cur.rowcount != 1:
-                raise StoreError(f"upload {upload_id} vanished while its offset was being recorded")
+            if expected is None:
+                cur = db.execute(
+                    'UPDATE uploads SET "offset" = ?, updated_utc = ? WHERE id = ? AND state = ?',
+                    (offset, updated_utc, upload_id, UPLOAD_RECEIVING),
+                )
+            else:
+                cur = db.execute(
+                    'UPDATE uploads SET "offset" = ?, updated_utc = ? WHERE id = ? AND state = ? AND "offset" = ?',
+                    (offset, updated_utc, upload_id, UPLOAD_RECEIVING, expected),
+                )
+            changed = cur.rowcount
+        if changed != 1:
+            row = self.upload(upload_id) if expected is not None else None
+            if row is not None and not row.complete and row.offset != expected:
+                raise OffsetMismatch(
+                    f"upload {upload_id} moved on to offset {row.offset} while this request wrote from "
+                    f"{expected} (another request of the same upload, on another node?); HEAD the upload "
+                    "for its offset and send from there")
+            raise StoreError(f"upload {upload_id} vanished while its offset was being recorded")
 
     def delete_upload(self, upload_id: str) -> None:
         with self._transaction() as db:

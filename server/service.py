@@ -8,12 +8,17 @@ start-up after a crash: an upload's partial file is cut back to the offset
 the database recorded (the bytes past it were never acknowledged), and an
 upload whose last byte arrived but was never ingested is ingested now.
 
+The bytes of uploads in progress go where the held segments go (partials.py):
+files on this node's disk with the local blob store, pieces in the bucket with
+an S3 one, so that any node of a fleet can continue an upload another began.
+
 State lives under BWV_HOME/server/::
 
     evidence.db        metadata (SQLite, WAL)
     store/             held segments, content-addressed (LocalBlobStore; or an S3 bucket
                        with Object Lock, --blobs s3://..., s3store.py)
-    uploads/           partial uploads, <upload-id>.part
+    uploads/           partial uploads, <upload-id>.part (with --blobs s3://: pieces in the bucket,
+                       partial/<upload-id>/<offset>, and only assembly for ingest here)
     views/             decrypted clips being watched, by clip and view (media.py)
 """
 
@@ -23,8 +28,6 @@ import asyncio
 import errno
 import logging
 import os
-import re
-import secrets
 import time
 import weakref
 from collections import OrderedDict
@@ -35,7 +38,6 @@ from typing import AsyncIterator, Callable
 
 from ..home import Home
 from ..registry import DeviceRegistry
-from ..sealed.durable import fsync_dir
 from ..sealed.errors import KeyFileError
 from ..sealed.keys import ServerKeyPair
 from ..sealed.reader import StreamVerifier
@@ -59,6 +61,7 @@ from .errors import (
     VerificationFailed,
 )
 from .ingest import Ingested, Ingestor, SegmentClaim, utc_now
+from .partials import UPLOAD_ID_RE, LocalPartialStore, PartialGap, PartialStore, partial_store_for
 from .media import ViewCache, views_root
 from .metrics import ServerMetrics
 from .users import DOCK, Principal
@@ -67,12 +70,10 @@ ANONYMOUS = "anonymous"  # how the audit trail names a caller with no valid toke
 
 log = logging.getLogger("bwv.server")
 
-UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
 LOCK_WAIT_S = 5.0
 # A finished upload answers HEAD with its receipt for this long; after that the
 # receipt is still at /api/v1/receipts/ and a new POST gets it (dedupe).
 COMPLETED_UPLOADS_KEPT = timedelta(days=30)
-REDERIVE_PIECE = 1024 * 1024
 STREAMS_KEPT = 4096  # verification states of uploads in progress kept in memory (a few KiB each)
 
 
@@ -117,6 +118,7 @@ class EvidenceService:
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         self.db = db or open_metadata(home, config.db)
         self.blobs = blobs or open_blob_store(config.blobs, home.server_dir / "store")
+        self.partials: PartialStore = partial_store_for(self.blobs, self.uploads_dir)
         self.registry = DeviceRegistry(home.registry_dir)
         # Decrypted views being watched (media.py): beside the database, where the sweep finds them.
         self.views = ViewCache(views_root(self.db.local_dir))
@@ -224,44 +226,35 @@ class EvidenceService:
 
     # ------------------------------------------------------------------ files
     def part_path(self, upload_id: str) -> Path:
-        """The partial file of an upload; the id is checked, so no name from outside reaches the path."""
-        if not UPLOAD_ID_RE.match(upload_id):
-            raise StoreError(f"internal: upload id {upload_id!r} is not 32 hex characters")
-        return self.uploads_dir / f"{upload_id}.part"
+        """The partial file of an upload on the local partial store (the embedded default)."""
+        if not isinstance(self.partials, LocalPartialStore):
+            raise StoreError(f"internal: upload {upload_id} has no local partial file (its bytes are in the bucket)")
+        return self.partials.path(upload_id)
 
     def new_upload_file(self) -> str:
-        """Create an empty partial file under a fresh random id, durably; return the id."""
-        while True:
-            upload_id = secrets.token_hex(16)
-            try:
-                fd = os.open(self.part_path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            fsync_dir(self.uploads_dir)
-            return upload_id
+        """A fresh upload id with an empty partial, durably (partials.py); return the id."""
+        return self.partials.new_upload()
 
     def stream_state(self, upload_id: str, offset: int) -> StreamVerifier:
         """The upload's verification state after its first `offset` bytes (blocking: run in a thread).
 
         Normally the one kept from the last PATCH.  After a restart, or when another node took the
         upload's earlier bytes, this node has none for that offset and derives it once by reading the
-        partial file up to `offset` (bytes below a committed offset never change)."""
+        partial bytes up to `offset` (bytes below a committed offset never change).  PartialGap if the
+        partial store holds fewer (pieces lost from the bucket)."""
         state = self._streams.get(upload_id)
         if state is not None and state.offset == offset:
             self._streams.move_to_end(upload_id)
             return state.copy()
         state = StreamVerifier(self.registry)
-        with open(self.part_path(upload_id), "rb", buffering=0) as f:
-            while state.offset < offset:
-                piece = f.read(min(REDERIVE_PIECE, offset - state.offset))
-                if not piece:
-                    break  # shorter than recorded: the state is short too, and verify_file decides at the end
-                state.feed(piece)
+        for piece in self.partials.read(upload_id, offset):
+            state.feed(piece)
         return state
+
+    def fall_back(self, gap: PartialGap) -> None:
+        """Move an upload's offset back to where its partial bytes really reach (only if nobody moved it since)."""
+        self._streams.pop(gap.upload_id, None)
+        self.db.set_upload_offset(gap.upload_id, gap.held, utc_now(), expected=gap.wanted)
 
     def keep_stream_state(self, upload_id: str, state: StreamVerifier) -> None:
         """Remember the state at the offset just committed (the least recently used go past the cap)."""
@@ -271,11 +264,11 @@ class EvidenceService:
             self._streams.popitem(last=False)
 
     def discard(self, upload_id: str) -> None:
-        """Forget an upload: its partial bytes and its row.  Never touches held evidence."""
+        """Forget an upload: its row, then its partial bytes (pieces left by a failure between the two
+        are strays the next start-up removes).  Never touches held evidence."""
         self._streams.pop(upload_id, None)
-        self.part_path(upload_id).unlink(missing_ok=True)
-        fsync_dir(self.uploads_dir)
         self.db.delete_upload(upload_id)
+        self.partials.remove(upload_id)
 
     def check_space(self, length: int) -> None:
         """507 unless `length` more bytes fit while keeping the configured reserve free."""
@@ -343,12 +336,16 @@ class EvidenceService:
         state = self._streams.get(upload.id)
         streamed = state.result() if state is not None and state.offset == upload.length else None
         try:
-            done = self.ingestor.ingest(self.part_path(upload.id), claim, dock=upload.dock, upload_id=upload.id,
-                                        verified=streamed)
+            with self.partials.assembled(upload.id, upload.length) as path:
+                done = self.ingestor.ingest(path, claim, dock=upload.dock, upload_id=upload.id, verified=streamed)
         except (VerificationFailed, ForkRejected):
             self.discard(upload.id)
             raise
+        except PartialGap as gap:
+            self.fall_back(gap)
+            raise
         self._streams.pop(upload.id, None)
+        self.partials.finished(upload.id)
         # Before the receipt: the store's lock reaches the retention date (a retry, a duplicate, settles again).
         blob_locks.settle(self.db.reader(), self.blobs, self.config.retention, [done.segment.clip_id],
                           keys=[done.segment.segment_hash])
@@ -367,35 +364,30 @@ class EvidenceService:
             notes.append(f"removed {removed} expired view(s) of decrypted footage")
         cutoff = (datetime.now(timezone.utc) - COMPLETED_UPLOADS_KEPT).isoformat(timespec="seconds")
         self.db.forget_completed_uploads(cutoff)
-        known: set[str] = set()
         for upload in self.db.uploads():
-            known.add(upload.id)
             if upload.complete:
                 continue
-            path = self.part_path(upload.id)
-            if not path.exists():
-                if upload.offset == 0:
-                    path.touch(mode=0o600)
-                    fsync_dir(self.uploads_dir)
-                else:
-                    self.db.delete_upload(upload.id)
-                    notes.append(f"upload {upload.id} ({upload.device_id} #{upload.sequence}): partial file lost; "
-                                 "the upload is forgotten and will be sent again")
-                continue
-            size = path.stat().st_size
-            if size > upload.offset:
-                os.truncate(path, upload.offset)
-                _fsync_file(path)
-                notes.append(f"upload {upload.id}: cut back from {size} to the recorded {upload.offset} bytes")
-            elif size < upload.offset:
-                self.db.set_upload_offset(upload.id, size, utc_now())
-                notes.append(f"upload {upload.id}: file holds {size} bytes, fewer than the recorded "
+            held = self.partials.held(upload.id, upload.offset)
+            if held is None:
+                self.db.delete_upload(upload.id)
+                notes.append(f"upload {upload.id} ({upload.device_id} #{upload.sequence}): partial file lost; "
+                             "the upload is forgotten and will be sent again")
+            elif held > upload.offset:
+                self.partials.trim(upload.id, upload.offset)
+                notes.append(f"upload {upload.id}: cut back from {held} to the recorded {upload.offset} bytes")
+            elif held < upload.offset:
+                try:
+                    self.db.set_upload_offset(upload.id, held, utc_now(), expected=upload.offset)
+                except ServerError:
+                    continue  # moved on meanwhile (another node took it): that node's to settle
+                notes.append(f"upload {upload.id}: file holds {held} bytes, fewer than the recorded "
                              f"{upload.offset}; offset moved back")
-        for path in self.uploads_dir.iterdir():
-            upload_id = path.name.removesuffix(".part")
-            if path.is_file() and not (path.name.endswith(".part") and upload_id in known):
-                path.unlink()
-                notes.append(f"removed stray file {path.name} from {self.uploads_dir}")
+
+        def wanted(upload_id: str) -> bool:  # asked afresh: another node may have created it since
+            row = self.db.upload(upload_id)
+            return row is not None and not row.complete
+
+        notes += self.partials.strays(wanted)
         for upload in self.db.uploads():
             if not upload.complete and upload.offset == upload.length:
                 try:
@@ -424,14 +416,6 @@ def sign_audit_head(db: MetadataStore, keys: ServerKeyPair, checkpoint_file: Pat
 def _free(directory: Path) -> int:
     st = os.statvfs(directory)
     return st.f_bavail * st.f_frsize
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def is_space_error(e: OSError) -> bool:

@@ -6,8 +6,10 @@ metadata keys and receipts, is docs/upload-protocol.md).
 
 The invariant everything here serves: **the offset the server reports is
 the number of bytes it has durably written.**  A PATCH body goes to the
-upload's partial file in bounded pieces; the file is fsynced, and only then
-is the new offset committed to the database.  A chunk whose Upload-Checksum
+upload's partial store in bounded pieces (a file on this node, or pieces in
+the fleet's bucket: partials.py); the bytes are made durable (fsync, or PUT
+and answered), and only then is the new offset committed to the database,
+and only if it is still the offset this PATCH began at.  A chunk whose Upload-Checksum
 fails is cut off again and the offset stays where it was (460).  A
 connection that drops mid-body keeps what arrived when no checksum was
 promised (tus: the server should keep what it received), and nothing of it
@@ -25,7 +27,6 @@ import base64
 import binascii
 import hashlib
 import logging
-import os
 import re
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ from .errors import (
     VerificationFailed,
 )
 from .ingest import utc_now
+from .partials import PartialGap, PartialWriter
 from .service import UPLOAD_ID_RE, EvidenceService, is_space_error
 
 log = logging.getLogger("bwv.server")
@@ -197,27 +199,15 @@ class _BodyCut(Exception):
     """The PATCH body stopped before its end: the connection dropped or stalled."""
 
 
-def _write_all(fd: int, pieces: list[bytes], pos: int) -> None:
-    """All of `pieces`, back to back at `pos`: one pwritev each time, resumed after a short write."""
-    views = [memoryview(p) for p in pieces]
-    while views:
-        n = os.pwritev(fd, views, pos)
-        pos += n
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if views and n:
-            views[0] = views[0][n:]
-
-
-def _take(fd: int, pos: int, pieces: list[bytes], digest: "hashlib._Hash | None", stream: StreamVerifier) -> None:
+def _take(writer: PartialWriter, pos: int, pieces: list[bytes], digest: "hashlib._Hash | None",
+          stream: StreamVerifier) -> None:
     """One batch of a PATCH body, in a worker thread: into the chunk's checksum, into the segment's
-    verifier, then onto the partial file at `pos`."""
+    verifier, then into the partial store at `pos`."""
     for piece in pieces:
         if digest is not None:
             digest.update(piece)
         stream.feed(piece)
-    _write_all(fd, pieces, pos)
+    writer.write(pieces, pos)
 
 
 def _settle(inflight: "Future[None] | None") -> None:
@@ -225,11 +215,6 @@ def _settle(inflight: "Future[None] | None") -> None:
     being handled, or is raised by the wait on it that the normal path makes."""
     if inflight is not None:
         wait([inflight])
-
-
-def _cut_back(fd: int, offset: int) -> None:
-    os.ftruncate(fd, offset)
-    os.fsync(fd)
 
 
 # --------------------------------------------------------------------------- handlers
@@ -331,7 +316,7 @@ class TusEndpoint:
         try:
             await asyncio.to_thread(self.service.db.create_upload, record)
         except BaseException:
-            self.service.part_path(upload_id).unlink(missing_ok=True)
+            await asyncio.to_thread(self.service.partials.remove, upload_id)
             raise
         request["note"] += f" upload {upload_id} created"
         return web.Response(status=201, headers={"Location": f"/tus/{upload_id}", "Upload-Offset": "0"})
@@ -435,28 +420,27 @@ class TusEndpoint:
         return web.Response(status=204, headers={"Upload-Offset": str(upload.length), RECEIPT_HEADER: receipt_header(seg)})
 
     async def _receive(self, request: web.Request, upload: UploadRecord, checksum: tuple[str, bytes] | None) -> int:
-        """Stream the body to the partial file; return the new durable offset (already committed).
+        """Stream the body to the partial store; return the new durable offset (already committed).
 
         Two things go on at once, on the two sides of a thread: the event loop takes the body off
         the socket, a worker (`_take`) checksums, verifies and writes the batch before.  The two
         hashes and the CRC release the GIL, so on a machine of a few cores the reading and the
-        checking overlap instead of taking turns, and the pieces go to the file as aiohttp handed
-        them over (one pwritev, no joining copy).  Nothing about the outcome changes: every byte is
-        checked, and the offset moves only after the fsync, once the last batch is done."""
-        path = self.service.part_path(upload.id)
+        checking overlap instead of taking turns, and the pieces go to the store as aiohttp handed
+        them over (locally one pwritev, no joining copy).  Nothing about the outcome changes: every
+        byte is checked, and the offset moves only once the last batch is durable."""
         offset = upload.offset
         digest = CHECKSUMS[checksum[0]]() if checksum else None
-        try:
-            fd = os.open(path, os.O_WRONLY)
-        except FileNotFoundError:
-            raise StoreError(f"the partial file of upload {upload.id} is missing") from None
+        # Bytes past the recorded offset were never acknowledged: the writer cuts them away first.
+        writer = await asyncio.to_thread(self.service.partials.open_writer, upload.id, offset)
         inflight: Future[None] | None = None
         try:
-            if os.fstat(fd).st_size != offset:  # bytes past the recorded offset were never acknowledged
-                await asyncio.to_thread(_cut_back, fd, offset)
             # Verified as it arrives: the body goes into the segment's verifier here, so the file is
             # not read back at the end.  A copy: a chunk that is discarded must not stay in it.
-            stream = await asyncio.to_thread(self.service.stream_state, upload.id, offset)
+            try:
+                stream = await asyncio.to_thread(self.service.stream_state, upload.id, offset)
+            except PartialGap as gap:  # pieces lost from the bucket: go back to where they reach
+                await asyncio.to_thread(self.service.fall_back, gap)
+                raise OffsetMismatch(gap.reason) from None
             pos = offset  # where the next batch goes
             cut: str | None = None
             batch: list[bytes] = []
@@ -473,7 +457,7 @@ class TusEndpoint:
                     if batched >= WRITE_PIECE or len(batch) >= MAX_BATCH_PIECES:
                         if inflight is not None:
                             await asyncio.wrap_future(inflight)  # its OSError, if any, comes out here
-                        inflight = self._body_workers.submit(_take, fd, pos, batch, digest, stream)
+                        inflight = self._body_workers.submit(_take, writer, pos, batch, digest, stream)
                         pos += batched
                         batch, batched = [], 0
             except _BodyCut as e:
@@ -482,32 +466,32 @@ class TusEndpoint:
                 done, inflight = inflight, None
                 await asyncio.wrap_future(done)
             if batch:
-                await asyncio.wrap_future(self._body_workers.submit(_take, fd, pos, batch, digest, stream))
+                await asyncio.wrap_future(self._body_workers.submit(_take, writer, pos, batch, digest, stream))
                 pos += batched
             if checksum is not None and (cut or digest.digest() != checksum[1]):
-                await asyncio.to_thread(_cut_back, fd, offset)
+                await asyncio.to_thread(writer.cut_back, offset)
                 if cut:
                     raise BadRequest(f"{cut}; the chunk had an Upload-Checksum, so none of it was kept")
                 raise ChecksumMismatch(
                     f"the chunk's {checksum[0]} does not match its Upload-Checksum; it was discarded, "
                     f"the offset stays at {offset}"
                 )
-            await asyncio.to_thread(os.fsync, fd)
+            await asyncio.to_thread(writer.sync)
         except (TooLarge, StoreError):
             _settle(inflight)
-            await asyncio.to_thread(_cut_back, fd, offset)
+            await asyncio.to_thread(writer.cut_back, offset)
             raise
         except OSError as e:
             _settle(inflight)
-            await asyncio.to_thread(_cut_back, fd, offset)
+            await asyncio.to_thread(writer.cut_back, offset)
             if is_space_error(e):
                 raise InsufficientStorage(f"the upload area is full: {e.strerror}") from None
             raise StoreError(f"cannot write upload {upload.id}: {e.strerror}") from None
         finally:
-            _settle(inflight)  # the worker is done with `fd` before it is closed, whatever happened
-            os.close(fd)
+            _settle(inflight)  # the worker is done with the writer before it is closed, whatever happened
+            writer.close()
         if pos != offset:
-            await asyncio.to_thread(self.service.db.set_upload_offset, upload.id, pos, utc_now())
+            await asyncio.to_thread(self.service.db.set_upload_offset, upload.id, pos, utc_now(), expected=offset)
             self.service.keep_stream_state(upload.id, stream)
         if cut:
             log.info("upload %s (%s #%d): %s; kept %d bytes, offset now %d", upload.id, upload.device_id,

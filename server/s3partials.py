@@ -1,0 +1,229 @@
+"""Uploads in progress as pieces in the fleet's S3 bucket, so that any node can continue any upload.
+
+The `PartialStore` of a server whose held segments are in S3 (partials.py
+says why there is a seam at all).  An upload's bytes are objects::
+
+    <prefix>partial/<upload id>/<20-digit start offset>
+
+each holding the bytes of one PATCH, or of `PIECE_BYTES` of a long one.  A
+piece is PUT, and answered, before the PATCH commits its offset to the
+shared database, so a node that takes the upload over (the dock failed over
+after its node died) finds every byte below the offset by listing the
+pieces (`piece_chain`: followed from byte 0, leftovers at or after the
+offset ignored) and re-derives the streaming verifier from them.  At the
+end the pieces are assembled into a local temporary file for ingest, then
+deleted.
+
+The pieces are not evidence yet (nothing vouches for them until the whole
+segment verifies), so they carry no Object Lock: a bucket with Object Lock
+is versioned, and every removal here deletes each version by id, or the
+bytes would stay in the bucket under a delete marker.  Pieces of uploads
+that are no longer wanted (terminated, completed, forgotten) are removed
+by the node that finishes with them, and any left behind by a node killed
+at the wrong moment by the next start-up of any node (`strays`).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import StoreError
+from .partials import PartialGap, Piece, check_upload_id, parse_piece_name, piece_chain, piece_name
+from .s3store import S3BlobStore, _code
+
+PIECE_BYTES = 8 * 1024 * 1024  # a long PATCH is PUT in pieces of about this size: the most buffered per upload
+READ_CHUNK = 1024 * 1024
+
+
+class S3PartialWriter:
+    """Gathers a PATCH's bytes and PUTs them as pieces; `sync` PUTs the rest (S3 writes are durable once answered)."""
+
+    def __init__(self, store: "S3PartialStore", upload_id: str, offset: int):
+        self.store, self.upload_id = store, upload_id
+        self.start = offset  # where the gathered, not yet stored bytes begin
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+
+    def write(self, pieces: list[bytes], pos: int) -> None:
+        if pos != self.start + self.pending_bytes:
+            raise StoreError(f"internal: upload {self.upload_id} written at {pos}, expected "
+                             f"{self.start + self.pending_bytes}")
+        self.pending += pieces
+        self.pending_bytes += sum(len(p) for p in pieces)
+        if self.pending_bytes >= PIECE_BYTES:
+            self._put()
+
+    def _put(self) -> None:
+        if not self.pending_bytes:
+            return
+        body = b"".join(self.pending)
+        self.store.put_piece(self.upload_id, self.start, body)
+        self.start += len(body)
+        self.pending, self.pending_bytes = [], 0
+
+    def sync(self) -> None:
+        self._put()
+
+    def cut_back(self, offset: int) -> None:
+        self.pending, self.pending_bytes = [], 0
+        self.start = offset
+        self.store.delete_pieces(self.upload_id, at_or_after=offset)
+
+    def close(self) -> None:
+        self.pending, self.pending_bytes = [], 0
+
+
+class S3PartialStore:
+    """Partial uploads as pieces in the blob store's bucket (see the module docstring)."""
+
+    shared = True
+
+    def __init__(self, blobs: S3BlobStore, scratch: Path):
+        self.blobs = blobs
+        self.s3, self.bucket = blobs.s3, blobs.bucket
+        self.root = f"{blobs.prefix}partial/"
+        self.scratch = Path(scratch)  # where uploads are assembled for ingest (this node's disk)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ names and listing
+    def folder(self, upload_id: str) -> str:
+        return f"{self.root}{check_upload_id(upload_id)}/"
+
+    def pieces(self, upload_id: str) -> list[Piece]:
+        """The upload's pieces as the bucket lists them now (current versions), in offset order."""
+        folder = self.folder(upload_id)
+        out: list[Piece] = []
+        try:
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
+                for obj in page.get("Contents", []):
+                    start = parse_piece_name(obj["Key"][len(folder):])
+                    if start is not None:
+                        out.append(Piece(start, int(obj["Size"])))
+        except Exception as e:  # noqa: BLE001 - botocore's errors, turned into words
+            raise self.blobs._error(e, f"cannot list the partial pieces of upload {upload_id}") from None
+        return sorted(out)
+
+    def put_piece(self, upload_id: str, start: int, body: bytes) -> None:
+        name = self.folder(upload_id) + piece_name(start)
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=name, Body=body, ContentType="application/octet-stream")
+        except Exception as e:  # noqa: BLE001
+            raise self.blobs._error(e, f"cannot store {len(body)} bytes of upload {upload_id} at {start}") from None
+
+    def delete_pieces(self, upload_id: str, *, at_or_after: int = 0) -> int:
+        """Delete every version of the upload's pieces starting at or after `at_or_after`; return how many."""
+        folder = self.folder(upload_id)
+        gone = 0
+        try:
+            for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=folder):
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                    start = parse_piece_name(v["Key"][len(folder):])
+                    if start is None or start >= at_or_after:
+                        self.s3.delete_object(Bucket=self.bucket, Key=v["Key"], VersionId=v["VersionId"])
+                        gone += 1
+        except Exception as e:  # noqa: BLE001
+            if _code(e) in ("NoSuchKey", "404"):
+                return gone
+            raise self.blobs._error(e, f"cannot delete the partial pieces of upload {upload_id}") from None
+        return gone
+
+    def _read_piece(self, upload_id: str, piece: Piece, take: int) -> Iterator[bytes]:
+        name = self.folder(upload_id) + piece_name(piece.start)
+        extra = {"Range": f"bytes=0-{take - 1}"} if take < piece.size else {}
+        got = 0
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=name, **extra)["Body"]
+            for chunk in body.iter_chunks(READ_CHUNK):
+                got += len(chunk)
+                yield chunk
+        except Exception as e:  # noqa: BLE001
+            if _code(e) in ("NoSuchKey", "404"):
+                raise PartialGap(upload_id, piece.start, piece.start + take,
+                                 f"the piece at byte {piece.start} vanished while being read") from None
+            raise self.blobs._error(e, f"cannot read the piece at {piece.start} of upload {upload_id}") from None
+        if got != take:
+            raise PartialGap(upload_id, piece.start, piece.start + take,
+                             f"the piece at byte {piece.start} gave {got} of {take} bytes")
+
+    # ------------------------------------------------------------------ the seam
+    def new_upload(self) -> str:
+        """A fresh id; nothing is stored until the first PATCH (an empty upload needs no piece)."""
+        import secrets
+
+        return secrets.token_hex(16)
+
+    def open_writer(self, upload_id: str, offset: int) -> S3PartialWriter:
+        """A writer from `offset`; pieces at or after it, of a PATCH that never committed, are deleted first
+        so that they can never be taken for bytes of this one later."""
+        self.delete_pieces(upload_id, at_or_after=offset)
+        return S3PartialWriter(self, upload_id, offset)
+
+    def read(self, upload_id: str, offset: int) -> Iterator[bytes]:
+        for piece, take in piece_chain(upload_id, self.pieces(upload_id), offset):
+            yield from self._read_piece(upload_id, piece, take)
+
+    @contextmanager
+    def assembled(self, upload_id: str, length: int) -> Iterator[Path]:
+        """The pieces copied back to back into a local temporary file (ingest consumes it; removed if not)."""
+        chain = piece_chain(upload_id, self.pieces(upload_id), length)
+        path = self.scratch / f"{check_upload_id(upload_id)}.assembling-{os.getpid()}"
+        try:
+            with open(path, "wb") as out:
+                for piece, take in chain:
+                    for chunk in self._read_piece(upload_id, piece, take):
+                        out.write(chunk)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def finished(self, upload_id: str) -> None:
+        self.delete_pieces(upload_id)
+
+    def remove(self, upload_id: str) -> None:
+        self.delete_pieces(upload_id)
+
+    def held(self, upload_id: str, offset: int) -> int | None:
+        """How far the pieces reach back to back below `offset` (never past it: the pieces beyond may be a
+        PATCH streaming on another node right now, so start-up leaves them to the next PATCH)."""
+        try:
+            piece_chain(upload_id, self.pieces(upload_id), offset)
+        except PartialGap as gap:
+            return gap.held
+        return offset
+
+    def trim(self, upload_id: str, offset: int) -> None:
+        """Nothing: `held` never reports bytes past the offset (see there)."""
+
+    def strays(self, wanted: Callable[[str], bool]) -> list[str]:
+        """Remove the pieces of every upload `wanted` refuses, and this node's unfinished assemblies.
+
+        `wanted` is asked per upload after listing, so an upload created by
+        another node since this one read its list of uploads is kept: a row
+        is always recorded before its first piece is written."""
+        notes: list[str] = []
+        for path in self.scratch.iterdir():
+            if path.is_file():
+                path.unlink()
+                notes.append(f"removed stray file {path.name} from {self.scratch}")
+        ids: list[str] = []
+        try:
+            pager = self.s3.get_paginator("list_objects_v2")
+            for page in pager.paginate(Bucket=self.bucket, Prefix=self.root, Delimiter="/"):
+                ids += [p["Prefix"][len(self.root):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+        except Exception as e:  # noqa: BLE001
+            raise self.blobs._error(e, "cannot list the partial uploads") from None
+        for upload_id in ids:
+            try:
+                check_upload_id(upload_id)
+            except StoreError:
+                continue  # not ours: left alone
+            if not wanted(upload_id):
+                n = self.delete_pieces(upload_id)
+                notes.append(f"removed {n} stray piece(s) of upload {upload_id} from {self.blobs.location}")
+        return notes
+
+
+__all__ = ["PIECE_BYTES", "S3PartialStore", "S3PartialWriter"]
