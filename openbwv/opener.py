@@ -11,14 +11,16 @@ metadata records sealed with them.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import av
+from av.bitstream import BitStreamFilterContext
 
 from .sealed.durable import atomic_write, fsync_dir
 from .sealed.errors import SegmentError
@@ -78,6 +80,93 @@ def remux_to_mp4(ts_path: Path, mp4_path: Path) -> float | None:
     fsync_dir(mp4_path.parent)
     with av.open(str(mp4_path)) as c:
         return c.duration / av.time_base if c.duration else None
+
+
+# Fragmented MP4 as it is written: an empty index first, then a fragment (moof + mdat) at every video
+# keyframe, each flushed to the file as it is made, so a reader can serve the first seconds while the
+# rest is still being decrypted (server/media.py's progressive view).
+FRAGMENTED_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+
+
+class ChunkReader(io.RawIOBase):
+    """A read-only, unseekable file over an iterator of byte strings, pulled only as far as it is read:
+    the demuxer asks for the next bytes and the next segment is decrypted then, not before."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            try:
+                self._pending = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def segment_media(segments: Iterable[VerifiedSegment], keys: KeyLookup, server: ServerKeyPair) -> Iterator[bytes]:
+    """The MPEG-TS media of verified segments, in the order given, decrypted one chunk at a time (each
+    segment was verified by the caller, so it is not read twice for that)."""
+    for seg in segments:
+        for rtype, payload in decrypt_records(Path(seg.path or ""), keys, server, verified=seg):
+            if rtype == RECORD_MEDIA:
+                yield payload
+
+
+def remux_stream_to_fragmented_mp4(ts_chunks: Iterable[bytes], mp4_path: Path) -> None:
+    """Copy the packets of an MPEG-TS byte stream into a fragmented MP4 written as it goes (no
+    re-encoding): the file is playable from its start while it grows, fragment by fragment."""
+    with av.open(ChunkReader(ts_chunks), format="mpegts") as inp, \
+            av.open(str(mp4_path), "w", format="mp4", options=dict(FRAGMENTED_OPTIONS)) as out:
+        mapping = {}
+        for s in inp.streams:
+            if s.type in ("video", "audio"):
+                mapping[s.index] = out.add_stream_from_template(s)
+        # The index is written before any packet, so an ADTS AAC stream's decoder configuration (which a
+        # faststart remux learns from its packets) must be known first: read it from the first packet's
+        # header, holding back what came before it (the first few video packets); the frames then lose
+        # their ADTS headers (aac_adtstoasc), as MP4 carries raw AAC.
+        adts = {i: BitStreamFilterContext("aac_adtstoasc", inp.streams[i]) for i, o in mapping.items()
+                if o.type == "audio" and o.codec_context.name == "aac"}
+        waiting = set(adts)
+        held: list[av.Packet] = []
+        for pkt in inp.demux(*[inp.streams[i] for i in mapping]):
+            if pkt.dts is None or pkt.size == 0:
+                continue
+            index = pkt.stream.index
+            if index in waiting:
+                mapping[index].codec_context.extradata = adts_audio_specific_config(bytes(pkt))
+                waiting.discard(index)
+            packets = adts[index].filter(pkt) if index in adts else [pkt]
+            for p in packets:
+                p.stream = mapping[index]
+            if waiting:
+                held.extend(packets)
+                continue
+            for p in held + packets:
+                out.mux(p)
+            held.clear()
+        for p in held:  # a stream that never sent a packet: nothing more to wait for
+            out.mux(p)
+
+
+def adts_audio_specific_config(frame: bytes) -> bytes:
+    """The two-byte AudioSpecificConfig (ISO 14496-3) that an ADTS header describes: audio object type,
+    sampling frequency index and channel configuration, which MP4 keeps once in its index instead of
+    before every frame."""
+    if len(frame) < 7 or frame[0] != 0xFF or frame[1] & 0xF0 != 0xF0:
+        raise ValueError("the first AAC packet has no ADTS header: cannot tell its configuration")
+    object_type = (frame[2] >> 6) + 1
+    frequency_index = (frame[2] >> 2) & 0x0F
+    channels = ((frame[2] & 0x01) << 2) | (frame[3] >> 6)
+    return ((object_type << 11) | (frequency_index << 7) | (channels << 3)).to_bytes(2, "big")
 
 
 def open_paths(
