@@ -40,7 +40,8 @@ from ..home import Home
 from ..registry import DeviceRegistry
 from ..sealed.errors import KeyFileError
 from ..sealed.keys import ServerKeyPair
-from ..sealed.reader import StreamVerifier
+from ..sealed.reader import StreamVerifier, VerifiedSegment
+from ..verification import verify_paths
 from ..opener import OpenedClip, open_paths
 from . import audit, blob_locks, lifecycle, users
 from .auth import USER_TOKEN_PREFIX, DockTokens, bearer_token
@@ -204,6 +205,23 @@ class EvidenceService:
             why = "; ".join(p.message for p in report.problems[:3]) or "nothing could be opened"
             raise StoreError(f"clip {clip_id} could not be opened: {why}")
         return report.clips[0]
+
+    def verified_segments(self, clip_id: str, workdir: Path) -> list[VerifiedSegment]:
+        """A held clip's segments, every one verified (layout, hash, signature, chain) and none decrypted,
+        in the order they play: for a view decrypted as it is watched (media.py).  Segment copies, when
+        the blob store is not local, go into `workdir`."""
+        reader = self.db.reader()
+        record = lifecycle.require_clip(reader, clip_id)
+        keys = lifecycle.segment_hashes(reader, clip_id)
+        if not keys:
+            raise NotFound(f"clip {clip_id} holds no segments ({record.state})")
+        copies = Path(workdir) / "segments"
+        copies.mkdir(parents=True, exist_ok=True)
+        report = verify_paths([readable_path(self.blobs, k, copies) for k in keys], self.registry)
+        if report.problems or not report.segments:
+            why = "; ".join(p.message for p in report.problems[:3]) or "nothing could be verified"
+            raise StoreError(f"clip {clip_id} could not be opened: {why}")
+        return sorted(report.segments, key=lambda s: (s.preamble.segment_index, s.sequence))
 
     @property
     def checkpoint_file(self) -> Path:

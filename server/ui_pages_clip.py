@@ -130,6 +130,7 @@ def _track_summary(track: dict, when: Callable[[str | None], str]) -> dict | Non
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/clips/{clip_id}", clip_page)
     router.add_get("/clips/{clip_id}/video", clip_video)
+    router.add_get("/clips/{clip_id}/video/ready", clip_video_ready)
     router.add_get("/clips/{clip_id}/track.json", clip_track)
     router.add_post("/clips/{clip_id}/marks", mark)
     router.add_post("/clips/{clip_id}/marks/{mark_id}/lift", lift)
@@ -181,11 +182,50 @@ async def clip_page(request: web.Request) -> web.Response:
 
 @kit.page("clip.view", own_footage=True)
 async def clip_video(request: web.Request) -> web.StreamResponse:
-    """The clip's MP4 for the page's <video>, by range, from the viewer's view (opened, audited, when
-    they first press play)."""
+    """The clip's MP4 for the page's <video>, from the viewer's view (opened, audited, when they first
+    press play).  The element's first request (from byte 0) is answered as the view is made, so the
+    first frame waits for the first segment only; once it is ready, by range.  ``?view=<id>``: that
+    view of theirs, by range once ready (clip.js switches to it for seeking, at a URL of its own so the
+    browser never mixes the growing file's bytes with the ready file's)."""
     clip_id = _check(request.match_info["clip_id"])
-    view = await media.view_for(kit.state(request).service, clip_id, kit.who(request), via="web")
-    return media.serve_view(request, view)
+    service, p = kit.state(request).service, kit.who(request)
+    view_id = request.query.get("view")
+    if view_id is not None:
+        view = media.viewer_view(service, clip_id, view_id, p)
+        return media.serve_view(request, await asyncio.to_thread(media.wait_ready, service, view))
+    if not media.wants_start(request):
+        return media.serve_view(request, await media.view_for(service, clip_id, p, via="web"))
+    view = await media.view_for(service, clip_id, p, via="web", ready=False)
+    if view.ready:
+        return media.serve_view(request, view)
+    return await media.stream_view(request, service, view)
+
+
+READY_POLL_S = 10.0  # how long one ask of /video/ready waits for the view before answering "not yet"
+
+
+@kit.page("clip.view", own_footage=True)
+async def clip_video_ready(request: web.Request) -> web.Response:
+    """Whether the viewer's view of the clip is ready to be served by range (so seeking works), waiting
+    up to READY_POLL_S for it; with the address to play it from then.  Opens nothing."""
+    clip_id = _check(request.match_info["clip_id"])
+    service, p = kit.state(request).service, kit.who(request)
+    view = await asyncio.to_thread(service.views.live_view_of, clip_id, p.actor)
+    if view is None:
+        return web.json_response({"error": "you have no view of this clip open: press play"}, status=404,
+                                 headers=dict(media.SERVED_HEADERS))
+    if not view.ready:
+        try:
+            view = await asyncio.to_thread(media.wait_ready, service, view, READY_POLL_S)
+        except ServerError:
+            making = service.views.making(view.view_id)
+            failed = service.views.get(clip_id, view.view_id) is None
+            if failed or (making is not None and making.failed):
+                return web.json_response({"error": "the clip could not be prepared: reload the page"}, status=409,
+                                         headers=dict(media.SERVED_HEADERS))
+            return web.json_response({"ready": False}, headers=dict(media.SERVED_HEADERS))
+    return web.json_response({"ready": True, "src": f"/ui/clips/{clip_id}/video?view={view.view_id}",
+                              "duration_s": view.duration_s}, headers=dict(media.SERVED_HEADERS))
 
 
 @kit.page("clip.track", own_footage=True)

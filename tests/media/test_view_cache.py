@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
+from openbwv.server.errors import StoreError
 from openbwv.server.media import VIEW_LIFETIME, ViewCache
 
 CLIP = "0b5c4c8e-8a52-4e8f-9d7c-3f2a1b0c9d8e"
@@ -78,3 +81,43 @@ def test_ids_from_outside_never_reach_the_file_system(tmp_path):
     assert cache.get(CLIP, "../" + "0" * 29) is None
     assert cache.live_view_of("..", "user:evan") is None
     assert cache.drop_clip("..") == 0
+
+
+def test_a_view_being_made_is_found_not_ready_then_ready_in_the_growing_files_place(tmp_path):
+    cache = ViewCache(tmp_path / "views", clock=Clock(T0))
+    view_id, work = cache.new_workdir(CLIP)
+    view, making = cache.begin(CLIP, view_id, "user:evan", work)
+    assert cache.making(view_id) is making
+    assert (view.ready, view.path.name) == (False, "live.mp4")
+    view.path.write_bytes(b"\0\0\0\x18ftypiso5" + bytes(50))  # the first fragment, as it is written
+    seen = cache.live_view_of(CLIP, "user:evan")
+    assert (seen.view_id, seen.ready, seen.size) == (view_id, False, 62)
+    final = work / "clip.mp4"
+    final.write_bytes(b"\0\0\0\x18ftypisom" + bytes(100))
+    ready = cache.finish(view, final, 2.0)
+    assert (ready.ready, ready.path.name, ready.duration_s) == (True, "clip.mp4", 2.0)
+    assert sorted(p.name for p in ready.path.parent.iterdir()) == ["clip.mp4", "view.json"]  # the growing file went
+
+
+def test_views_a_crash_left_half_made_are_removed_at_start_up_and_ready_ones_kept(tmp_path):
+    cache = ViewCache(tmp_path / "views", clock=Clock(T0))
+    kept_id, kept = opened(cache)
+    half_id, work = cache.new_workdir(CLIP)
+    half, _ = cache.begin(CLIP, half_id, "user:sue", work)
+    half.path.write_bytes(b"partly decrypted footage")
+    restarted = ViewCache(tmp_path / "views", clock=Clock(T0))  # a new process: it is making nothing
+    assert restarted.clear_unfinished() == 1
+    assert not half.path.parent.exists() and not work.exists()
+    assert restarted.get(CLIP, kept_id).path == kept
+
+
+def test_a_view_whose_clip_is_deleted_while_it_is_made_is_not_recreated(tmp_path):
+    cache = ViewCache(tmp_path / "views", clock=Clock(T0))
+    view_id, work = cache.new_workdir(CLIP)
+    view, _ = cache.begin(CLIP, view_id, "user:evan", work)
+    assert cache.drop_clip(CLIP) == 1  # the retention sweep
+    final = work / "clip.mp4"
+    final.write_bytes(b"decrypted")
+    with pytest.raises(StoreError, match="removed while it was made"):
+        cache.finish(view, final, 1.0)
+    assert not (tmp_path / "views" / CLIP).exists()

@@ -17,6 +17,55 @@
       problem.hidden = false;
     });
   }
+  // The first play streams the clip as the server unlocks it (it starts after the first part, but the
+  // browser cannot seek in it yet); once the whole clip is ready, switch to the ready file, served by
+  // range, at the same moment and in the same state (playing or paused), so seeking works.
+  var seekNote = document.getElementById("video-seek");
+  if (video && video.getAttribute("data-ready-url")) {
+    var asked = false;
+    var say = function (text) {
+      if (seekNote) { seekNote.textContent = text; seekNote.hidden = false; }
+    };
+    var seekable = function () {
+      return video.seekable.length > 0 && video.seekable.end(video.seekable.length - 1) > 0;
+    };
+    var switchTo = function (src) {
+      var t = video.currentTime, paused = video.paused, ended = video.ended;
+      video.addEventListener("loadedmetadata", function restore() {
+        video.removeEventListener("loadedmetadata", restore);
+        video.currentTime = ended ? video.duration : t;
+        if (!paused && !ended) { video.play().catch(function () {}); }
+      });
+      video.setAttribute("data-switched", "true");
+      video.src = src;
+      video.load();
+    };
+    var waitForReady = function (tries) {
+      fetch(video.getAttribute("data-ready-url"), { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) {
+          if (r.status === 409) { throw new Error("failed"); }
+          if (!r.ok) { throw new Error("the server answered " + r.status); }
+          return r.json();
+        })
+        .then(function (state) {
+          if (!state.ready) { waitForReady(tries); return; }  // the server waited; ask again
+          if (!seekable()) { switchTo(state.src); }
+          video.setAttribute("data-ready", "true");
+          say("The whole clip is ready: you can move to any point in it.");
+        })
+        .catch(function (err) {
+          if (err.message === "failed" || tries <= 0) { return; }  // the video's own error says what to do
+          window.setTimeout(function () { waitForReady(tries - 1); }, 1000);
+        });
+    };
+    video.addEventListener("playing", function () {
+      if (asked) { return; }
+      asked = true;
+      if (!seekable()) { say("The clip plays while the rest of it is unlocked; you can move through it in a few seconds."); }
+      waitForReady(5);
+    });
+  }
+
   if (!mapEl || !window.L) { return; }
 
   function clock(seconds) {
