@@ -501,17 +501,11 @@ class MetadataStore:
         still streaming), and the second to commit must not move the offset over bytes it did not
         write.  It gets OffsetMismatch (409), and the dock HEADs for the offset."""
         with self._transaction() as db:
-            if expected is None:
-                cur = db.execute(
-                    'UPDATE uploads SET "offset" = ?, updated_utc = ? WHERE id = ? AND state = ?',
-                    (offset, updated_utc, upload_id, UPLOAD_RECEIVING),
-                )
-            else:
-                cur = db.execute(
-                    'UPDATE uploads SET "offset" = ?, updated_utc = ? WHERE id = ? AND state = ? AND "offset" = ?',
-                    (offset, updated_utc, upload_id, UPLOAD_RECEIVING, expected),
-                )
-            changed = cur.rowcount
+            sql = 'UPDATE uploads SET "offset" = ?, updated_utc = ? WHERE id = ? AND state = ?'
+            args: tuple = (offset, updated_utc, upload_id, UPLOAD_RECEIVING)
+            if expected is not None:
+                sql, args = sql + ' AND "offset" = ?', (*args, expected)
+            changed = db.execute(sql, args).rowcount
         if changed != 1:
             row = self.upload(upload_id) if expected is not None else None
             if row is not None and not row.complete and row.offset != expected:

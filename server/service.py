@@ -190,8 +190,9 @@ class EvidenceService:
         return lifecycle.officer_owns(self.db.reader(), officer, clip_id)
 
     # ------------------------------------------------------------------ footage
-    def open_clip(self, clip_id: str, workdir: Path) -> OpenedClip:
-        """Verify and decrypt a held clip's segments into `workdir` (TS, MP4, manifest)."""
+    def _segment_files(self, clip_id: str, workdir: Path) -> list[Path]:
+        """A held clip's segment files: the blobs themselves in a local store, else copies in
+        `workdir`/segments; NotFound when the clip holds none."""
         reader = self.db.reader()
         record = lifecycle.require_clip(reader, clip_id)
         keys = lifecycle.segment_hashes(reader, clip_id)
@@ -199,8 +200,11 @@ class EvidenceService:
             raise NotFound(f"clip {clip_id} holds no segments ({record.state})")
         copies = Path(workdir) / "segments"
         copies.mkdir(parents=True, exist_ok=True)
-        paths = [readable_path(self.blobs, k, copies) for k in keys]
-        report = open_paths(paths, self.registry, self.server_keys, workdir)
+        return [readable_path(self.blobs, k, copies) for k in keys]
+
+    def open_clip(self, clip_id: str, workdir: Path) -> OpenedClip:
+        """Verify and decrypt a held clip's segments into `workdir` (TS, MP4, manifest)."""
+        report = open_paths(self._segment_files(clip_id, workdir), self.registry, self.server_keys, workdir)
         if report.problems or not report.clips:
             why = "; ".join(p.message for p in report.problems[:3]) or "nothing could be opened"
             raise StoreError(f"clip {clip_id} could not be opened: {why}")
@@ -210,14 +214,7 @@ class EvidenceService:
         """A held clip's segments, every one verified (layout, hash, signature, chain) and none decrypted,
         in the order they play: for a view decrypted as it is watched (media.py).  Segment copies, when
         the blob store is not local, go into `workdir`."""
-        reader = self.db.reader()
-        record = lifecycle.require_clip(reader, clip_id)
-        keys = lifecycle.segment_hashes(reader, clip_id)
-        if not keys:
-            raise NotFound(f"clip {clip_id} holds no segments ({record.state})")
-        copies = Path(workdir) / "segments"
-        copies.mkdir(parents=True, exist_ok=True)
-        report = verify_paths([readable_path(self.blobs, k, copies) for k in keys], self.registry)
+        report = verify_paths(self._segment_files(clip_id, workdir), self.registry)
         if report.problems or not report.segments:
             why = "; ".join(p.message for p in report.problems[:3]) or "nothing could be verified"
             raise StoreError(f"clip {clip_id} could not be opened: {why}")

@@ -18,10 +18,10 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
-
 import requests
 
 from kit import wait_for
+from media.media_kit import mux_tone_and_flush
 from openbwv.enrol import create_server_keys, device_storage, enrol_device
 from openbwv.home import Home
 from openbwv.importer import import_video
@@ -50,15 +50,7 @@ def camera_like_video(path) -> None:
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i
             out.mux(video.encode(frame))
-        samples = 1024
-        for n in range(SECONDS * 48_000 // samples):
-            t = (np.arange(samples) + n * samples) / 48_000
-            frame = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :],
-                                               format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 48_000, n * samples
-            out.mux(audio.encode(frame))
-        out.mux(video.encode(None))
-        out.mux(audio.encode(None))
+        mux_tone_and_flush(out, video, audio, SECONDS)
 
 
 @pytest.fixture(scope="module")

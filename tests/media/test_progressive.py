@@ -12,6 +12,7 @@ import av
 import numpy as np
 import pytest
 
+from media.media_kit import mux_tone_and_flush
 from openbwv.opener import adts_audio_specific_config, remux_stream_to_fragmented_mp4
 
 SECONDS, FPS = 4, 25
@@ -26,20 +27,12 @@ def camera_ts() -> bytes:
         video.options = {"preset": "ultrafast", "g": str(FPS), "keyint_min": str(FPS), "bf": "0"}
         audio = out.add_stream("aac", rate=48_000)
         audio.layout = "mono"
-        samples = 1024
         for i in range(SECONDS * FPS):
             img = np.full((96, 160, 3), (i * 7) % 255, np.uint8)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i
             out.mux(video.encode(frame))
-        for n in range(SECONDS * 48_000 // samples):
-            t = (np.arange(samples) + n * samples) / 48_000
-            frame = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :],
-                                               format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 48_000, n * samples
-            out.mux(audio.encode(frame))
-        out.mux(video.encode(None))
-        out.mux(audio.encode(None))
+        mux_tone_and_flush(out, video, audio, SECONDS)
     return buffer.getvalue()
 
 
