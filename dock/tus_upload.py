@@ -238,7 +238,10 @@ class TusUploader:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-read") as reader:
             ahead: Future | None = None
             try:
-                while offset < size or (size == 0 and receipt is None):
+                # Until a receipt comes: a resumed upload with every byte already there but no
+                # receipt (its ingest failed, say in a database outage) is finished by an empty
+                # PATCH at the end, which the server answers by storing it.
+                while offset < size or receipt is None:
                     at, data, digest = ahead.result() if ahead is not None else chunk(offset)
                     ahead = None
                     if at != offset:
@@ -256,8 +259,8 @@ class TusUploader:
                         progress(offset)
                         if resp.headers.get("Bwv-Receipt"):
                             receipt = base64.b64decode(resp.headers["Bwv-Receipt"])
-                        if size == 0:
-                            break
+                        elif offset >= size and not data:
+                            break  # the empty PATCH at the end brought no receipt: asked for below
                         continue
                     if resp.status_code in (409, 423, 460) and resyncs < MAX_RESYNCS:
                         # Offset disagreement, a concurrent request, or a damaged chunk: ask where we are.

@@ -57,6 +57,34 @@ def test_an_interrupted_upload_resumes_from_the_servers_offset_after_a_dock_rest
     assert resent <= chunk
 
 
+def test_an_upload_whose_bytes_all_arrived_but_whose_ingest_failed_is_completed_on_resume(
+    server, token, camera, shared_home, tmp_path
+):
+    """The last PATCH brought every byte, then storing the segment failed (a database outage in the
+    fleet test; here the store's fan-out directory is a file).  The server keeps the upload at its
+    full offset, so the dock that comes back finds nothing left to send: it must ask the server to
+    finish (an empty PATCH at the end), not ask for a receipt that was never issued."""
+    seg = camera().seal()
+    state = tmp_path / "uploads.json"
+    fan_out = blob_path(shared_home, seg.segment_hash).parent
+    if fan_out.exists():
+        pytest.skip(f"another segment already uses the store directory {fan_out}")
+    fan_out.parent.mkdir(parents=True, exist_ok=True)
+    fan_out.write_bytes(b"")  # the blob cannot be written under it
+    try:
+        with pytest.raises(UploadUnavailable):
+            TusUploader(server.url, token, state_path=state).upload(
+                seg.path, seg.device_id, seg.sequence, seg.segment_hash, lambda n: None)
+    finally:
+        fan_out.unlink()
+    again = TusUploader(server.url, token, state_path=state)  # the dock's next attempt
+    receipt = again.upload(seg.path, seg.device_id, seg.sequence, seg.segment_hash, lambda n: None)
+
+    check_receipt(shared_home, receipt, seg)
+    assert blob_path(shared_home, seg.segment_hash).read_bytes() == seg.data
+    assert again.bytes_sent == 0  # nothing was sent twice
+
+
 def test_a_server_that_is_down_means_try_later(token, camera, tmp_path):
     seg = camera().seal()
     up = TusUploader("http://127.0.0.1:9", token, connect_timeout=1)
