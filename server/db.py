@@ -373,10 +373,19 @@ class MetadataStore:
                 raise
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        try:
-            return self._reader().execute(sql, args).fetchall()
-        except self.engine.Error as e:
-            raise StoreError(f"evidence database {self.engine.shown}: {e}") from None
+        """A read on this thread's connection.  A read that fails because the connection broke
+        (PostgreSQL restarted, or failed over to its standby, since the last read) is asked once
+        more on a fresh connection: reads change nothing, so the retry is safe, and without it the
+        first request on each thread after a restart would fail."""
+        for attempt in (1, 2):
+            conn = self._reader()
+            try:
+                return conn.execute(sql, args).fetchall()
+            except self.engine.Error as e:
+                if attempt == 1 and not self.engine.usable(conn):
+                    continue
+                raise StoreError(f"evidence database {self.engine.shown}: {e}") from None
+        raise AssertionError("unreachable")
 
     def transaction(self) -> "contextmanager[sqlite3.Connection]":
         """One write transaction (BEGIN IMMEDIATE on SQLite): for the lifecycle modules, which take the

@@ -65,8 +65,12 @@ def free_port() -> int:
 class PgCluster:
     """One PostgreSQL 15 cluster in a temporary folder, reachable on 127.0.0.1 only."""
 
-    def __init__(self, *, user: str = "postgres"):
+    def __init__(self, *, user: str = "postgres", durable_commits: bool = False):
         self.user = user  # the cluster's superuser, who the tests connect as
+        # Off (the default) a commit returns before its WAL is written: fast, and harmless while no test
+        # kills the server.  A test that restarts PostgreSQL with `restart()` (an immediate stop, as a
+        # crash) needs every acknowledged commit to survive it, as a force's PostgreSQL does.
+        self.durable_commits = durable_commits
         self.root: Path | None = None
         self.port = 0
         self.pid: int | None = None
@@ -107,18 +111,22 @@ class PgCluster:
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
         self.port = free_port()
-        options = " ".join([
-            "-c listen_addresses=127.0.0.1", f"-c port={self.port}", f"-k {self.root}",
-            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
-            "-c max_connections=400", "-c shared_buffers=64MB",
-        ])
         done = self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
-                                 "-o", options, "-w", "-t", str(int(START_TIMEOUT_S)), "start")
+                                 "-o", self._options(), "-w", "-t", str(int(START_TIMEOUT_S)), "start")
         if done.returncode != 0:
             raise RuntimeError(f"PostgreSQL did not start ({done.returncode}): {done.stderr.strip()}\n"
                                f"{self.log()}")
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
         self._wait_ready()
+
+    def _options(self) -> str:
+        """The server's settings: loopback only, and no fsync (the machine does not lose power in a test;
+        a killed server's writes are in the kernel's cache and survive it)."""
+        return " ".join([
+            "-c listen_addresses=127.0.0.1", f"-c port={self.port}", f"-k {self.root}",
+            "-c fsync=off", f"-c synchronous_commit={'on' if self.durable_commits else 'off'}",
+            "-c full_page_writes=off", "-c max_connections=400", "-c shared_buffers=64MB",
+        ])
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -160,13 +168,8 @@ class PgCluster:
     def restart(self) -> None:
         """Stop the server at once (as a crash would) and start it again on the same port and data."""
         self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        options = " ".join([
-            "-c listen_addresses=127.0.0.1", f"-c port={self.port}", f"-k {self.root}",
-            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
-            "-c max_connections=400", "-c shared_buffers=64MB",
-        ])
         done = self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
-                                 "-o", options, "-w", "start")
+                                 "-o", self._options(), "-w", "start")
         if done.returncode != 0:
             raise RuntimeError(f"PostgreSQL did not restart: {done.stderr.strip()}\n{self.log()}")
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])

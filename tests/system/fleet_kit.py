@@ -1,8 +1,10 @@
 """Tools for tests with several ingest nodes: node homes, a dock given several servers, a witness over all nodes.
 
-Until the nodes of a fleet share one PostgreSQL database and one object store
-(issue 12), the nodes here are `bwv server` processes with *separate* homes
-that share what a fleet must share: the server keys (a receipt signed by any
+Two kinds of fleet are tested.  In test_fleet_shared_storage.py the nodes
+share one PostgreSQL database and one object store, as a force's do (a tus
+upload begun on one node continues on another).  Here, and in
+test_fleet_failover.py, the nodes have *separate* embedded homes that share
+only what must be shared as files: the server keys (a receipt signed by any
 node is one the cameras accept), the device registry and the dock tokens.
 `clone_node_home()` makes such a home from the first node's.  A tus upload
 begun on one of them is unknown to the other (HEAD answers 404), so failing
