@@ -1333,6 +1333,42 @@ def _p99(values: list[float]) -> float:
     return ordered[max(0, -(-99 * len(ordered) // 100) - 1)]
 
 
+def _run_docks(uploaders: list, jobs: list[list[tuple[str, object]]]) -> tuple[float, list[float], list[list[bytes]]]:
+    """Docks at once: thread n uploads the segments of `jobs[n]` ((device id, sealed info) pairs: one
+    camera's or several) one after the other through `uploaders[n]`, all starting together at a barrier.
+
+    Returns the seconds from the barrier to the last receipt, each dock's
+    finishing time from the barrier (sorted), and each dock's receipts in
+    order.  A dock that fails ends the benchmark with its error."""
+    import threading
+
+    clock = time.perf_counter
+    receipts: list[list[bytes]] = [[] for _ in jobs]
+    finished = [0.0] * len(jobs)
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(jobs) + 1)
+
+    def dock(n: int) -> None:
+        start.wait()
+        try:
+            for device_id, info in jobs[n]:
+                receipts[n].append(_upload(uploaders[n], device_id, info))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finished[n] = clock()
+
+    threads = [threading.Thread(target=dock, args=(n,), name=f"bench-dock-{n + 1}") for n in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    started = clock()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise SystemExit(f"bench: {len(errors)} dock(s) failed; the first: {errors[0]!r}")
+    return max(finished) - started, sorted(t - started for t in finished), receipts
+
+
 @benchmark(
     "ingest",
     ingest_mb_s_16_docks=Figure(
@@ -1363,7 +1399,6 @@ def bench_ingest() -> Figures:
     server behind its docks would not; the figures are a floor.
     """
     import statistics
-    import threading
 
     ReceiptClock = _receipt_clock_uploader()
     with tempfile.TemporaryDirectory(prefix="openbwv-bench-") as tmp:
@@ -1379,36 +1414,12 @@ def bench_ingest() -> Figures:
                           _seal_segments(storage, INGEST_SEGMENTS, INGEST_SEGMENT_MIB * MiB)))
         total = sum(info.path.stat().st_size for _, _, sealed in docks for info in sealed)
 
-        clock = time.perf_counter
-        receipts: list[list[bytes]] = [[] for _ in docks]
-        finished = [0.0] * len(docks)
-        errors: list[BaseException] = []
         with server:
             uploaders = [ReceiptClock(server.url, token, state_path=root / "docks" / str(n) / "uploads.json")
                          for n, (token, _, _) in enumerate(docks)]
-            start = threading.Barrier(len(docks) + 1)
-
-            def dock(n: int) -> None:
-                _, device_id, sealed = docks[n]
-                start.wait()
-                try:
-                    for info in sealed:
-                        receipts[n].append(_upload(uploaders[n], device_id, info))
-                except BaseException as e:  # noqa: BLE001 - reported below
-                    errors.append(e)
-                finished[n] = clock()
-
-            threads = [threading.Thread(target=dock, args=(n,), name=f"bench-dock-{n + 1}") for n in range(len(docks))]
-            for thread in threads:
-                thread.start()
             progress(f"ingest: {len(docks)} docks uploading {total / MB:.0f} MB")
-            start.wait()
-            started = clock()
-            for thread in threads:
-                thread.join()
-        if errors:
-            raise SystemExit(f"bench: {len(errors)} dock(s) failed; the first: {errors[0]!r}")
-        elapsed = max(finished) - started
+            elapsed, dock_s, receipts = _run_docks(uploaders, [[(device_id, info) for info in sealed]
+                                                              for _, device_id, sealed in docks])
         for (_, device_id, sealed), got in zip(docks, receipts, strict=True):
             for info, receipt in zip(sealed, got, strict=True):
                 server.check_receipt(receipt, device_id, info)
@@ -1417,7 +1428,6 @@ def bench_ingest() -> Figures:
     if len(waits) != INGEST_DOCKS * INGEST_SEGMENTS:
         raise SystemExit(f"bench: timed {len(waits)} receipts, expected one per segment "
                          f"({INGEST_DOCKS * INGEST_SEGMENTS}): a final PATCH was retried or not seen")
-    dock_s = sorted(t - started for t in finished)
     progress(f"ingest: {total / MB / elapsed:.0f} MB/s in {elapsed:.2f} s; docks finished after {dock_s[0]:.2f}-"
              f"{dock_s[-1]:.2f} s; receipt wait min {min(waits):.0f} ms, median {statistics.median(waits):.0f} ms, "
              f"p99 {_p99(waits):.0f} ms, max {max(waits):.0f} ms")
