@@ -139,6 +139,7 @@ class Action(StrEnum):
     SWEEP_FINISHED = "sweep_finished"
     AUDIT_VERIFIED = "audit_verified"
     AUDIT_EXPORTED = "audit_exported"
+    MIGRATE = "migrate"  # the installation copied here from another (`bwv server migrate`), reconciled
     CHECKPOINT = "checkpoint"  # written by `checkpoint` only: the record a signed checkpoint covers
 
 

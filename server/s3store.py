@@ -450,7 +450,8 @@ class S3BlobStore:
         try:
             got = self.s3.get_object_legal_hold(Bucket=self.bucket, Key=self.data_name(key))
         except Exception as e:  # noqa: BLE001
-            if _code(e) in ("NoSuchKey", "404", "NoSuchObjectLockConfiguration"):
+            # Ceph RGW answers ObjectLockConfigurationNotFoundError for an object no hold was ever set on.
+            if _code(e) in ("NoSuchKey", "404", "NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError"):
                 return False
             raise self._error(e, f"cannot read the legal hold of blob {key}") from None
         return got["LegalHold"]["Status"] == "ON"

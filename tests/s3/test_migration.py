@@ -1,0 +1,133 @@
+"""Migrating an embedded installation (SQLite, local disk) to PostgreSQL and Ceph RGW: everything arrives,
+checked, locked as ingest would lock it, and the source is not touched."""
+
+from __future__ import annotations
+
+import sqlite3
+import shutil
+from datetime import datetime, timedelta
+
+import pytest
+
+from s3.migration_kit import POLICY, build, snapshot
+from lifecycle.lifecycle_kit import UTC
+from openbwv.server import audit, lifecycle
+from openbwv.server.db import MetadataStore
+from openbwv.server.migration import MigrationError
+from openbwv.server.migrator import Migrator, Source
+from openbwv.server.s3store import S3BlobStore, parse_s3_url
+from openbwv.server.store import parse_database_url
+
+
+@pytest.fixture(scope="module")
+def installation(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("embedded") / "home")
+
+
+def source_of(inst, **kw) -> Source:
+    server = inst.home / "server"
+    return Source(kw.get("database", server / "evidence.db"), server / "store", server, POLICY)
+
+
+def migrate(inst, db_url: str, store: S3BlobStore, **kw):
+    lines: list[str] = []
+    m = Migrator(source_of(inst, **kw), parse_database_url(db_url), store, batch=3, actor="local:test",
+                 say=lines.append)
+    try:
+        return m.run(), lines
+    finally:
+        m.close()
+
+
+def s3(rgw, bucket) -> S3BlobStore:
+    return S3BlobStore(parse_s3_url(rgw.blobs_url(bucket)), client=rgw.client())
+
+
+def test_everything_arrives_checked_and_the_reconciliation_matches_on_both_sides(installation, pg, rgw, bucket):
+    before = snapshot(installation.home)
+    db_url, store = pg.new_database(), s3(rgw, bucket)
+    result, lines = migrate(installation, db_url, store)
+
+    assert result.matches, "\n".join(result.table())
+    counts = {line.what: line.source.rows for line in result.lines}
+    assert counts["segments"] == len(installation.held)
+    assert counts["tombstones"] == len(installation.deleted)
+    assert counts["blobs"] == len(installation.held)
+    assert counts["uploads"] == 0  # the one still receiving stays behind: its dock starts it again
+    assert all(counts[t] >= 1 for t in ("subject_requests", "sar_holds", "sar_exports", "evidence_marks",
+                                        "device_assignments", "users", "user_tokens", "docks", "track_spans",
+                                        "track_span_rtree", "audit_checkpoints"))
+    assert any("still in progress at the source are not migrated" in line for line in lines)
+    assert snapshot(installation.home) == before, "the migration changed its source"
+
+    dest = MetadataStore(db_url)
+    try:
+        r = dest.reader()
+        head = audit.head(r)
+        assert head.action == "migrate" and head.seq == counts["audit head"] + 1
+        assert audit.verify(r, _public(installation).receipt_verifier()).ok
+        # Identity columns go on after the ids copied: the fleet's next mark is a new one.
+        with dest.transaction() as db:
+            new = lifecycle.mark_evidence(db, installation.free.clip_id, case_ref="CR-2/26", reason="theft",
+                                          actor="user:eo", at=datetime.now(UTC).isoformat())
+        assert new > counts["evidence_marks"]
+    finally:
+        dest.close()
+
+
+def test_blobs_are_locked_until_their_due_date_and_held_clips_carry_a_legal_hold(installation, pg, rgw, bucket):
+    store = s3(rgw, bucket)
+    result, _ = migrate(installation, pg.new_database(), store)
+    assert result.matches, "\n".join(result.table())
+    assert store.legal_hold(installation.marked.segment_hash)
+    assert store.legal_hold(installation.requested.segment_hash)
+    assert not store.legal_hold(installation.free.segment_hash)
+    # Recorded two days ago, 31 days kept: locked about four weeks on, not only the provisional day.
+    assert store.retention(installation.free.segment_hash) > datetime.now(UTC) + timedelta(days=20)
+    for h in installation.deleted:
+        assert not store.exists(h.segment_hash)  # deleted by policy at the source: only its tombstone moves
+
+
+def test_a_second_run_only_reconciles_again_and_records_the_move_once(installation, pg, rgw, bucket):
+    db_url, store = pg.new_database(), s3(rgw, bucket)
+    first, _ = migrate(installation, db_url, store)
+    again, lines = migrate(installation, db_url, store)
+    assert again.matches and again.digest == first.digest
+    assert any("finished earlier" in line for line in lines)
+    dest = MetadataStore(db_url)
+    try:
+        assert len(list(audit.query(dest.reader(), action="migrate"))) == 1
+    finally:
+        dest.close()
+
+
+def test_a_destination_holding_another_installation_is_refused(installation, pg, rgw, bucket):
+    db_url = pg.new_database()
+    other = MetadataStore(db_url)
+    try:
+        from openbwv.server.auth import DockTokens
+
+        DockTokens(other).add_dock("dock-elsewhere")
+    finally:
+        other.close()
+    with pytest.raises(MigrationError, match=r"not empty \(rows in docks\)"):
+        migrate(installation, db_url, s3(rgw, bucket))
+
+
+def test_a_source_at_an_older_schema_is_refused_and_left_as_it_was(installation, pg, rgw, bucket, tmp_path):
+    old = tmp_path / "old" / "evidence.db"
+    old.parent.mkdir()
+    shutil.copyfile(installation.database, old)
+    with sqlite3.connect(old) as conn:
+        conn.execute("UPDATE schema_version SET version = version - 1")
+    conn.close()
+    kept = old.read_bytes()
+    with pytest.raises(MigrationError, match=r"schema version \d+, this OpenBWV at \d+: bring the source up to date"):
+        migrate(installation, pg.new_database(), s3(rgw, bucket), database=old)
+    assert old.read_bytes() == kept
+
+
+def _public(inst):
+    from openbwv.sealed.keys import ServerPublicKey
+
+    return ServerPublicKey.load(inst.home / "server" / "keys" / "server.pub")
