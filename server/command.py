@@ -45,7 +45,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
                         "s3://BUCKET[/PREFIX]?endpoint=URL[&region=R][&initial_lock_s=S][&profile=P], a bucket "
                         "created with Object Lock and no default retention; credentials from "
                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS credentials file, never the URL")
-    sub = p.add_subparsers(dest="server_what", metavar="{add-dock,status,reindex,api-docs}")
+    sub = p.add_subparsers(dest="server_what", metavar="{add-dock,status,reindex,migrate,api-docs}")
     a = sub.add_parser("add-dock", help="create a dock's upload token (shown once)",
                        formatter_class=p.formatter_class, parents=[common_options()],
                        description="Create a random bearer token for a dock and print it once.\n"
@@ -72,6 +72,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     r.add_argument("--dry-run", action="store_true", help="count the segments it would read; change nothing")
     r.add_argument("--batch", type=int, default=50, metavar="N",
                    help="segments per write transaction (default: %(default)s)")
+    from .migrate_command import add_parser as add_migrate
+
+    add_migrate(sub, p.formatter_class)
     d = sub.add_parser("api-docs", help="write the OpenAPI description and the endpoint x role table",
                        formatter_class=p.formatter_class, parents=[common_options()],
                        description="Write docs/openapi.json (OpenAPI 3.1) and docs/access-control.md (every "
@@ -127,6 +130,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
       bwv server --db postgresql://bwv@db.force.example:5432/evidence
       bwv server status                            what is held, per device, and any gaps
       bwv server reindex --dry-run                 held segments a search by place would miss
+      bwv server migrate --to postgresql://bwv@db/evidence --blobs 's3://evidence?endpoint=...'
+                                                   move this embedded installation to the fleet engines
 
     exit status: 0 after a clean stop (SIGTERM/SIGINT); 2 on bad settings or missing keys.
     """,
@@ -141,6 +146,10 @@ def run_server(args: argparse.Namespace, home: Home) -> int:
         return _api_docs(args)
     if what == "reindex":
         return _reindex(args, home)
+    if what == "migrate":
+        from .migrate_command import run as migrate
+
+        return migrate(args, home)
     return _serve(args, home)
 
 

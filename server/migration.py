@@ -32,6 +32,10 @@ class MigrationError(Exception):
     """The migration cannot go on (the message says what was found, where, and what to do)."""
 
 
+class DestinationRefused(MigrationError):
+    """The destination holds something other than an earlier run of this migration: nothing is written."""
+
+
 def _value(v: object) -> object:
     if v is None or isinstance(v, str):
         return v
@@ -168,14 +172,14 @@ def resume_decision(identity: SourceIdentity, recorded: dict[str, str], occupied
     if "source" in recorded:
         before = SourceIdentity.from_json(recorded["source"])
         if not before.same_installation(identity):
-            raise MigrationError(
+            raise DestinationRefused(
                 f"{destination} holds a migration from another installation ({before.shown or 'unnamed'}: server "
                 f"key {before.server_key_id}, first audit record {before.first_audit_hash[:16]}...); this source "
                 f"has server key {identity.server_key_id} and first record {identity.first_audit_hash[:16]}.... "
                 "Migrate into an empty database")
         return FINISHED if "finished" in recorded else RESUME
     if occupied:
-        raise MigrationError(
+        raise DestinationRefused(
             f"{destination} is not empty (rows in {', '.join(occupied)}) and holds no earlier run of this "
             "migration: a migration copies into an empty database only, so that nothing there is mixed with "
             "or mistaken for the installation moved. Give a new database (createdb) or the one a killed run "
@@ -203,6 +207,6 @@ def progress_copied(recorded: str | None) -> int:
     return int(json.loads(recorded).get("copied", 0)) if recorded else 0
 
 
-__all__ = ["FINISHED", "FRESH", "Line", "MigrationError", "RESUME", "Reconciliation", "Side", "SourceIdentity",
-           "Tally", "blob_line", "key_after", "progress_copied", "progress_done", "progress_value",
+__all__ = ["DestinationRefused", "FINISHED", "FRESH", "Line", "MigrationError", "RESUME", "Reconciliation", "Side",
+           "SourceIdentity", "Tally", "blob_line", "key_after", "progress_copied", "progress_done", "progress_value",
            "resume_decision", "row_bytes"]
