@@ -131,3 +131,27 @@ def _public(inst):
     from openbwv.sealed.keys import ServerPublicKey
 
     return ServerPublicKey.load(inst.home / "server" / "keys" / "server.pub")
+
+
+def test_a_segment_recorded_as_held_whose_blob_is_missing_stops_the_migration(installation, pg, rgw, bucket,
+                                                                              tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(installation.home, broken)
+    lost = installation.held[4].segment_hash
+    blob = broken / "server" / "store" / lost[0:2] / lost[2:4] / f"{lost}.bwv"
+    blob.chmod(0o644)
+    blob.unlink()
+    inst = type(installation)(broken)
+    with pytest.raises(MigrationError, match=f"records segment {lost} as held but its blob .* is absent"):
+        migrate(inst, pg.new_database(), s3(rgw, bucket))
+
+
+def test_a_source_with_commits_in_its_write_ahead_log_is_refused(installation, pg, rgw, bucket, tmp_path):
+    from openbwv.server.store.migration import SourceUnreadable
+
+    live = tmp_path / "live" / "evidence.db"
+    live.parent.mkdir()
+    shutil.copyfile(installation.database, live)
+    live.with_name("evidence.db-wal").write_bytes(b"\x37\x7f\x06\x82" + bytes(28))  # as a running server leaves it
+    with pytest.raises(SourceUnreadable, match="write-ahead log evidence.db-wal holds 32 bytes.*Stop every"):
+        migrate(installation, pg.new_database(), s3(rgw, bucket), database=live)
