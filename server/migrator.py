@@ -172,7 +172,7 @@ class Migrator:
             return
         after = (key_after(recorded) or ("",))[0]
         copied = progress_copied(recorded)
-        total = store.count(self.src, store.TABLES[2])  # segments
+        total = store.count(self.src, store.SEGMENTS)
         local = LocalBlobStore(self.source.store)
         with tempfile.TemporaryDirectory(prefix="bwv-migrate-") as work:
             while page := store.held_blobs(self.src, after, self.batch):
@@ -305,14 +305,14 @@ class Migrator:
             audit.append(db, actor=self.actor, action="migrate", target="installation", detail={
                 "from": str(self.source.database), "blobs": str(getattr(self.blobs, "location", "")),
                 "source_head": {"seq": head[0], "hash": head[1]} if head else None,
-                "segments": store.count(self.src, store.TABLES[2]), "reconciliation": result.digest})
+                "segments": store.count(self.src, store.SEGMENTS), "reconciliation": result.digest})
             store.set_progress(db, "finished", json.dumps({"reconciliation": result.digest}), _now())
         self.say("migration recorded in the destination's audit trail")
 
 
 # ---------------------------------------------------------------------- the files beside the database
 def install_files(source: Source, to_home: Path, db_url: str, blobs_url: str) -> list[str]:
-    """Copy the server's keys, device registry and external audit checkpoints into a node's BWV_HOME, and
+    """Copy the server's keys, device registry, exports and external audit checkpoints into a node's BWV_HOME, and
     write its config.toml naming the fleet engines if it has none; return what was done, line by line.
 
     A file already there with other contents is never replaced (MigrationError): it may be another
@@ -320,10 +320,13 @@ def install_files(source: Source, to_home: Path, db_url: str, blobs_url: str) ->
     done: list[str] = []
     target = Path(to_home) / "server"
     pairs: list[tuple[Path, Path]] = []
-    for folder in ("keys", "devices"):
+    # exports/: the subject access and evidential exports already made, which the node's sweep removes
+    # when their clip is deleted (sweep.py finds them in the node's own folder) and staff list there.
+    for folder in ("keys", "devices", "exports"):
         src_dir = source.server_dir / folder
         if src_dir.is_dir():
-            pairs += [(p, target / folder / p.name) for p in sorted(src_dir.iterdir()) if p.is_file()]
+            pairs += [(p, target / p.relative_to(source.server_dir)) for p in sorted(src_dir.rglob("*"))
+                      if p.is_file()]
     if source.checkpoint_file.is_file():
         pairs.append((source.checkpoint_file, target / source.checkpoint_file.name))
     for src, dst in pairs:

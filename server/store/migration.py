@@ -80,6 +80,8 @@ TABLES: tuple[TableCopy, ...] = (
     TableCopy("audit_log", ("seq",)),
 )
 
+SEGMENTS = next(t for t in TABLES if t.name == "segments")
+
 # Tables whose rows on a destination mean it already holds an installation (clip_stats always has its row).
 _OCCUPANCY = tuple(t.name for t in TABLES if t.name != "clip_stats")
 
@@ -265,7 +267,7 @@ def arrived_blobs(db) -> Iterator[tuple[str, str]]:
     return iter(db.execute("SELECT segment_hash, arrived_sha256 FROM migration_blobs"))
 
 
-__all__ = ["PROGRESS_SCHEMA", "SourceUnreadable", "TABLES", "TableCopy", "advance_identity", "arrived_blobs",
-           "audit_hash_at", "audit_head", "columns", "count", "ensure_progress_tables", "held_blobs",
+__all__ = ["PROGRESS_SCHEMA", "SEGMENTS", "SourceUnreadable", "TABLES", "TableCopy", "advance_identity",
+           "arrived_blobs", "audit_hash_at", "audit_head", "columns", "count", "ensure_progress_tables", "held_blobs",
            "insert_rows", "occupied_tables", "open_source", "page", "progress", "receipts", "receiving_uploads",
            "record_blob", "rows", "schema_version", "set_progress"]

@@ -74,6 +74,9 @@ def build(root: Path, *, segments: int = 6) -> Installation:
             db.execute("INSERT INTO sar_exports (sar_id, created_utc, created_by, directory, manifest_sha256, clips) "
                        "VALUES (?, ?, ?, ?, ?, ?)", (request_id, at, "user:do", "exports/1", "0" * 64, 1))
         assert inst.requested.clip_id in holds
+        export = root / "server" / "exports" / request_id / "1"  # as sar_export.py lays an export out
+        export.mkdir(parents=True)
+        (export / "manifest.json").write_text('{"request": "%s"}\n' % request_id)
         DockTokens(ev.db).add_dock("dock-1")
         ev.db.create_upload(UploadRecord("u-1", "dock-1", {"filename": "x.bwv"}, "cam-9", 1, "e" * 64, 4096,
                                          offset=1024, created_utc=at, updated_utc=at))

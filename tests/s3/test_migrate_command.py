@@ -85,6 +85,10 @@ def test_a_migration_killed_at_random_points_and_run_again_ends_reconciled_and_v
     finally:
         dest.close()
 
+    exports = installation.home / "server" / "exports"
+    exported = sorted(p.relative_to(installation.home) for p in exports.rglob("*.json"))
+    assert exported and all((node / p).is_file() for p in exported)  # where the node's sweep will find them
+
     node_env = {**env(rgw), "BWV_HOME": str(node)}
     verify = subprocess.run([BWV, "verify", "--held"], env=node_env, capture_output=True, text=True, timeout=300)
     assert verify.returncode == 0, verify.stdout + verify.stderr
