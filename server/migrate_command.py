@@ -50,12 +50,12 @@ Uploads still in progress at the source are not moved: their docks start
 them again, and no camera is freed without a receipt.
 
 With --to-home DIR it also prepares a node's BWV_HOME: it copies the server's
-keys (server/keys), the enrolled cameras (server/devices), the exports
-already made (server/exports, which that node's sweep removes when their
-clips fall due) and the signed audit checkpoints
-(server/audit-checkpoints.jsonl), and writes config.toml
-naming the two engines and the source's retention periods. Without it, copy
-those yourself (docs/deployment.md, "Migrating an embedded installation")."""
+keys (server/keys, and any keys.old-* a rotation set aside), the enrolled
+cameras (server/devices), the exports already made (server/exports, which
+that node's sweep removes when their clips fall due) and the signed audit
+checkpoints (server/audit-checkpoints.jsonl), and writes config.toml naming
+the two engines and the source's retention periods. Without it, copy those
+yourself (docs/deployment.md, "Migrating an embedded installation")."""
 
 EPILOG = """\
 examples:

@@ -134,6 +134,21 @@ class Migrator:
             raise MigrationError(f"the source's server public key is needed to verify its receipts and audit "
                                  f"checkpoints on arrival: {e}") from None
 
+    def _earlier_keys(self) -> list[ServerPublicKey]:
+        """The public halves of the keys `bwv keys server --force-new` set aside (keys.old-<time>): receipts
+        and checkpoints signed before a rotation verify with those."""
+        found = []
+        for folder in sorted(self.source.server_dir.glob("keys.old-*")):
+            try:
+                found.append(ServerPublicKey.load(folder / "server.pub"))
+            except KeyFileError:
+                continue  # a folder without a readable public key vouches for nothing
+        return found
+
+    def _receipt_keys(self) -> dict[str, ServerPublicKey]:
+        """Every server key the source ever used, by key id."""
+        return {k.key_id.hex(): k for k in (*self._earlier_keys(), self.public)}
+
     def identity(self) -> SourceIdentity:
         return SourceIdentity(store.audit_hash_at(self.src, 1) or "", self.public.key_id.hex(),
                               str(self.source.database))
@@ -278,13 +293,16 @@ class Migrator:
         return tally
 
     def _check_receipts(self, reader, result: Reconciliation) -> None:
-        verifier = ReceiptVerifier(self.public.receipt_verifier(), self.public.key_id)
+        verifiers = {kid: ReceiptVerifier(k.receipt_verifier(), k.key_id) for kid, k in self._receipt_keys().items()}
+        current = verifiers[self.public.key_id.hex()]
         bad = 0
         for kind, device_id, sequence, segment_hash, receipt in store.receipts(reader):
             try:
+                signer = json.loads(receipt).get("receipt", {}).get("server_key_id")
+                verifier = verifiers.get(signer, current) if isinstance(signer, str) else current
                 verifier.check_for(str(receipt).encode(), device_id=device_id, sequence=int(sequence),
                                    segment_hash=bytes.fromhex(segment_hash))
-            except (ReceiptInvalid, ValueError) as e:
+            except (ReceiptInvalid, ValueError, AttributeError) as e:
                 bad += 1
                 if bad <= MAX_PROBLEMS:
                     result.problems.append(f"{kind} segment {device_id} #{sequence} ({segment_hash[:16]}...): {e}")
@@ -294,7 +312,8 @@ class Migrator:
     def _check_audit(self, reader, result: Reconciliation) -> None:
         external = audit.read_checkpoint_file(self.source.checkpoint_file) if self.source.checkpoint_file.exists() \
             else []
-        report = audit.verify(reader, self.public.receipt_verifier(), external=external)
+        keys = {kid: k.receipt_verifier() for kid, k in self._receipt_keys().items()}
+        report = audit.verify(reader, keys, external=external)
         if not report.ok:
             result.problems.append("the audit trail does not verify on the destination:")
             result.problems += [f"  {p.message}" for p in report.problems[:MAX_PROBLEMS]]
@@ -322,7 +341,9 @@ def install_files(source: Source, to_home: Path, db_url: str, blobs_url: str) ->
     pairs: list[tuple[Path, Path]] = []
     # exports/: the subject access and evidential exports already made, which the node's sweep removes
     # when their clip is deleted (sweep.py finds them in the node's own folder) and staff list there.
-    for folder in ("keys", "devices", "exports"):
+    # keys.old-*: the keys a rotation set aside, the only means to open footage sealed to them.
+    folders = ["keys", *sorted(p.name for p in source.server_dir.glob("keys.old-*")), "devices", "exports"]
+    for folder in folders:
         src_dir = source.server_dir / folder
         if src_dir.is_dir():
             pairs += [(p, target / p.relative_to(source.server_dir)) for p in sorted(src_dir.rglob("*"))

@@ -155,3 +155,25 @@ def test_a_source_with_commits_in_its_write_ahead_log_is_refused(installation, p
     live.with_name("evidence.db-wal").write_bytes(b"\x37\x7f\x06\x82" + bytes(28))  # as a running server leaves it
     with pytest.raises(SourceUnreadable, match="write-ahead log evidence.db-wal holds 32 bytes.*Stop every"):
         migrate(installation, pg.new_database(), s3(rgw, bucket), database=live)
+
+
+def test_receipts_and_checkpoints_signed_before_a_key_rotation_verify_and_the_old_keys_move_too(
+        installation, pg, rgw, bucket, tmp_path):
+    from openbwv.enrol import create_server_keys
+    from openbwv.home import Home
+    from openbwv.server.migrator import install_files
+
+    rotated = tmp_path / "rotated"
+    shutil.copytree(installation.home, rotated)
+    create_server_keys(Home(rotated), force_new=True)  # every receipt and checkpoint so far: the old key's
+    inst = type(installation)(rotated)
+    db_url, blobs_url = pg.new_database(), rgw.blobs_url(bucket)
+    result, _ = migrate(inst, db_url, s3(rgw, bucket))
+    assert result.matches, "\n".join(result.table())
+
+    node = tmp_path / "node"
+    install_files(source_of(inst), node, db_url, blobs_url)
+    [old] = [p.name for p in (rotated / "server").glob("keys.old-*")]
+    assert sorted(p.name for p in (node / "server" / old).iterdir()) == \
+        sorted(p.name for p in (rotated / "server" / old).iterdir())
+    assert (node / "config.toml").read_text().count(db_url) == 1
