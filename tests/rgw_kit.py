@@ -110,7 +110,7 @@ osd max object size = 4294967296
 osd journal size = 0
 osd op threads = 2
 osd data size = 0
-rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
+rgw frontends = beast endpoint=127.0.0.1:{rgw_port} tcp_nodelay=1
 rgw data = {root}/rgw
 rgw thread pool size = 32
 rgw enable usage log = false

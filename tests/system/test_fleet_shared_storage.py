@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -200,7 +201,7 @@ def test_three_nodes_hold_every_segment_once_through_a_postgresql_crash_and_a_ga
             custody.close()
 
 
-DUE, KEPT = 40, 6
+DUE, KEPT = 80, 6  # enough due clips that every killed round still finds some left
 KILL_ROUNDS = 8
 
 
@@ -226,23 +227,23 @@ def test_the_sweep_started_on_every_node_at_once_and_killed_mid_batch_deletes_ea
                  for h in homes]
         errs = {p: b"" for p in procs}
         if round_ < KILL_ROUNDS:
-            # The node whose sweep prints progress holds the shared lock (the others are refused at
-            # once): kill it a random number of batches in, at a random instant inside the next one.
+            # The node whose sweep prints progress holds the shared lock (the others are refused, or
+            # take it over once it dies): kill each that holds it a random number of batches in, at a
+            # random instant inside the next one.
             for p in procs:
                 os.set_blocking(p.stderr.fileno(), False)
-            wanted = rng.randint(1, 4)
-            victim = None
+            wanted = {p: rng.randint(1, 4) for p in procs}
             deadline = time.monotonic() + 30
-            while victim is None and time.monotonic() < deadline and any(p.poll() is None for p in procs):
+            while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+                # Woken by the progress line itself: a batch takes milliseconds, so polling would be late.
+                select.select([p.stderr for p in procs if p.poll() is None], [], [], 0.05)
                 for p in procs:
                     errs[p] += p.stderr.read() or b""
-                    if errs[p].count(b"clip(s) deleted") >= wanted:
-                        victim = p
-                time.sleep(0.01)
-            if victim is not None and victim.poll() is None:
-                time.sleep(rng.uniform(0.0, 0.05))
-                victim.send_signal(signal.SIGKILL)
-                kills += 1
+                    if p.poll() is None and errs[p].count(b"clip(s) deleted") >= wanted[p]:
+                        time.sleep(rng.uniform(0.0, 0.005))
+                        p.send_signal(signal.SIGKILL)
+                        p.wait()
+                        kills += 1
             for p in procs:
                 os.set_blocking(p.stderr.fileno(), True)
         outcomes = []
