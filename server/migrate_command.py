@@ -92,6 +92,9 @@ def add_parser(sub, formatter_class) -> None:
                         "checkpoints and a config.toml naming the engines (existing files are never replaced)")
     m.add_argument("--batch", type=int, default=500, metavar="N",
                    help="rows per destination transaction, and so per progress line (default: %(default)s)")
+    m.add_argument("--jobs", type=int, default=4, metavar="N",
+                   help="blobs in flight at once: each waits on a few object-store round trips "
+                        "(default: %(default)s)")
 
 
 def run(args: argparse.Namespace, home: Home) -> int:
@@ -104,6 +107,8 @@ def run(args: argparse.Namespace, home: Home) -> int:
 
     if args.batch < 1:
         raise UsageError("--batch must be at least 1")
+    if not 1 <= args.jobs <= 64:
+        raise UsageError("--jobs must be from 1 to 64")
     try:
         source_url = (parse_database_url(args.migrate_from) if args.migrate_from
                       else sqlite_url(home.server_dir / "evidence.db"))
@@ -127,7 +132,7 @@ def run(args: argparse.Namespace, home: Home) -> int:
         from .s3store import S3BlobStore
 
         blobs = S3BlobStore.from_url(args.migrate_blobs)
-        migrator = Migrator(source, dest_url, blobs, batch=args.batch, actor=local_actor(),
+        migrator = Migrator(source, dest_url, blobs, batch=args.batch, jobs=args.jobs, actor=local_actor(),
                             say=lambda line: print(line, file=sys.stderr, flush=True))
     except (ConfigError, SourceUnreadable, migration.MigrationError) as e:
         raise UsageError(str(e)) from None

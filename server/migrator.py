@@ -2,15 +2,16 @@
 
 The order of the steps is what makes a kill at any moment harmless:
 
-1. **Blobs first**, one at a time in hash order.  Each is copied from the
+1. **Blobs first**, in hash order, a few at a time (``jobs``).  Each is copied from the
    source store to a temporary file (S3BlobStore.put_file consumes the file
    it is given: the source's own file is never handed over), stored, read
    back from the destination store and its SHA-256 compared with the
    source file's, then given its Object Lock retention and legal hold as
    ingest would (blob_locks.settle, from the source's own records), and only
-   then recorded as arrived, with the progress, in one transaction.  A blob
-   stored but not recorded (killed between) is found held on the resume and
-   checked, not stored again.
+   then recorded as arrived, with the progress, in one transaction, in hash
+   order (a blob done ahead of one still in flight waits to be recorded).  A
+   blob stored but not recorded (killed between) is found held on the resume
+   and checked, not stored again.
 2. **Rows**, table by table in foreign-key order, a page per transaction
    with the progress (server/store/migration.py).  So a row never stands on
    the destination before the blob it describes.
@@ -39,6 +40,8 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,11 +94,15 @@ class Migrator:
     """One migration of `source` into the database at `destination` and the blob store `blobs`."""
 
     def __init__(self, source: Source, destination: DatabaseUrl, blobs: BlobStore, *, batch: int = 200,
-                 actor: str = "local:unknown", say: Callable[[str], None] = lambda line: None):
+                 jobs: int = 4, actor: str = "local:unknown", say: Callable[[str], None] = lambda line: None):
         self.source = source
         self.destination_url = destination
         self.blobs = blobs
         self.batch = max(1, batch)
+        self.jobs = max(1, jobs)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._worker_conns: list = []
         self.actor = actor
         self.say = say
         self.src = store.open_source(source.database)
@@ -108,6 +115,8 @@ class Migrator:
             raise
 
     def close(self) -> None:
+        for conn in self._worker_conns:
+            conn.close()
         self.src.close()
         self.dest.close()
 
@@ -182,23 +191,19 @@ class Migrator:
         return result
 
     def copy_blobs(self) -> None:
+        """Every held blob, `jobs` at a time (each is a handful of object-store round trips, so the time
+        is in waiting); recorded strictly in hash order, so the progress never passes a blob not done."""
         recorded = store.progress(self.dest.reader()).get("blobs")
         if progress_done(recorded):
             return
         after = (key_after(recorded) or ("",))[0]
         copied = progress_copied(recorded)
         total = store.count(self.src, store.SEGMENTS)
-        local = LocalBlobStore(self.source.store)
-        with tempfile.TemporaryDirectory(prefix="bwv-migrate-") as work:
+        with tempfile.TemporaryDirectory(prefix="bwv-migrate-") as work, \
+                ThreadPoolExecutor(self.jobs, thread_name_prefix="bwv-migrate") as pool:
             while page := store.held_blobs(self.src, after, self.batch):
-                for segment_hash, key, clip_id in page:
-                    source_sha, arrived_sha, size = self._copy_blob(local, key, Path(work))
-                    if arrived_sha != source_sha:
-                        raise MigrationError(
-                            f"blob {key} arrived altered: SHA-256 {source_sha} at the source, {arrived_sha} as read "
-                            "back from the destination store; nothing after it was copied. Check the store, then "
-                            "run the migration again")
-                    blob_locks.settle(self.src, self.blobs, self.source.policy, [clip_id], keys=[key])
+                arrivals = pool.map(lambda row: self._arrive(row, Path(work)), page)
+                for (segment_hash, _, _), (source_sha, arrived_sha, size) in zip(page, arrivals):
                     copied += 1
                     with self.dest.transaction() as db:
                         store.record_blob(db, segment_hash, source_sha, arrived_sha, size, _now())
@@ -207,6 +212,27 @@ class Migrator:
                     after = segment_hash
         with self.dest.transaction() as db:
             store.set_progress(db, "blobs", progress_value((after,), copied, True), _now())
+
+    def _arrive(self, row: tuple[str, str, str], work: Path) -> tuple[str, str, int]:
+        """One blob stored, read back and compared, then locked as ingest would: (SHA-256 at the source,
+        SHA-256 read back, size).  Runs in a worker thread, with a source connection of its own."""
+        segment_hash, key, clip_id = row
+        source_sha, arrived_sha, size = self._copy_blob(LocalBlobStore(self.source.store), key, work)
+        if arrived_sha != source_sha:
+            raise MigrationError(
+                f"blob {key} arrived altered: SHA-256 {source_sha} at the source, {arrived_sha} as read back from "
+                "the destination store; nothing after it was recorded. Check the store, then run the migration "
+                "again")
+        blob_locks.settle(self._worker_source(), self.blobs, self.source.policy, [clip_id], keys=[key])
+        return source_sha, arrived_sha, size
+
+    def _worker_source(self):
+        conn = getattr(self._local, "src", None)
+        if conn is None:
+            conn = self._local.src = store.open_source(self.source.database)
+            with self._lock:
+                self._worker_conns.append(conn)
+        return conn
 
     def _copy_blob(self, local: LocalBlobStore, key: str, work: Path) -> tuple[str, str, int]:
         """(SHA-256 at the source, SHA-256 read back from the destination, size) of one blob, stored there."""

@@ -117,7 +117,9 @@ def open_source(path: Path) -> sqlite3.Connection:
             "into the database: a server (or a bwv command) is writing to it, or was killed. Stop every "
             "`bwv server` on it; after a kill run `bwv server status` once, which folds the log in; then migrate")
     try:
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True, timeout=10)
+        # check_same_thread off: each worker thread reads on a connection of its own, closed by the owner
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True, timeout=10,
+                               check_same_thread=False)
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
     except sqlite3.Error as e:
         raise SourceUnreadable(f"cannot open {path} read-only: {e}") from None
