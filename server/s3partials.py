@@ -14,6 +14,16 @@ offset ignored) and re-derives the streaming verifier from them.  At the
 end the pieces are assembled into a local temporary file for ingest, then
 deleted.
 
+A node also keeps its own copy of each piece it PUT, on its disk, named by
+the piece's start and the ETag the store gave it.  Assembly takes a piece
+from that copy when the bucket lists the piece with the same ETag and size,
+and GETs it otherwise (a piece another node wrote, or rewrote): a dock that
+stays on one node, the usual case, then sends its bytes across to the store
+twice (the piece, then the held segment) instead of three times.  The copy
+is only ever a cache of the bucket: the bucket decides which bytes count,
+and the whole segment is verified against its claimed hash before it is
+held.
+
 The pieces are not evidence yet (nothing vouches for them until the whole
 segment verifies), so they carry no Object Lock: a bucket with Object Lock
 is versioned, and every removal here deletes each version by id, or the
@@ -26,6 +36,8 @@ at the wrong moment by the next start-up of any node (`strays`).
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -36,6 +48,7 @@ from .s3store import S3BlobStore, _code
 
 PIECE_BYTES = 8 * 1024 * 1024  # a long PATCH is PUT in pieces of about this size: the most buffered per upload
 READ_CHUNK = 1024 * 1024
+_ETAG = re.compile(r"[0-9A-Za-z-]{1,64}")  # what a copy's name may carry: S3 ETags are hex, '-N' for multipart
 
 
 class S3PartialWriter:
@@ -60,7 +73,8 @@ class S3PartialWriter:
         if not self.pending_bytes:
             return
         body = b"".join(self.pending)
-        self.store.put_piece(self.upload_id, self.start, body)
+        etag = self.store.put_piece(self.upload_id, self.start, body)
+        self.store.keep_copy(self.upload_id, self.start, etag, body)
         self.start += len(body)
         self.pending, self.pending_bytes = [], 0
 
@@ -71,6 +85,7 @@ class S3PartialWriter:
         self.pending, self.pending_bytes = [], 0
         self.start = offset
         self.store.delete_pieces(self.upload_id, at_or_after=offset)
+        self.store._forget_copies(self.upload_id, at_or_after=offset)
 
     def close(self) -> None:
         self.pending, self.pending_bytes = [], 0
@@ -87,6 +102,7 @@ class S3PartialStore:
         self.root = f"{blobs.prefix}partial/"
         self.scratch = Path(scratch)  # where uploads are assembled for ingest (this node's disk)
         self.scratch.mkdir(parents=True, exist_ok=True)
+        self.copies = self.scratch / "pieces"  # this node's copies of the pieces it PUT, per upload
 
     # ------------------------------------------------------------------ names and listing
     def folder(self, upload_id: str) -> str:
@@ -94,24 +110,77 @@ class S3PartialStore:
 
     def pieces(self, upload_id: str) -> list[Piece]:
         """The upload's pieces as the bucket lists them now (current versions), in offset order."""
+        return sorted(self._listing(upload_id))
+
+    def _listing(self, upload_id: str) -> dict[Piece, str]:
+        """The upload's pieces as the bucket lists them now (current versions), each with its ETag."""
         folder = self.folder(upload_id)
-        out: list[Piece] = []
+        out: dict[Piece, str] = {}
         try:
             for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
                 for obj in page.get("Contents", []):
                     start = parse_piece_name(obj["Key"][len(folder):])
                     if start is not None:
-                        out.append(Piece(start, int(obj["Size"])))
+                        out[Piece(start, int(obj["Size"]))] = str(obj.get("ETag", "")).strip('"')
         except Exception as e:  # noqa: BLE001 - botocore's errors, turned into words
             raise self.blobs._error(e, f"cannot list the partial pieces of upload {upload_id}") from None
-        return sorted(out)
+        return out
 
-    def put_piece(self, upload_id: str, start: int, body: bytes) -> None:
+    def put_piece(self, upload_id: str, start: int, body: bytes) -> str:
+        """PUT one piece; the ETag the store gave it."""
         name = self.folder(upload_id) + piece_name(start)
         try:
-            self.s3.put_object(Bucket=self.bucket, Key=name, Body=body, ContentType="application/octet-stream")
+            answer = self.s3.put_object(Bucket=self.bucket, Key=name, Body=body,
+                                        ContentType="application/octet-stream")
         except Exception as e:  # noqa: BLE001
             raise self.blobs._error(e, f"cannot store {len(body)} bytes of upload {upload_id} at {start}") from None
+        return str(answer.get("ETag", "")).strip('"')
+
+    # ------------------------------------------------------------------ this node's copies
+    def _copy_path(self, upload_id: str, start: int, etag: str) -> Path | None:
+        if not _ETAG.fullmatch(etag):
+            return None  # a store that gives no usable ETag: no copies, every piece is read back
+        return self.copies / check_upload_id(upload_id) / f"{piece_name(start)}.{etag}"
+
+    def keep_copy(self, upload_id: str, start: int, etag: str, body: bytes) -> None:
+        """Keep this node's copy of a piece it has just PUT.  Best effort: without it the piece is read
+        back from the bucket at assembly, so a full or failing local disk costs time, never bytes."""
+        path = self._copy_path(upload_id, start, etag)
+        if path is None:
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(body)
+            os.replace(tmp, path)  # whole or absent: a half-written copy is never taken for the piece
+        except OSError:
+            tmp.unlink(missing_ok=True)
+
+    def _forget_copies(self, upload_id: str, at_or_after: int = 0) -> None:
+        folder = self.copies / check_upload_id(upload_id)
+        if at_or_after == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        for path in folder.glob("*") if folder.is_dir() else ():
+            start = parse_piece_name(path.name.split(".", 1)[0])
+            if start is None or start >= at_or_after:
+                path.unlink(missing_ok=True)
+
+    def _piece_bytes(self, upload_id: str, piece: Piece, take: int, etag: str) -> Iterator[bytes]:
+        """A piece's first `take` bytes: from this node's copy when it is the piece the bucket lists (same
+        ETag, same size), else from the bucket.  A piece is at most about PIECE_BYTES plus one body batch,
+        so a copy is read whole."""
+        copy = self._copy_path(upload_id, piece.start, etag)
+        data = None
+        if copy is not None:
+            try:
+                data = copy.read_bytes()
+            except OSError:
+                data = None  # no copy (another node wrote the piece), or an unreadable one
+        if data is not None and len(data) == piece.size:
+            yield data[:take]
+            return
+        yield from self._read_piece(upload_id, piece, take)
 
     def delete_pieces(self, upload_id: str, *, at_or_after: int = 0) -> int:
         """Delete every version of the upload's pieces starting at or after `at_or_after`; return how many."""
@@ -119,11 +188,20 @@ class S3PartialStore:
         gone = 0
         try:
             for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=folder):
-                for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
-                    start = parse_piece_name(v["Key"][len(folder):])
-                    if start is None or start >= at_or_after:
-                        self.s3.delete_object(Bucket=self.bucket, Key=v["Key"], VersionId=v["VersionId"])
-                        gone += 1
+                doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                          for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+                          if (start := parse_piece_name(v["Key"][len(folder):])) is None or start >= at_or_after]
+                if not doomed:
+                    continue
+                # One request per page of versions (at most 1,000, as a listing page is), not one per version.
+                answer = self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": doomed, "Quiet": True})
+                failed = [f for f in answer.get("Errors", []) if f.get("Code") not in ("NoSuchKey", "NoSuchVersion")]
+                if failed:
+                    raise StoreError(f"cannot delete {len(failed)} partial piece version(s) of upload {upload_id} "
+                                     f"from {self.blobs.location}: {failed[0].get('Code')} {failed[0].get('Message', '')}")
+                gone += len(doomed) - len(answer.get("Errors", []))
+        except StoreError:
+            raise
         except Exception as e:  # noqa: BLE001
             if _code(e) in ("NoSuchKey", "404"):
                 return gone
@@ -159,21 +237,24 @@ class S3PartialStore:
         """A writer from `offset`; pieces at or after it, of a PATCH that never committed, are deleted first
         so that they can never be taken for bytes of this one later."""
         self.delete_pieces(upload_id, at_or_after=offset)
+        self._forget_copies(upload_id, at_or_after=offset)
         return S3PartialWriter(self, upload_id, offset)
 
     def read(self, upload_id: str, offset: int) -> Iterator[bytes]:
-        for piece, take in piece_chain(upload_id, self.pieces(upload_id), offset):
-            yield from self._read_piece(upload_id, piece, take)
+        listing = self._listing(upload_id)
+        for piece, take in piece_chain(upload_id, sorted(listing), offset):
+            yield from self._piece_bytes(upload_id, piece, take, listing[piece])
 
     @contextmanager
     def assembled(self, upload_id: str, length: int) -> Iterator[Path]:
         """The pieces copied back to back into a local temporary file (ingest consumes it; removed if not)."""
-        chain = piece_chain(upload_id, self.pieces(upload_id), length)
+        listing = self._listing(upload_id)
+        chain = piece_chain(upload_id, sorted(listing), length)
         path = self.scratch / f"{check_upload_id(upload_id)}.assembling-{os.getpid()}"
         try:
             with open(path, "wb") as out:
                 for piece, take in chain:
-                    for chunk in self._read_piece(upload_id, piece, take):
+                    for chunk in self._piece_bytes(upload_id, piece, take, listing[piece]):
                         out.write(chunk)
             yield path
         finally:
@@ -181,9 +262,11 @@ class S3PartialStore:
 
     def finished(self, upload_id: str) -> None:
         self.delete_pieces(upload_id)
+        self._forget_copies(upload_id)
 
     def remove(self, upload_id: str) -> None:
         self.delete_pieces(upload_id)
+        self._forget_copies(upload_id)
 
     def held(self, upload_id: str, offset: int) -> int | None:
         """How far the pieces reach back to back below `offset` (never past it: the pieces beyond may be a
@@ -223,6 +306,16 @@ class S3PartialStore:
             if not wanted(upload_id):
                 n = self.delete_pieces(upload_id)
                 notes.append(f"removed {n} stray piece(s) of upload {upload_id} from {self.blobs.location}")
+        # This node's copies: kept only for uploads still wanted (the bucket decides, above).
+        for folder in self.copies.iterdir() if self.copies.is_dir() else ():
+            try:
+                check_upload_id(folder.name)
+                keep = wanted(folder.name)
+            except StoreError:
+                keep = False
+            if not keep:
+                shutil.rmtree(folder, ignore_errors=True)
+                notes.append(f"removed this node's copies of the pieces of upload {folder.name}")
         return notes
 
 

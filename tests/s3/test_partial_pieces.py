@@ -180,6 +180,60 @@ def test_start_up_removes_the_pieces_of_uploads_nobody_wants_and_keeps_the_rest(
     assert store.pieces(forgotten) == [] and store.pieces(done) == []
     assert every_version(rgw, bucket, f"partial/{forgotten}/") == []
     assert every_version(rgw, bucket, "partial/not-an-upload/") == ["partial/not-an-upload/x"]  # left alone
-    assert list(store.scratch.iterdir()) == []
+    assert list(store.scratch.iterdir()) == [store.copies]  # no half assembly; only the live upload's copies
+    assert [p.name for p in store.copies.iterdir()] == [live]
     assert sorted(n for n in notes if "stray piece" in n) == sorted(
         f"removed 1 stray piece(s) of upload {u} from {store.blobs.location}" for u in (forgotten, done))
+
+
+# --------------------------------------------------------------------------- this node's copies
+def count_gets(store: S3PartialStore) -> list[str]:
+    """The keys this store's client GETs from now on (botocore's own event hook, no stand-in client)."""
+    got: list[str] = []
+    store.s3.meta.events.register("before-call.s3.GetObject", lambda params, **kw: got.append(params["url_path"]))
+    return got
+
+
+def test_assembly_takes_the_pieces_this_node_wrote_from_its_own_copies_and_gets_only_the_others(
+        store, rgw, bucket, tmp_path):
+    upload = store.new_upload()
+    data = os.urandom(300_000)
+    offset = write(store, upload, 0, data[:100_000])  # this node
+    other_node = S3PartialStore(store.blobs, tmp_path / "other-scratch")
+    offset = write(other_node, upload, offset, data[100_000:200_000])  # the dock failed over, then came back
+    offset = write(store, upload, offset, data[200_000:])
+    gets = count_gets(store)
+    with store.assembled(upload, len(data)) as path:
+        assert path.read_bytes() == data
+    assert [g.rsplit("/", 1)[1] for g in gets] == [piece_name(100_000)]  # the other node's piece alone
+
+    store.finished(upload)
+    assert not (store.copies / upload).exists()
+
+
+def test_a_copy_of_a_piece_that_another_node_has_since_rewritten_is_not_used(store, rgw, bucket, tmp_path):
+    upload = store.new_upload()
+    mine = os.urandom(50_000)
+    write(store, upload, 0, mine, commit=True)
+    # The offset was never committed (say the node died first): another node took the upload over from 0,
+    # and its piece at 0 has the same length but other bytes.
+    other_node = S3PartialStore(store.blobs, tmp_path / "other-scratch")
+    theirs = os.urandom(50_000)
+    write(other_node, upload, 0, theirs)
+    with store.assembled(upload, len(theirs)) as path:
+        assert path.read_bytes() == theirs  # the bucket decides which bytes count
+    assert b"".join(store.read(upload, len(theirs))) == theirs
+
+
+def test_a_damaged_or_missing_copy_costs_a_read_from_the_bucket_never_the_bytes(store, rgw, bucket):
+    upload = store.new_upload()
+    data = os.urandom(120_000)
+    offset = write(store, upload, 0, data[:60_000])
+    write(store, upload, offset, data[60_000:])
+    first, second = sorted((store.copies / upload).iterdir())
+    first.write_bytes(first.read_bytes()[:-1])  # cut short
+    second.unlink()
+    gets = count_gets(store)
+    with store.assembled(upload, len(data)) as path:
+        assert path.read_bytes() == data
+    assert len(gets) == 2
