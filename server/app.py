@@ -295,8 +295,10 @@ async def serve(service: EvidenceService, announce: Callable[[str], None], stop:
         shown = f"[{host}]" if ":" in host else host
         announce(f"{config.scheme}://{shown}:{port}")
         checkpoints = asyncio.create_task(_sign_audit_periodically(service, stop))
+        expiry = asyncio.create_task(_expire_uploads_periodically(service, stop))
         await stop.wait()
         await checkpoints
+        await expiry
     finally:
         await runner.cleanup()
 
@@ -314,6 +316,24 @@ async def _sign_audit_periodically(service: EvidenceService, stop: asyncio.Event
             log.exception("could not sign an audit checkpoint (verification will say where the log stands)")
         if stop.is_set():
             return
+
+
+UPLOAD_EXPIRY_CHECK_S = 3600.0  # how often a node looks for unfinished uploads past their expiry
+
+
+async def _expire_uploads_periodically(service: EvidenceService, stop: asyncio.Event) -> None:
+    """Discard unfinished uploads past `upload_expiry_hours`, hourly (start-up does it too, in recover)."""
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), UPLOAD_EXPIRY_CHECK_S)
+            return
+        except TimeoutError:
+            pass
+        try:
+            for note in await asyncio.to_thread(service.expire_uploads):
+                log.info("%s", note)
+        except Exception:
+            log.exception("could not discard expired uploads (tried again in an hour)")
 
 
 __all__ = ["ApiEndpoint", "build_app", "error_response", "serve"]

@@ -34,6 +34,9 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set: mutual TLS, clients must present a certificate it signed
     checkpoint_interval_s: float = 600.0  # how often the audit log's head is signed
+    # An unfinished upload untouched this long is discarded (tus "expiration"): the camera still holds the
+    # segment and the dock sends it again, so nothing is lost, and abandoned bytes do not fill the store.
+    upload_expiry_hours: float = 168.0
     # Where the metadata lives (server/store/url.py): None is the embedded default, SQLite in
     # BWV_HOME/server/evidence.db; or sqlite:///PATH, or postgresql://... shared by several nodes.
     db: str | None = None
@@ -68,6 +71,8 @@ class ServerConfig:
             (0.1 <= self.idle_timeout_s <= 3600, f"idle timeout {self.idle_timeout_s} s outside 0.1..3600"),
             (1 <= self.checkpoint_interval_s <= 86_400,
              f"audit checkpoint interval {self.checkpoint_interval_s} s outside 1..86400"),
+            (1 <= self.upload_expiry_hours <= 8760,
+             f"upload_expiry_hours = {self.upload_expiry_hours} outside 1..8760 (an hour to a year)"),
             ((self.tls_cert is None) == (self.tls_key is None), "--tls-cert and --tls-key go together"),
             (1 <= self.ui_idle_minutes <= 720, f"web idle expiry {self.ui_idle_minutes} min outside 1..720"),
             (self.map_tiles is None or _is_tile_url(self.map_tiles),
@@ -151,6 +156,7 @@ _FILE_KEYS = {
     "max_upload_mb": (int, float),
     "idle_timeout_s": (int, float),
     "checkpoint_interval_s": (int, float),
+    "upload_expiry_hours": (int, float),
     "tls_cert": str,
     "tls_key": str,
     "tls_client_ca": str,
@@ -181,7 +187,10 @@ def settings_from_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
         if not isinstance(value, kind) or (isinstance(value, bool) and key not in _BOOL_KEYS):
             raise ConfigError(f"{where}: {key} = {value!r} has the wrong type")
         out[key] = value
-    direct = {k: out.pop(k) for k in list(out) if k.startswith("public_") or k == "local_time_zone"}
+    direct = {k: out.pop(k) for k in list(out)
+              if k.startswith("public_") or k in ("local_time_zone", "upload_expiry_hours")}
+    if "upload_expiry_hours" in direct:
+        direct["upload_expiry_hours"] = float(direct["upload_expiry_hours"])
     if "trusted_proxies" in out:
         proxies = out.pop("trusted_proxies")
         if not all(isinstance(x, str) for x in proxies):

@@ -528,6 +528,12 @@ class MetadataStore:
         with self._transaction() as db:
             db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
 
+    def stale_uploads(self, before_utc: str) -> list[UploadRecord]:
+        """Unfinished uploads whose last committed byte (or creation) is older than `before_utc`."""
+        return [_upload(r) for r in self._query(
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE state = ? AND updated_utc < ? ORDER BY updated_utc, id",
+            (UPLOAD_RECEIVING, before_utc))]
+
     def forget_completed_uploads(self, before_utc: str) -> int:
         """Drop the rows of uploads completed before `before_utc` (their segments stay held)."""
         with self._transaction() as db:

@@ -285,6 +285,27 @@ class EvidenceService:
         self.db.delete_upload(upload_id)
         self.partials.remove(upload_id)
 
+    def upload_expires(self, updated_utc: str) -> datetime:
+        """When an unfinished upload last touched at `updated_utc` is discarded if nothing more of it
+        arrives (tus Upload-Expires)."""
+        return datetime.fromisoformat(updated_utc) + timedelta(hours=self.config.upload_expiry_hours)
+
+    def expire_uploads(self, now: datetime | None = None) -> list[str]:
+        """Discard every unfinished upload untouched for `upload_expiry_hours`; return what was done.
+
+        Nothing is lost: a camera frees a segment only against its receipt, so the dock that comes back
+        (HEAD answers 404) sends it again from byte 0.  Safe on a fleet: any node may do it, and an
+        upload already discarded by another node is simply gone."""
+        now = now or datetime.now(timezone.utc)
+        cutoff = (now - timedelta(hours=self.config.upload_expiry_hours)).isoformat(timespec="seconds")
+        notes = []
+        for upload in self.db.stale_uploads(cutoff):
+            self.discard(upload.id)
+            notes.append(f"upload {upload.id} ({upload.device_id} #{upload.sequence}, {upload.offset} of "
+                         f"{upload.length} bytes) untouched since {upload.updated_utc}: expired and discarded; "
+                         "the dock will send the segment again")
+        return notes
+
     def check_space(self, length: int) -> None:
         """507 unless `length` more bytes fit while keeping the configured reserve free."""
         reserve = self.config.reserve_bytes
@@ -379,6 +400,7 @@ class EvidenceService:
             notes.append(f"removed {removed} expired view(s) of decrypted footage")
         cutoff = (datetime.now(timezone.utc) - COMPLETED_UPLOADS_KEPT).isoformat(timespec="seconds")
         self.db.forget_completed_uploads(cutoff)
+        notes += self.expire_uploads()
         for upload in self.db.uploads():
             if upload.complete:
                 continue

@@ -30,6 +30,7 @@ import logging
 import re
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from email.utils import format_datetime
 from typing import Callable
 
 import aiohttp
@@ -61,7 +62,7 @@ from .service import UPLOAD_ID_RE, EvidenceService, is_space_error
 log = logging.getLogger("bwv.server")
 
 TUS_VERSION = "1.0.0"
-TUS_EXTENSIONS = "creation,checksum,termination"
+TUS_EXTENSIONS = "creation,checksum,termination,expiration"
 CHECKSUMS: dict[str, Callable[[], "hashlib._Hash"]] = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 RECEIPT_HEADER = "Bwv-Receipt"
@@ -319,7 +320,8 @@ class TusEndpoint:
             await asyncio.to_thread(self.service.partials.remove, upload_id)
             raise
         request["note"] += f" upload {upload_id} created"
-        return web.Response(status=201, headers={"Location": f"/tus/{upload_id}", "Upload-Offset": "0"})
+        return web.Response(status=201, headers={"Location": f"/tus/{upload_id}", "Upload-Offset": "0",
+                                                 "Upload-Expires": self._expires(record)})
 
     # ---------------------------------------------------------------- lookup
     def _own_upload(self, request: web.Request) -> UploadRecord:
@@ -349,6 +351,8 @@ class TusEndpoint:
         }
         if upload.complete:
             headers[RECEIPT_HEADER] = receipt_header(self._held(upload))
+        else:
+            headers["Upload-Expires"] = self._expires(upload)
         request["note"] = f"{upload.device_id} #{upload.sequence} at {upload.offset}/{upload.length}"
         return web.Response(status=200, headers=headers)
 
@@ -396,7 +400,8 @@ class TusEndpoint:
             metrics.bytes_received.inc(new_offset - offset)
             request["note"] += f" +{new_offset - offset} B at {new_offset}/{upload.length}"
             if new_offset < upload.length:
-                return web.Response(status=204, headers={"Upload-Offset": str(new_offset)})
+                return web.Response(status=204, headers={"Upload-Offset": str(new_offset),
+                                                         "Upload-Expires": self._expires(None)})
             upload = self._own_upload(request)
             try:
                 with metrics.timing_receipt():
@@ -415,6 +420,11 @@ class TusEndpoint:
             request["note"] += (" already held" if ingested.duplicate
                                 else f" ingested, chain {seg.chain_status}, hash {seg.segment_hash[:16]}")
             return self._done(upload, seg)
+
+    def _expires(self, upload: UploadRecord | None) -> str:
+        """Upload-Expires: when this unfinished upload is discarded unless more of it arrives (RFC 9110
+        date); None: one whose offset was committed just now."""
+        return format_datetime(self.service.upload_expires(upload.updated_utc if upload else utc_now()), usegmt=True)
 
     def _done(self, upload: UploadRecord, seg: SegmentRecord) -> web.Response:
         return web.Response(status=204, headers={"Upload-Offset": str(upload.length), RECEIPT_HEADER: receipt_header(seg)})

@@ -105,3 +105,60 @@ def test_stray_partial_files_are_removed_and_longer_files_cut_back_at_start(tmp_
     assert service.part_path(upload_id).stat().st_size == 1000
     assert not stray.exists()
     assert len(notes) == 2, notes
+
+
+def test_an_unfinished_upload_untouched_past_its_expiry_is_discarded_at_start_and_nothing_else(tmp_path):
+    """tus expiration: abandoned bytes do not fill the upload area for ever.  Nothing is lost by it:
+    the camera still holds the segment, and the dock that comes back sends it again."""
+    from datetime import datetime, timedelta, timezone
+
+    home = make_home(tmp_path / "home")
+    enrol_device(home, "cam-1")
+    add_dock(home)
+    chain = DeviceChain(home, "cam-1", tmp_path / "segments")
+    old_seg, fresh_seg = chain.seal(), chain.seal()
+    service = EvidenceService(home, ServerConfig(reserve_bytes=0, upload_expiry_hours=24))
+    ids = {}
+    for name, seg, age in (("old", old_seg, timedelta(hours=25)), ("fresh", fresh_seg, timedelta(hours=23))):
+        upload_id = service.new_upload_file()
+        when = (datetime.now(timezone.utc) - age).isoformat(timespec="seconds")
+        service.db.create_upload(UploadRecord(upload_id, "dock-1", seg.metadata(), seg.device_id, seg.sequence,
+                                              seg.segment_hash, seg.size, 0, "receiving", when, when))
+        service.part_path(upload_id).write_bytes(seg.data[:1000])
+        service.db.set_upload_offset(upload_id, 1000, when)
+        ids[name] = upload_id
+        if name == "old":
+            old_when = when
+    notes = service.recover()
+    try:
+        assert service.db.upload(ids["old"]) is None
+        assert not service.part_path(ids["old"]).exists()
+        assert [n for n in notes if "expired" in n] == [
+            f"upload {ids['old']} (cam-1 #{old_seg.sequence}, 1000 of {old_seg.size} bytes) untouched since "
+            f"{old_when}: expired and discarded; the dock will send the segment again"]
+        kept = service.db.upload(ids["fresh"])
+        assert kept is not None and kept.offset == 1000
+        assert service.part_path(ids["fresh"]).stat().st_size == 1000
+    finally:
+        service.close()
+
+
+def test_the_server_says_when_an_unfinished_upload_expires(tmp_path):
+    from email.utils import parsedate_to_datetime
+    from datetime import datetime, timedelta, timezone
+
+    home = make_home(tmp_path / "home")
+    enrol_device(home, "cam-1")
+    token = add_dock(home)
+    seg = DeviceChain(home, "cam-1", tmp_path / "segments").seal(payload_bytes=2 * MIB)
+    server = ServerProcess(home.root, "--reserve-mb", "0").start()
+    try:
+        tus = TusSession(server.url, token)
+        created = tus.create(seg)
+        assert "expiration" in tus.request("OPTIONS", "/tus/").headers["Tus-Extension"].split(",")
+        week = timedelta(hours=168)
+        for answer in (created, tus.head(created.headers["Location"])):
+            expires = parsedate_to_datetime(answer.headers["Upload-Expires"])
+            assert abs(expires - (datetime.now(timezone.utc) + week)) < timedelta(minutes=5)
+    finally:
+        assert server.stop() == 0

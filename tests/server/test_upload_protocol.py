@@ -34,7 +34,7 @@ def test_options_announces_tus_its_extensions_checksums_and_the_upload_cap(tus):
     assert reply.status == 204
     h = reply.headers
     assert h["Tus-Version"] == "1.0.0" and h["Tus-Resumable"] == "1.0.0"
-    assert set(h["Tus-Extension"].split(",")) == {"creation", "checksum", "termination"}
+    assert set(h["Tus-Extension"].split(",")) == {"creation", "checksum", "termination", "expiration"}
     assert set(h["Tus-Checksum-Algorithm"].split(",")) == {"sha1", "sha256"}
     assert int(h["Tus-Max-Size"]) == 4 * 1024**3
     assert int(h["Bwv-Max-Concurrent-Uploads"]) == 16
