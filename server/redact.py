@@ -68,11 +68,12 @@ from ..opener import sha256_file
 from ..sealed.durable import fsync_dir
 
 LEAD_S = 0.2  # a track is blurred this long before its first detection and after its last
-MAX_GAP_S = 1.0  # a track lives on this long without a detection (the detector loses faces for a moment)
+MAX_GAP_S = 1.5  # a track lives on this long without a detection (a face behind a passing pole was lost for 1.2 s)
 MARGIN = 0.25  # face boxes grow by this fraction of their width/height on every side (CenterFace boxes stop short of ears and hairline)
 MIN_ASPECT = 0.9  # a face region is at least this wide for its height before the margin
 GROWTH = 0.6  # and by this fraction more per second away from the nearest detection (the position is less sure)
 VELOCITY_SPAN_S = 0.15  # a track's speed is taken from detections at least this far apart
+PREDICT_HORIZON_S = 0.2  # a track's speed carries its predicted box at most this far past its last detection
 MIN_TRACK_IOU = 0.1  # a detection joins a track whose predicted box it overlaps this much...
 TRACK_REACH = 1.0  # ...or whose predicted centre is within this many face sizes
 TRACK_SPEED = 8.0  # ...plus this many face sizes per second since the track was last seen
@@ -551,9 +552,15 @@ class Track:
         return (0.0, 0.0, 0.0, 0.0)
 
     def predict(self, time_s: float) -> _Geometry:
-        """Where the face will be at `time_s` (after its last detection), for matching the next detections."""
+        """Where the face will be at `time_s` (after its last detection), for matching the next detections.
+
+        The speed carries the box only `PREDICT_HORIZON_S` on: it is measured over a fraction of a second,
+        and a face that is being covered (a pole, a hand) seems to shrink and slide as it disappears, so
+        carried over a whole gap its predicted box ends up too small, or elsewhere, to match the face when
+        it shows again.  Beyond the horizon the distance allowed grows instead (`FaceTracker`).
+        """
         g, v = _geometry(self.last.box), self.velocity(at_end=True)
-        dt = time_s - self.last.time_s
+        dt = min(time_s - self.last.time_s, PREDICT_HORIZON_S)
         return (g[0] + v[0] * dt, g[1] + v[1] * dt, max(1.0, g[2] + v[2] * dt), max(1.0, g[3] + v[3] * dt))
 
     def geometry_at(self, time_s: float, lead_s: float) -> tuple[_Geometry, float] | None:

@@ -104,6 +104,28 @@ def test_a_track_ends_when_the_face_is_gone_for_longer_than_the_gap():
     assert len(tracker.tracks) == 2
 
 
+def test_a_face_hidden_behind_a_pole_for_over_a_second_stays_one_track_and_blurred_throughout():
+    """As a pole passes in front of it, the detector sees the face shrink and slide (half of it is hidden),
+    then loses it for 1.2 s: the track's speed must not carry its prediction off, so that the face found
+    again in its place joins the same track and is blurred on every frame between."""
+    hiding = [Box(300 + 2 * k, 100, 60 - 4 * k, 60) for k in range(6)]  # narrower and further right each look
+    detections: list[list[Box] | None] = []
+    for i in range(120):
+        if i % 3:
+            detections.append(None)
+        elif i < 18:
+            detections.append([FACE])
+        elif i < 36:
+            detections.append([hiding[(i - 18) // 3]])
+        elif i < 36 + round(1.2 * FPS):
+            detections.append([])
+        else:
+            detections.append([FACE])
+    plans = plan_all(detections)
+    assert len({t for p in plans for t in p.tracks}) == 1
+    assert all(covers(plans[i], Box(315, 100, 30, 60)) for i in range(30, 90))  # the part behind and beside the pole
+
+
 def test_blur_regions_are_the_face_grown_by_the_margin_on_every_side():
     (plan, *_) = plan_all([[FACE]])
     grow = FACE.w * MARGIN
