@@ -95,7 +95,7 @@ def _transcode(src: Path, dst: Path) -> int:
     redact_fps_720p=Figure(
         "frames/s",
         f"{REDACT_SECONDS} s of {REDACT_SIZE[0]}x{REDACT_SIZE[1]} {REDACT_FPS} fps H.264 (8 Mbit/s MPEG-TS) with three "
-        f"moving faces -> redact_video (CenterFace 10 examined frames/s, alternately 1280 and 640 wide; tracks; two passes) -> "
+        f"moving faces -> redact_video (CenterFace 5 examined frames/s at 1280 wide; tracks; two passes) -> "
         f"libx264 veryfast crf 20 MP4, best of {REDACT_RUNS}",
         at_least=REDACT_FPS,
     ),
@@ -118,7 +118,7 @@ def bench_redact() -> dict[str, float]:
 
     Both sides decode the same camera-like clip with PyAV and encode it with
     the export's libx264 settings into a faststart MP4; the redaction also
-    decodes the clip a first time, runs CenterFace on ten frames a second
+    decodes the clip a first time, runs CenterFace on five frames a second
     and links the faces into tracks, then obscures the regions.  Their difference is the price of redaction.  The
     target is real time (30 frames/s): forces export hours of footage per
     request.  Recall and over-blur are measured on the labelled test set the

@@ -106,6 +106,16 @@ def test_the_report_counts_what_was_done_and_serialises_to_json(street_export: E
     assert doc["settings"]["encoder"]["codec"] == "libx264"
 
 
+def test_a_frame_that_fits_the_detector_is_examined_five_times_a_second_always_at_full_size(street_export: Export):
+    """Looks at a quarter of the size between full-size ones found no small face and cut the big ones short,
+    so the frames the detector sees whole get full-size looks only, half as often (docs/redaction.md section 2)."""
+    doc = street_export.report.to_dict()
+    frames = len(street_export.scene.frames)
+    assert doc["settings"]["examine_every_frames"] == 6 and doc["settings"]["full_size_every_examined"] == 1
+    assert doc["frames_examined"] == len(range(0, frames, 6))
+    assert [s["frames_examined"] for s in doc["per_second"]] == [doc["frames_examined"]]
+
+
 def test_progress_is_reported_after_every_frame_of_both_passes(street_export: Export):
     """Once while faces are found and tracked, once while the frames are written: two steps a frame."""
     calls, frames = street_export.progress, len(street_export.scene.frames)
