@@ -1,9 +1,10 @@
 """Recall and over-blur on the labelled test set: every frame of the output against the known face boxes.
 
-The floors asserted here are what the pipeline honestly reaches today on
-these short clips; `make bench` measures the same set at greater length
-(redact_recall, redact_overblur) against the targets in docs/redaction.md
-(recall >= 0.99, over-blur <= 0.5).
+Recall is held to the target of docs/redaction.md (0.99; on these clips
+0.996 at 720p and 0.995 at 1080p on 2026-12-07).  Over-blur is held to what
+the pipeline honestly reaches today (0.66 and 0.70 here; the target, 0.5, is
+not met).  `make bench` measures the same set at greater length
+(redact_recall, redact_overblur).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from openbwv.server.redact import LEAD_S, Box, FaceDetector, redact_video
 from . import labelled
 from .footage import bgr_frames, detail, region
 
-RECALL_FLOOR = 0.98
+RECALL_FLOOR = 0.99  # the target: a face left partly clear is a disclosure
 OVERBLUR_CEILING = 0.75  # the margins that recall needs (detector boxes are narrower than heads) cost this much today
 
 
