@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .home import Home
 from .registry import DeviceRegistry
@@ -11,6 +12,9 @@ from .sealed.durable import atomic_write
 from .sealed.errors import KeyFileError
 from .sealed.keys import DeviceKey, ServerKeyPair, ServerPublicKey
 from .sealed.storage import DeviceStorage
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
 
 
 def create_server_keys(home: Home, *, force_new: bool = False) -> ServerPublicKey:
@@ -31,6 +35,26 @@ def ensure_server_keys(home: Home) -> ServerPublicKey:
     if (home.server_keys_dir / ServerKeyPair.MLKEM_FILE).exists():
         return ServerPublicKey.load(home.server_public_key)
     return create_server_keys(home)
+
+
+def server_public_keys(home: Home) -> dict[str, ServerPublicKey]:
+    """Every server key this installation has used, by key id (hex): the current one and those that
+    `bwv keys server --force-new` set aside in keys.old-<time>.  Receipts and audit checkpoints keep
+    the key that signed them, so after a rotation the old ones verify only with the old key.  A folder
+    without a readable public key vouches for nothing and is skipped."""
+    found: dict[str, ServerPublicKey] = {}
+    for path in [*sorted(home.server_dir.glob("keys.old-*/server.pub")), home.server_public_key]:
+        try:
+            key = ServerPublicKey.load(path)
+        except KeyFileError:
+            continue
+        found[key.key_id.hex()] = key
+    return found
+
+
+def receipt_verifiers(home: Home) -> dict[str, "ed25519.Ed25519PublicKey"]:
+    """`server_public_keys` as the receipt/checkpoint verifiers audit.verify takes, by key id."""
+    return {kid: key.receipt_verifier() for kid, key in server_public_keys(home).items()}
 
 
 def enrol_device(home: Home, device_id: str) -> Path:

@@ -502,19 +502,19 @@ def _configure_audit(p: argparse.ArgumentParser) -> None:
 )(_configure_audit)
 @_server_errors
 def run_audit(args: argparse.Namespace, home: Home) -> int:
+    from ..enrol import receipt_verifiers
     from ..sealed.keys import ServerKeyPair
 
     db = open_metadata(home)
     try:
         if args.what == "verify":
-            keys = ServerKeyPair.load(home.server_keys_dir)
             external = []
             for path in [home.server_dir / "audit-checkpoints.jsonl", *args.checkpoints]:
                 if path.exists():
                     external.extend(audit.read_checkpoint_file(path))
                 elif path != home.server_dir / "audit-checkpoints.jsonl":
                     raise UsageError(f"--checkpoints {path}: no such file")
-            report = audit.verify(db.reader(), keys.public.receipt_verifier(), external=external)
+            report = audit.verify(db.reader(), receipt_verifiers(home), external=external)
             print(report.summary())
             print("verified: intact" if report.ok else "NOT INTACT")
             return EXIT_OK if report.ok else EXIT_PROBLEMS

@@ -22,6 +22,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from . import api_models as models
+from ..enrol import receipt_verifiers
 from . import audit, geoindex, lifecycle, media, sar, users
 from .api_models import CLIP_ID_RE, REQUEST_ID_RE
 from .errors import BadRequest, Conflict, NotFound, ServerError, TooLarge
@@ -588,7 +589,7 @@ class StaffEndpoint:
 
     async def audit_verify(self, request: web.Request) -> web.Response:
         report = await self.read(lambda db: audit.verify(
-            db, self.service.server_keys.public.receipt_verifier(),
+            db, receipt_verifiers(self.service.home),
             external=audit.read_checkpoint_file(self.service.checkpoint_file)
             if self.service.checkpoint_file.exists() else ()))
         return web.json_response(report.to_dict())

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
+from ..enrol import receipt_verifiers
 from . import audit
 from .errors import BadRequest
 from .staff_api import audit_filters
@@ -82,7 +83,7 @@ def search(db: sqlite3.Connection, q: Mapping[str, str], *, actor: str) -> Audit
 def chain_state(db: sqlite3.Connection, service) -> ChainState:
     """audit.verify as the API runs it, with the newest stored checkpoint."""
     external = (audit.read_checkpoint_file(service.checkpoint_file) if service.checkpoint_file.exists() else ())
-    report = audit.verify(db, service.server_keys.public.receipt_verifier(), external=external)
+    report = audit.verify(db, receipt_verifiers(service.home), external=external)
     stored = audit.stored_checkpoints(db)
     return ChainState(ok=report.ok, records=report.records, head_seq=report.head_seq,
                       signed_through=report.signed_through, unsigned=report.unsigned,
