@@ -366,26 +366,43 @@ def insert_tracks(db: sqlite3.Connection, tracks: Iterable[tuple[str, str, str, 
     returns the number of spans written.  Only the spans and their boxes: a segment's
     ``segment_tracks`` row is `store_track`'s.  Call inside a write transaction: span ids are
     taken from the table's highest, so a concurrent writer would collide (and fail, not corrupt)."""
-    next_id = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM track_spans").fetchone()[0]
-    first_id = next_id
+    first_id = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM track_spans").fetchone()[0]
+    written = 0
     spans: list[tuple] = []
     boxes: list[tuple] = []
-    for segment_hash, device_id, clip_id, fixes in tracks:
-        for first, part, box in split_spans(fixes):
-            spans.append((next_id, segment_hash, first, device_id, clip_id, pack_fixes(part)))
-            boxes.append((next_id, *box))
-            next_id += 1
+    for span, box in span_rows(tracks, first_id):
+        spans.append(span)
+        boxes.append(box)
         if len(spans) >= _BATCH:
             _write_spans(db, spans, boxes)
+            written += len(spans)
             spans, boxes = [], []
     _write_spans(db, spans, boxes)
-    return next_id - first_id
+    return written + len(spans)
+
+
+def span_rows(tracks: Iterable[tuple[str, str, str, Sequence[Fix]]], first_id: int
+              ) -> Iterator[tuple[tuple[int, str, int, str, str, bytes], tuple[int, int, int, int, int, int, int]]]:
+    """The rows `insert_tracks` writes, numbered from `first_id`, one pair per span: its
+    ``track_spans`` row (id, segment_hash, first_fix, device_id, clip_id, records) and its
+    ``track_span_rtree`` row (id, min_lat, max_lat, min_lon, max_lon, min_t, max_t).  Apart so
+    that a bulk load by other means (PostgreSQL's COPY, in a benchmark or a migration) stores
+    exactly what the server would, spans cut and boxes rounded by the same code."""
+    next_id = first_id
+    for segment_hash, device_id, clip_id, fixes in tracks:
+        for first, part, box in split_spans(fixes):
+            yield (next_id, segment_hash, first, device_id, clip_id, pack_fixes(part)), (next_id, *box)
+            next_id += 1
+
+
+SPAN_COLUMNS = ("id", "segment_hash", "first_fix", "device_id", "clip_id", "records")
+BOX_COLUMNS = ("id", "min_lat", "max_lat", "min_lon", "max_lon", "min_t", "max_t")
+"""The columns of a `span_rows` pair, in order: ``track_spans`` and ``track_span_rtree``."""
 
 
 def _write_spans(db: sqlite3.Connection, spans: list[tuple], boxes: list[tuple]) -> None:
-    db.executemany("INSERT INTO track_spans (id, segment_hash, first_fix, device_id, clip_id, records) "
-                   "VALUES (?, ?, ?, ?, ?, ?)", spans)
-    db.executemany("INSERT INTO track_span_rtree VALUES (?, ?, ?, ?, ?, ?, ?)", boxes)
+    db.executemany(f"INSERT INTO track_spans ({', '.join(SPAN_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)", spans)
+    db.executemany(f"INSERT INTO track_span_rtree ({', '.join(BOX_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)", boxes)
 
 
 def stored_status(db: sqlite3.Connection, segment_hash: str) -> str | None:
@@ -409,6 +426,18 @@ def delete_track(db: sqlite3.Connection, segment_hash: str) -> int:
     removed = db.execute("DELETE FROM track_spans WHERE segment_hash = ?", (segment_hash,)).rowcount
     db.execute("DELETE FROM segment_tracks WHERE segment_hash = ?", (segment_hash,))
     return removed
+
+
+def delete_tracks(db: sqlite3.Connection, segment_hashes: Sequence[str]) -> None:
+    """`delete_track` for many segments at once: each of its three deletes as one executemany
+    (pipelined on PostgreSQL, where a statement per segment would be a round trip each)."""
+    if not segment_hashes:
+        return
+    args = [(h,) for h in segment_hashes]
+    db.executemany("DELETE FROM track_span_rtree WHERE id IN (SELECT id FROM track_spans WHERE segment_hash = ?)",
+                   args)
+    db.executemany("DELETE FROM track_spans WHERE segment_hash = ?", args)
+    db.executemany("DELETE FROM segment_tracks WHERE segment_hash = ?", args)
 
 
 @dataclass
@@ -520,9 +549,9 @@ def clip_track(db: sqlite3.Connection, clip_id: str) -> list[TrackSegment]:
 
 
 __all__ = [
-    "Box", "ClipMatch", "EARTH_RADIUS_M", "FIX_RECORD", "Fix", "MAX_RADIUS_M", "QueryInvalid", "SPAN_MAX_DEG",
-    "SPAN_MAX_FIXES", "SPAN_MAX_US", "SearchQuery", "SegmentTrack", "TRACK_INDEXED", "TRACK_NO_FIX",
-    "TRACK_UNREADABLE", "TrackSegment", "bounding_boxes", "clip_track", "delete_track", "destination",
-    "haversine_m", "insert_tracks", "iso_utc", "pack_fixes", "parse_location_lines", "parse_utc", "read_track",
-    "search", "split_spans", "store_track", "to_utc_us", "unpack_fixes",
+    "BOX_COLUMNS", "Box", "ClipMatch", "EARTH_RADIUS_M", "FIX_RECORD", "Fix", "MAX_RADIUS_M", "QueryInvalid",
+    "SPAN_COLUMNS", "SPAN_MAX_DEG", "SPAN_MAX_FIXES", "SPAN_MAX_US", "SearchQuery", "SegmentTrack", "TRACK_INDEXED",
+    "TRACK_NO_FIX", "TRACK_UNREADABLE", "TrackSegment", "bounding_boxes", "clip_track", "delete_track", "delete_tracks",
+    "destination", "haversine_m", "insert_tracks", "iso_utc", "pack_fixes", "parse_location_lines", "parse_utc",
+    "read_track", "search", "span_rows", "split_spans", "store_track", "to_utc_us", "unpack_fixes",
 ]

@@ -220,23 +220,48 @@ class Sweeper:
         its deletion is abandoned and it is ``held`` again (audited).  Every other one is marked
         ``shred_begun_utc`` in the same transaction, and from that commit on no hold is taken on it
         (sar.py), so nobody is told footage is held that is being destroyed.  A clip whose shredding
-        had begun (an interrupted sweep) is finished.  Returns the clips to shred."""
+        had begun (an interrupted sweep) is finished.  Returns the clips to shred.  The batch is read
+        in a few queries and marked by one executemany, not a statement per clip: on PostgreSQL
+        each is a round trip."""
         begun = _iso(self.clock())
         shred: list[tuple[str, str]] = []
+        ids = [clip_id for clip_id, _ in clips]
         with self.store.transaction() as db:
+            records = lifecycle.clips(db, ids)
+            shred_begun = dict(self._by_clip(db, "SELECT clip_id, shred_begun_utc FROM clips", ids))
+            keys = self._blob_keys(db, ids)
+            starting: list[tuple[str, str]] = []
             for clip_id, sweep_id in clips:
-                row = db.execute("SELECT state, shred_begun_utc FROM clips WHERE clip_id = ?", (clip_id,)).fetchone()
-                if row is None or row[0] != lifecycle.CLIP_DELETING:
+                record = records.get(clip_id)
+                if record is None or record.state != lifecycle.CLIP_DELETING:
                     continue
-                if row[1] is None:
-                    keys = [k for (k,) in db.execute("SELECT blob_key FROM segments WHERE clip_id = ?", (clip_id,))]
+                if shred_begun.get(clip_id) is None:
+                    held = record.active_marks > 0 or record.open_requests > 0  # lifecycle.is_held, read above
                     # A file already gone (a sweep of an older version, killed mid-shred) cannot be held.
-                    if lifecycle.is_held(db, clip_id) and all(self.blobs.exists(k) for k in keys):
+                    if held and all(self.blobs.exists(k) for k in keys.get(clip_id, [])):
                         self._abandon(db, clip_id, sweep_id, report)
                         continue
-                    db.execute("UPDATE clips SET shred_begun_utc = ? WHERE clip_id = ?", (begun, clip_id))
+                    starting.append((begun, clip_id))
                 shred.append((clip_id, sweep_id))
+            if starting:
+                db.executemany("UPDATE clips SET shred_begun_utc = ? WHERE clip_id = ?", starting)
         return shred
+
+    @staticmethod
+    def _by_clip(db: sqlite3.Connection, select: str, clip_ids: list[str], order: str = "") -> list[tuple]:
+        """Rows of `select` (whose first column is clip_id) for the given clips, IN lists of a bounded size."""
+        rows: list[tuple] = []
+        for i in range(0, len(clip_ids), lifecycle.IN_LIST_MAX):
+            part = clip_ids[i:i + lifecycle.IN_LIST_MAX]
+            rows.extend(tuple(r) for r in db.execute(
+                f"{select} WHERE clip_id IN ({', '.join('?' * len(part))}){order}", part))
+        return rows
+
+    def _blob_keys(self, db: sqlite3.Connection, clip_ids: list[str]) -> dict[str, list[str]]:
+        keys: dict[str, list[str]] = {}
+        for clip_id, key in self._by_clip(db, "SELECT clip_id, blob_key FROM segments", clip_ids):
+            keys.setdefault(clip_id, []).append(key)
+        return keys
 
     def _abandon(self, db: sqlite3.Connection, clip_id: str, sweep_id: str, report: SweepReport) -> None:
         db.execute("UPDATE clips SET state = 'held', sweep_id = NULL, shred_begun_utc = NULL "
@@ -250,15 +275,17 @@ class Sweeper:
         """Step 1: move the clips that are (still) due to ``deleting``, in one transaction."""
         chosen: list[tuple[str, str]] = []
         with self.store.transaction() as db:
+            records = lifecycle.clips(db, clip_ids)
             for clip_id in clip_ids:
-                record = lifecycle.clip(db, clip_id)
+                record = records.get(clip_id)
                 if record is None or record.state != lifecycle.CLIP_HELD:
                     continue
                 if not decide(self.policy, record.facts(), now_us).delete:
                     continue  # a mark or a request arrived since the list was read
-                db.execute("UPDATE clips SET state = 'deleting', sweep_id = ? WHERE clip_id = ? AND state = 'held'",
-                           (sweep_id, clip_id))
                 chosen.append((clip_id, sweep_id))
+            if chosen:
+                db.executemany("UPDATE clips SET state = 'deleting', sweep_id = ? WHERE clip_id = ? AND state = 'held'",
+                               [(sweep, clip_id) for clip_id, sweep in chosen])
         return chosen
 
     def _shred_and_record(self, clips: list[tuple[str, str]], report: SweepReport) -> None:
@@ -266,12 +293,12 @@ class Sweeper:
         clips = self._begin_shred(clips, report)
         if not clips:
             return
-        reader = self.store.reader()
+        keys = self._blob_keys(self.store.reader(), [clip_id for clip_id, _ in clips])
         destroyed: dict[str, str | None] = {}
         copies: dict[str, int] = {}
         views: dict[str, int] = {}
         for clip_id, _ in clips:
-            for (key,) in reader.execute("SELECT blob_key FROM segments WHERE clip_id = ?", (clip_id,)):
+            for key in keys.get(clip_id, []):
                 destroyed[key] = self.blobs.shred(key, sync=False)
             copies[clip_id] = self._remove_export_copies(clip_id)
             # Decrypted views being watched (media.py) go with the clip: no one finishes watching deleted footage.
@@ -279,9 +306,7 @@ class Sweeper:
         self.blobs.sync_all()
         at = _iso(self.clock())
         with self.store.transaction() as db:
-            for clip_id, sweep_id in clips:
-                self._record(db, clip_id, sweep_id, destroyed, at, report, copies.get(clip_id, 0),
-                             views.get(clip_id, 0))
+            self._record_batch(db, clips, destroyed, at, report, copies, views)
 
     def _remove_export_copies(self, clip_id: str) -> int:
         """Remove the exported copies of a clip being deleted (sar_export.py: subject access exports
@@ -309,49 +334,76 @@ class Sweeper:
 
     def _record(self, db: sqlite3.Connection, clip_id: str, sweep_id: str, destroyed: dict[str, str | None],
                 at: str, report: SweepReport, export_copies: int = 0, views: int = 0) -> None:
-        record = lifecycle.clip(db, clip_id)
-        if record is None or record.state != lifecycle.CLIP_DELETING:
-            return  # recorded already (never twice)
-        rows = db.execute(
-            "SELECT segment_hash, device_id, sequence, prev_hash, segment_index, start_utc_us, end_utc_us, size, "
-            "received_utc, receipt, blob_key, wrapped_key_sha256 FROM segments WHERE clip_id = ? ORDER BY sequence",
-            (clip_id,)).fetchall()
-        gone: list[str] = []
-        size = 0
-        late = 0
-        for (h, device, seq, prev, index, start, end, nbytes, received, receipt, key, wrapped_at_ingest) in rows:
-            if key not in destroyed and self.blobs.exists(key):
-                late += 1  # arrived after this batch was shredded: it stays, the clip is held again
-                continue
-            # The digest taken at ingest is the authority; the one read back while shredding only
-            # stands in for segments held before it was recorded (a resumed shred reads zeros).
-            wrapped = wrapped_at_ingest or destroyed.get(key) or ""
-            db.execute(
+        """Step 3 for one clip (`_record_batch` of one)."""
+        self._record_batch(db, [(clip_id, sweep_id)], destroyed, at, report, {clip_id: export_copies},
+                           {clip_id: views})
+
+    def _record_batch(self, db: sqlite3.Connection, clips: list[tuple[str, str]], destroyed: dict[str, str | None],
+                      at: str, report: SweepReport, export_copies: dict[str, int], views: dict[str, int]) -> None:
+        """Step 3 for a batch, in the caller's transaction: per clip still ``deleting``, a tombstone per
+        shredded segment, its segment and track rows removed, the clip ``deleted`` (or ``held`` again
+        when a segment arrived after the shred) and one ``delete`` audit record.  Read in a few
+        queries and written by one executemany per table, not statements per segment."""
+        ids = [clip_id for clip_id, _ in clips]
+        records = lifecycle.clips(db, ids)
+        segments: dict[str, list[tuple]] = {}
+        for row in self._by_clip(
+                db, "SELECT clip_id, segment_hash, device_id, sequence, prev_hash, segment_index, start_utc_us, "
+                "end_utc_us, size, received_utc, receipt, blob_key, wrapped_key_sha256 FROM segments", ids,
+                " ORDER BY clip_id, sequence"):
+            segments.setdefault(row[0], []).append(row[1:])
+        tombstones: list[tuple] = []
+        gone_all: list[str] = []
+        states: list[tuple] = []
+        released: list[str] = []
+        entries: list[dict] = []
+        for clip_id, sweep_id in clips:
+            record = records.get(clip_id)
+            if record is None or record.state != lifecycle.CLIP_DELETING:
+                continue  # recorded already (never twice)
+            gone: list[str] = []
+            size = 0
+            late = 0
+            for (h, device, seq, prev, index, start, end, nbytes, received, receipt, key,
+                 wrapped_at_ingest) in segments.get(clip_id, []):
+                if key not in destroyed and self.blobs.exists(key):
+                    late += 1  # arrived after this batch was shredded: it stays, the clip is held again
+                    continue
+                # The digest taken at ingest is the authority; the one read back while shredding only
+                # stands in for segments held before it was recorded (a resumed shred reads zeros).
+                wrapped = wrapped_at_ingest or destroyed.get(key) or ""
+                tombstones.append((h, device, seq, prev, clip_id, index, start, end, nbytes, received, receipt,
+                                   wrapped, record.category, at, sweep_id))
+                gone.append(h)
+                size += nbytes
+            gone_all.extend(gone)
+            states.append((lifecycle.CLIP_HELD if late else lifecycle.CLIP_DELETED, None if late else at, clip_id))
+            if late:
+                released.append(clip_id)  # what arrived late is held from its arrival, with the notice week
+            entries.append({"actor": self.actor, "action": "delete", "target": f"clip:{clip_id}", "at": when(at),
+                            "detail": {
+                "sweep": sweep_id, "category": record.category, "recorded": iso_utc(record.recorded_utc_us),
+                "due": iso_utc(due_utc_us(self.policy, record.facts())), **segments_detail(gone), "bytes": size,
+                "wrapped_keys_destroyed": len(gone), "kept_late_segments": late,
+                "export_copies_removed": export_copies.get(clip_id, 0), "views_removed": views.get(clip_id, 0),
+            }})
+            report.deleted_clips.append(clip_id)
+            report.deleted_segments += len(gone)
+            report.bytes_freed += size
+            report.kept_late_segments += late
+        if tombstones:
+            db.executemany(
                 "INSERT INTO tombstones (segment_hash, device_id, sequence, prev_hash, clip_id, segment_index, "
                 "start_utc_us, end_utc_us, size, received_utc, receipt, wrapped_key_sha256, category, deleted_utc, "
-                "sweep_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (h, device, seq, prev, clip_id, index, start, end, nbytes, received, receipt, wrapped,
-                 record.category, at, sweep_id))
-            geoindex.delete_track(db, h)
-            db.execute("DELETE FROM segments WHERE segment_hash = ?", (h,))
-            gone.append(h)
-            size += nbytes
-        state = lifecycle.CLIP_HELD if late else lifecycle.CLIP_DELETED
-        db.execute("UPDATE clips SET state = ?, deleted_utc = ?, shred_begun_utc = NULL "
-                   "WHERE clip_id = ? AND state = 'deleting'", (state, None if late else at, clip_id))
-        if late:
-            # What arrived late is held from its arrival, with the notice week before it can go.
-            lifecycle.record_release(db, [clip_id], at)
-        audit.append(db, actor=self.actor, action="delete", target=f"clip:{clip_id}", at=when(at), detail={
-            "sweep": sweep_id, "category": record.category, "recorded": iso_utc(record.recorded_utc_us),
-            "due": iso_utc(due_utc_us(self.policy, record.facts())), **segments_detail(gone), "bytes": size,
-            "wrapped_keys_destroyed": len(gone), "kept_late_segments": late, "export_copies_removed": export_copies,
-            "views_removed": views,
-        })
-        report.deleted_clips.append(clip_id)
-        report.deleted_segments += len(gone)
-        report.bytes_freed += size
-        report.kept_late_segments += late
+                "sweep_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", tombstones)
+            geoindex.delete_tracks(db, gone_all)  # before the segment rows: the index rows refer to them
+            db.executemany("DELETE FROM segments WHERE segment_hash = ?", [(h,) for h in gone_all])
+        if states:
+            db.executemany("UPDATE clips SET state = ?, deleted_utc = ?, shred_begun_utc = NULL "
+                           "WHERE clip_id = ? AND state = 'deleting'", states)
+        if released:
+            lifecycle.record_release(db, released, at)
+        audit.append_many(db, entries)
 
 
 __all__ = ["SWEEP_ACTOR", "SweepReport", "Sweeper", "new_sweep_id"]

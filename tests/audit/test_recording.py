@@ -88,6 +88,30 @@ def test_a_rolled_back_transaction_leaves_no_record_and_the_chain_carries_on(db)
     assert rec.seq == 4 and rec.prev_hash == audit.query(db)[2].record_hash
 
 
+def test_appending_a_batch_writes_exactly_the_records_as_many_single_appends_would(db, tmp_path):
+    entries = [{"actor": "system:retention-sweep", "action": "delete", "target": f"clip:{n}", "at": T0,
+                "detail": {"n": n}} for n in range(3)]
+    fill(db, 2)
+    db.execute("BEGIN IMMEDIATE")
+    batch = audit.append_many(db, entries)
+    db.execute("COMMIT")
+    one_by_one = new_log(tmp_path / "one-by-one.db")
+    fill(one_by_one, 2)
+    singles = [append_one(one_by_one, **entry) for entry in entries]
+    assert batch == singles == audit.query(db)[2:]
+    assert [r.seq for r in batch] == [3, 4, 5] and batch[0].prev_hash == audit.query(db)[1].record_hash
+
+
+def test_a_batch_with_one_bad_entry_is_refused_whole_before_anything_is_written(db):
+    fill(db, 1)
+    db.execute("BEGIN IMMEDIATE")
+    with pytest.raises(audit.AuditInputError, match="unknown audit action 'veiw'"):
+        audit.append_many(db, [{"actor": "user:alice", "action": "view", "target": "clip-1"},
+                               {"actor": "user:alice", "action": "veiw", "target": "clip-2"}])
+    db.execute("ROLLBACK")
+    assert audit.head(db).seq == 1
+
+
 def _statements(db: sqlite3.Connection, fn) -> int:
     """How many SQLite VM instructions `fn` runs: a cost measure that timing noise cannot blur."""
     count = [0]
