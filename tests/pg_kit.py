@@ -8,7 +8,7 @@ listens on 127.0.0.1 on a port picked free for this run, keeps its socket in
 that folder (``-k``), trusts loopback connections (nobody else can reach it)
 and runs with ``fsync=off``: durability is the engine's business, not what
 these tests measure (../shared/DESIGN.md; a benchmark reporting durable
-figures must start its own cluster without it).
+figures starts its cluster with ``PgCluster(fsync=True)``).
 
 `PgCluster.start()` returns once the server accepts connections;
 `new_database()` creates an empty database and returns its URL; `stop()`
@@ -65,12 +65,16 @@ def free_port() -> int:
 class PgCluster:
     """One PostgreSQL 15 cluster in a temporary folder, reachable on 127.0.0.1 only."""
 
-    def __init__(self, *, user: str = "postgres", durable_commits: bool = False):
+    def __init__(self, *, user: str = "postgres", durable_commits: bool = False, fsync: bool = False):
         self.user = user  # the cluster's superuser, who the tests connect as
         # Off (the default) a commit returns before its WAL is written: fast, and harmless while no test
         # kills the server.  A test that restarts PostgreSQL with `restart()` (an immediate stop, as a
         # crash) needs every acknowledged commit to survive it, as a force's PostgreSQL does.
         self.durable_commits = durable_commits
+        # On, every commit waits for its WAL to reach the disk (fsync, full page writes, synchronous
+        # commit), as a production server's does: for a benchmark whose figure is set beside SQLite's
+        # synchronous=FULL, not for tests (the machine does not lose power in a test).
+        self.fsync = fsync
         self.root: Path | None = None
         self.port = 0
         self.pid: int | None = None
@@ -120,12 +124,14 @@ class PgCluster:
         self._wait_ready()
 
     def _options(self) -> str:
-        """The server's settings: loopback only, and no fsync (the machine does not lose power in a test;
-        a killed server's writes are in the kernel's cache and survive it)."""
+        """The server's settings: loopback only, and no fsync unless asked (the machine does not lose power
+        in a test; a killed server's writes are in the kernel's cache and survive it)."""
         return " ".join([
             "-c listen_addresses=127.0.0.1", f"-c port={self.port}", f"-k {self.root}",
-            "-c fsync=off", f"-c synchronous_commit={'on' if self.durable_commits else 'off'}",
-            "-c full_page_writes=off", "-c max_connections=400", "-c shared_buffers=64MB",
+            f"-c fsync={'on' if self.fsync else 'off'}",
+            f"-c synchronous_commit={'on' if self.durable_commits or self.fsync else 'off'}",
+            f"-c full_page_writes={'on' if self.fsync else 'off'}", "-c max_connections=400",
+            "-c shared_buffers=64MB",
         ])
 
     def _wait_ready(self) -> None:
