@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
@@ -1010,6 +1011,22 @@ INGEST_DOCKS = 16
 INGEST_SEGMENTS = 8  # per dock
 INGEST_SEGMENT_MIB = 8  # 16 docks x 8 x 8 MiB: 1 GiB of media
 RESUME_SEGMENT_MIB = 20  # its middle byte is halfway through a chunk: 10 MiB is in the third 4 MiB PATCH
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    """`os.environ` with `values` set for the block, as it was afterwards: the servers a benchmark starts
+    inherit them (S3 credentials, as a systemd unit's Environment= gives them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _server_kit():

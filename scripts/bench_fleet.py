@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench import (MB, MiB, Figure, Figures, _p99, _receipt_clock_uploader, _run_docks, _seal_segments,
-                   _server_kit, _tests_module, benchmark, progress)
+                   _environment, _server_kit, _tests_module, benchmark, progress)
 
 FLEET_DOCKS = int(os.environ.get("BWV_BENCH_FLEET_DOCKS", "32"))
 FLEET_CAMERAS_PER_DOCK = 2
@@ -105,9 +105,7 @@ def bench_fleet() -> Figures:
 
         with pg_kit.PgCluster() as pg, rgw_kit.RgwCluster(root / "rgw") as rgw:
             progress(f"fleet: PostgreSQL on port {pg.port}, Ceph RGW at {rgw.endpoint}")
-            saved = {k: os.environ.get(k) for k in rgw.env()}
-            os.environ.update(rgw.env())  # the nodes inherit the credentials, as under systemd
-            try:
+            with _environment(rgw.env()):  # the nodes inherit the credentials, as under systemd
                 for nodes in (1, 2):
                     database = pg.new_database(f"fleet_{nodes}")
                     bucket = f"bench-fleet-{nodes}"
@@ -175,12 +173,6 @@ def bench_fleet() -> Figures:
                     else:
                         figures.update(fleet_ingest_mb_s_2_nodes=rate, fleet_p99_receipt_ms=_p99(waits),
                                        fleet_median_receipt_ms=statistics.median(waits))
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
     figures["fleet_scaling_2_nodes"] = figures["fleet_ingest_mb_s_2_nodes"] / (2 * figures["fleet_ingest_mb_s_1_node"])
     return figures
 

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import (MB, MiB, UPLOAD_SEGMENT_MIB, UPLOADER_CHUNK, Figure, Figures, _EvidenceServer, _LoopbackCopy,
-                   _seal_segments, _tests_module, _upload, _uploader_class, benchmark, progress)
+from bench import (MB, MiB, UPLOAD_SEGMENT_MIB, UPLOADER_CHUNK, Figure, Figures, _EvidenceServer,
+                   _LoopbackCopy, _environment, _seal_segments, _tests_module, _upload, _uploader_class, benchmark, progress)
 
 S3_SEGMENTS = int(os.environ.get("BWV_BENCH_S3_SEGMENTS", "16"))
 
@@ -57,9 +57,7 @@ def bench_upload_s3() -> Figures:
             s3 = rgw.client()
             s3.create_bucket(Bucket="bench-evidence", ObjectLockEnabledForBucket=True)
             s3.create_bucket(Bucket="bench-raw", ObjectLockEnabledForBucket=True)
-            saved = {k: os.environ.get(k) for k in rgw.env()}
-            os.environ.update(rgw.env())  # the server process inherits the credentials, as under systemd
-            try:
+            with _environment(rgw.env()):  # the server process inherits the credentials, as under systemd
                 server = _EvidenceServer(root, "--blobs", rgw.blobs_url("bench-evidence"))
                 token = server.add_dock("bench-dock-1")
                 storage = server.enrol("bench-cam-1")
@@ -90,12 +88,6 @@ def bench_upload_s3() -> Figures:
                             spent[side] += clock() - started
                 for info, receipt in zip(sealed, receipts, strict=True):
                     server.check_receipt(receipt, device_id, info)
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
 
     copy, put, upload = (total / MB / spent[k] for k in ("copy", "put", "upload"))
     progress(f"upload_s3: loopback copy {copy:.0f} MB/s, boto3 put {put:.0f} MB/s, upload via server {upload:.0f} MB/s")

@@ -85,7 +85,7 @@ class S3PartialWriter:
         self.pending, self.pending_bytes = [], 0
         self.start = offset
         self.store.delete_pieces(self.upload_id, at_or_after=offset)
-        self.store._forget_copies(self.upload_id, at_or_after=offset)
+        self.store.forget_copies(self.upload_id, at_or_after=offset)
 
     def close(self) -> None:
         self.pending, self.pending_bytes = [], 0
@@ -156,7 +156,7 @@ class S3PartialStore:
         except OSError:
             tmp.unlink(missing_ok=True)
 
-    def _forget_copies(self, upload_id: str, at_or_after: int = 0) -> None:
+    def forget_copies(self, upload_id: str, at_or_after: int = 0) -> None:
         folder = self.copies / check_upload_id(upload_id)
         if at_or_after == 0:
             shutil.rmtree(folder, ignore_errors=True)
@@ -237,7 +237,7 @@ class S3PartialStore:
         """A writer from `offset`; pieces at or after it, of a PATCH that never committed, are deleted first
         so that they can never be taken for bytes of this one later."""
         self.delete_pieces(upload_id, at_or_after=offset)
-        self._forget_copies(upload_id, at_or_after=offset)
+        self.forget_copies(upload_id, at_or_after=offset)
         return S3PartialWriter(self, upload_id, offset)
 
     def read(self, upload_id: str, offset: int) -> Iterator[bytes]:
@@ -262,11 +262,11 @@ class S3PartialStore:
 
     def finished(self, upload_id: str) -> None:
         self.delete_pieces(upload_id)
-        self._forget_copies(upload_id)
+        self.forget_copies(upload_id)
 
     def remove(self, upload_id: str) -> None:
         self.delete_pieces(upload_id)
-        self._forget_copies(upload_id)
+        self.forget_copies(upload_id)
 
     def held(self, upload_id: str, offset: int) -> int | None:
         """How far the pieces reach back to back below `offset` (never past it: the pieces beyond may be a
