@@ -303,6 +303,9 @@ class Sweeper:
             copies[clip_id] = self._remove_export_copies(clip_id)
             # Decrypted views being watched (media.py) go with the clip: no one finishes watching deleted footage.
             views[clip_id] = drop_clip_views(self.store.local_dir, clip_id)
+            from .redact_survey import drop_clip_surveys  # the faces found in it go too (OpenCV loaded only now)
+
+            drop_clip_surveys(self.store.local_dir, clip_id)
         self.blobs.sync_all()
         at = _iso(self.clock())
         with self.store.transaction() as db:

@@ -299,3 +299,19 @@ def test_exported_copies_of_a_deleted_clip_go_with_it_and_their_manifests_stay(e
     assert all((p.parent / "manifest.json").exists() for ps in made.values() for p in ps)  # the disclosure record
     [deleted] = deletes(ev, old.clip_id)
     assert deleted.details["export_copies_removed"] == 2
+
+
+def test_the_faces_found_in_a_deleted_clip_go_with_it(ev):
+    """A survey of a clip's faces (redact_survey.py) is derived from the footage: it goes when the footage goes."""
+    from openbwv.server.redact_survey import surveys_root
+
+    old, young = ev.record("cam-1", NOW - timedelta(days=40)), ev.record("cam-1", NOW - timedelta(days=3))
+    files = {}
+    for held in (old, young):
+        path = surveys_root(ev.home.server_dir) / held.clip_id / f"{'ab' * 32}.json"
+        path.parent.mkdir(parents=True)
+        path.write_text("{}")
+        files[held.clip_id] = path
+    assert sweep(ev).deleted_clips == [old.clip_id]
+    assert not files[old.clip_id].exists() and not files[old.clip_id].parent.exists()
+    assert files[young.clip_id].exists()
