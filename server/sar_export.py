@@ -233,6 +233,7 @@ def export_request(service, request_id: str, plan: ExportPlan, *, actor: str,
     n, out = _new_export_dir(base)
     scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=base))
     entries = []
+    kept: dict[str, list[dict]] = {}  # per clip, each keep box and the track it kept clear: for the audit record
     try:
         for clip_id in plan.clips:
             opened, hashes = _decrypt_audited(service, clip_id, scratch / clip_id, actor=actor,
@@ -244,6 +245,9 @@ def export_request(service, request_id: str, plan: ExportPlan, *, actor: str,
                                              audio=plan.audio.get(clip_id, ()), progress=progress)
             except redact.InvalidBox as e:  # the frame size is known only once the clip is decrypted
                 raise BadRequest(f"clip {clip_id}: {e}; nothing was exported") from None
+            if report.keep:
+                kept[clip_id] = [{"box": [u.box.start_s, u.box.end_s, u.box.box.x, u.box.box.y, u.box.box.w, u.box.box.h],
+                                  "track": u.track} for u in report.keep]
             entries.append({
                 "clip_id": clip_id,
                 "device_id": opened.device_id,
@@ -273,7 +277,8 @@ def export_request(service, request_id: str, plan: ExportPlan, *, actor: str,
                        "VALUES (?, ?, ?, ?, ?, ?)", (request_id, manifest["created_utc"], actor, str(out), digest,
                                                      len(entries)))
             audit.append(db, actor=actor, action="export", target=f"request:{request_id}",
-                         detail={"export": n, "clips": list(plan.clips), "manifest_sha256": digest})
+                         detail={"export": n, "clips": list(plan.clips), "manifest_sha256": digest}
+                         | ({"kept": kept} if kept else {}))
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
