@@ -53,7 +53,7 @@ class Choice:
         return [self.start_s, self.end_s, self.x, self.y, self.w, self.h]
 
     def text(self) -> str:
-        return ",".join(f"{v:g}" for v in self.wire())
+        return ",".join(f"{v:.10g}" for v in self.wire())  # to the microsecond: a keep box made from a track spans a frame
 
     def covers(self, t: float) -> bool:
         return self.start_s - 1e-6 <= t <= self.end_s + 1e-6
@@ -198,9 +198,10 @@ def _kit():
     return pagekit
 
 
-async def _held_view(request: web.Request) -> tuple[str, str, media.View]:
-    kit = _kit()
-    ui, p = kit.state(request), kit.who(request)
+async def held_clip(request: web.Request) -> tuple[str, str]:
+    """The request and clip of the page's address, once the clip is known to be held for that request
+    (the page's permission, request.export, is checked by the page kit before the handler runs)."""
+    ui = _kit().state(request)
     request_id = check_request_id(request.match_info["request_id"])
     clip_id = request.match_info["clip_id"]
     if not CLIP_ID_RE.match(clip_id):
@@ -210,8 +211,17 @@ async def _held_view(request: web.Request) -> tuple[str, str, media.View]:
         return sar.request(ui.service.db.reader(), request_id)["held_clips"]
     if clip_id not in await asyncio.to_thread(held):
         raise Conflict(f"clip {clip_id} is not held for {request_id}: hold it first, from the request's page")
-    view = await media.view_for(ui.service, clip_id, p, via=f"web: redaction preview for {request_id}")
+    return request_id, clip_id
+
+
+async def held_view(request: web.Request, *, what: str = "redaction preview") -> tuple[str, str, media.View]:
+    """`held_clip`, and the officer's audited view of it (media.view_for), ready to read frames from."""
+    kit = _kit()
+    ui, p = kit.state(request), kit.who(request)
+    request_id, clip_id = await held_clip(request)
+    view = await media.view_for(ui.service, clip_id, p, via=f"web: {what} for {request_id}")
     return request_id, clip_id, view
+
 
 
 def _choices(request: web.Request) -> tuple[list[Choice], list[Choice]]:
@@ -224,9 +234,16 @@ def _address(base: str, t: float, keep: list[Choice], manual: list[Choice]) -> s
     return f"{base}?{urlencode(fields)}"
 
 
+def _faces_address(preview_base: str, keep: list[Choice], manual: list[Choice]) -> str:
+    """The clip's faces page (ui_pages_faces.py), with the same choices."""
+    fields = [("keep", c.text()) for c in keep] + [("manual", c.text()) for c in manual]
+    base = preview_base.removesuffix("/preview") + "/faces"
+    return f"{base}?{urlencode(fields)}" if fields else base
+
+
 async def preview_page(request: web.Request) -> web.Response:
     kit = _kit()
-    request_id, clip_id, view = await _held_view(request)
+    request_id, clip_id, view = await held_view(request)
     keep, manual = _choices(request)
     t = parse_time(request.query.get("t"))
     q = request.query
@@ -259,12 +276,12 @@ async def preview_page(request: web.Request) -> web.Response:
         image_url=_address(base + "/frame.jpg", here, keep, manual),
         steps={"back_second": at(here - 1), "back_frame": at(here - frame.frame_s),
                "forward_frame": at(here + frame.frame_s), "forward_second": at(here + 1)},
-        base=base, keep_texts=[c.text() for c in keep], manual_texts=[c.text() for c in manual],
+        base=base, faces_url=_faces_address(base, keep, manual), keep_texts=[c.text() for c in keep], manual_texts=[c.text() for c in manual],
         export_keep=[c.wire() for c in keep], export_manual=[c.wire() for c in manual])
 
 
 async def preview_frame(request: web.Request) -> web.Response:
-    _request_id, _clip_id, view = await _held_view(request)
+    _request_id, _clip_id, view = await held_view(request)
     keep, manual = _choices(request)
     t = parse_time(request.query.get("t"))
 
@@ -277,4 +294,5 @@ async def preview_frame(request: web.Request) -> web.Response:
 
 preview_page.ui_permission = preview_frame.ui_permission = "request.export"  # type: ignore[attr-defined]
 
-__all__ = ["Choice", "Frame", "add_routes", "parse_choices", "preview_image", "read_frame", "where"]
+__all__ = ["Choice", "Frame", "add_routes", "held_clip", "held_view", "parse_choices", "preview_image", "read_frame",
+           "where"]

@@ -34,11 +34,11 @@ def build_ui(service: EvidenceService) -> web.Application:
 
 def _page_modules() -> list:
     """The feature pages (footage, clip, retention, audit, admin ...), each a module with add_routes."""
-    from .. import (ui_pages_admin, ui_pages_audit, ui_pages_clip, ui_pages_footage, ui_pages_public,
+    from .. import (ui_pages_admin, ui_pages_audit, ui_pages_clip, ui_pages_faces, ui_pages_footage, ui_pages_public,
                     ui_pages_redaction, ui_pages_requests, ui_pages_retention)
 
     return [ui_pages_footage, ui_pages_clip, ui_pages_retention, ui_pages_requests, ui_pages_redaction,
-            ui_pages_audit, ui_pages_admin, ui_pages_public]
+            ui_pages_faces, ui_pages_audit, ui_pages_admin, ui_pages_public]
 
 
 __all__ = ["build_ui", "security_headers"]
