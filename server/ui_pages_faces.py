@@ -25,11 +25,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from . import lifecycle
+from . import lifecycle, media
 from .errors import BadRequest, NotFound, ServerError
 from .ui_pages_redaction import Choice, held_clip, held_view, parse_choices, read_frame, where
 
@@ -76,8 +77,9 @@ class SurveyJobs:
         with self._lock:
             return self._jobs.get((clip_id, key))
 
-    def start(self, store, clip_id: str, key: str, path: Path) -> SurveyJob:
-        """Survey the video at `path` (the officer's view of the clip) into `store`, unless it is under way."""
+    def start(self, store, clip_id: str, key: str, video: Callable[[], Path]) -> SurveyJob:
+        """Survey the video `video()` gives (blocking: the officer's view of the clip, once it is ready)
+        into `store`, unless a survey of it is under way."""
         from . import redact_survey
 
         with self._lock:
@@ -92,7 +94,7 @@ class SurveyJobs:
 
         def run() -> None:
             try:
-                store.save(clip_id, key, redact_survey.survey_video(path, progress=progress))
+                store.save(clip_id, key, redact_survey.survey_video(video(), progress=progress))
             except ServerError as e:
                 job.error = e.reason
             except Exception as e:  # shown on the page, with a button to try again
@@ -197,7 +199,7 @@ async def faces_page(request: web.Request) -> web.Response:
     key, survey = await _survey(request, clip_id)
     context = dict(request_id=request_id, clip_id=clip_id, base=base, keep_texts=[c.text() for c in keep],
                    manual_texts=[c.text() for c in manual], preview_url=_address(preview, keep, manual),
-                   export_keep=keep, survey=survey, job=None, faces=[], choices=[], refresh_s=NO_SCRIPT_REFRESH_S)
+                   survey=survey, job=None, faces=[], choices=[], refresh_s=NO_SCRIPT_REFRESH_S)
     title = f"Faces in clip {clip_id[:8]}"
     if survey is None:
         job = _jobs(request).get(clip_id, key)
@@ -241,11 +243,16 @@ async def faces_page(request: web.Request) -> web.Response:
 
 
 async def start_survey(request: web.Request) -> web.Response:
-    request_id, clip_id, view = await held_view(request, what="face survey")
+    """Start finding the faces; the page shows the progress at once, while the clip is still being decrypted
+    into the officer's view (the survey waits for the view to be whole)."""
+    kit = _kit()
+    ui, p = kit.state(request), kit.who(request)
+    request_id, clip_id = await held_clip(request)
     keep, manual = _choices(request["form"])
     key = await _key(request, clip_id)
     if await asyncio.to_thread(_store(request).load, clip_id, key) is None:
-        _jobs(request).start(_store(request), clip_id, key, view.path)
+        view = await media.view_for(ui.service, clip_id, p, via=f"web: face survey for {request_id}", ready=False)
+        _jobs(request).start(_store(request), clip_id, key, lambda: media.wait_ready(ui.service, view).path)
     raise web.HTTPSeeOther(_address(f"/ui/requests/{request_id}/clips/{clip_id}/faces", keep, manual))
 
 

@@ -117,6 +117,8 @@ def records(world, **filters) -> list[audit.AuditRecord]:
 def surveyed(footage, held) -> requests.Session:
     """Dora starts the survey from the page, over HTTP, and the page is read until the faces are listed."""
     s = signed_in(footage, "dora")
+    request_page = s.get(footage.url + f"/ui/requests/{held.request_id}", timeout=60).text
+    assert f'<a href="{held.faces}">choose the requester\'s face in clip {held.clip[:8]}</a>' in request_page
     first = s.get(footage.url + held.faces, timeout=60)
     assert first.status_code == 200 and "Find every face in this clip" in first.text
     started = s.post(footage.url + held.faces, data={"csrf": _CSRF.search(first.text).group(1)}, timeout=120)
@@ -141,6 +143,39 @@ def test_the_survey_runs_in_the_background_with_a_progress_bar_that_needs_no_scr
         assert '<noscript><meta http-equiv="refresh"' in running
     else:
         assert _LISTED.search(running)
+
+
+def render_faces_page(job) -> str:
+    """The faces page as the server renders it before a survey is in the store, with `job` its state."""
+    from openbwv.server.ui.pagekit import make_env
+
+    return make_env().get_template("faces.html").render(
+        title=f"Faces in clip {job.clip_id[:8]}", principal=None, nav=[], path="/ui/", csrf="-", role_label=str,
+        idle_minutes=30, request_id="SAR-2026-00001", clip_id=job.clip_id, base="/ui/x/faces", keep_texts=[],
+        manual_texts=[], preview_url="/ui/x/preview", survey=None, job=job, faces=[], choices=[],
+        refresh_s=5)
+
+
+def test_while_the_faces_are_being_found_the_page_shows_a_progress_bar_and_without_script_reloads_itself():
+    from openbwv.server.ui_pages_faces import SurveyJob
+
+    job = SurveyJob("0b2f6c1e-3a5d-4e7f-9a1b-2c3d4e5f6a7b", "ab" * 32, frames=30, total_frames=120)
+    html = render_faces_page(job)
+    assert '<noscript><meta http-equiv="refresh" content="5"></noscript>' in html
+    assert '<label for="survey-bar">Progress of finding the faces in clip 0b2f6c1e</label>' in html
+    assert '<progress id="survey-bar" max="100" value="25">25%</progress>' in html
+    assert 'aria-live="polite">25% done. This page updates by itself.' in html
+    assert '<script src="/ui/static/faces-progress.js">' in html and "Find every face" not in html
+
+
+def test_a_survey_that_failed_says_why_and_offers_to_try_again():
+    from openbwv.server.ui_pages_faces import SurveyJob
+
+    job = SurveyJob("0b2f6c1e-3a5d-4e7f-9a1b-2c3d4e5f6a7b", "ab" * 32, done=True,
+                    error="the faces could not be found: the view was removed")
+    html = render_faces_page(job)
+    assert 'role="alert"' in html and "the view was removed" in html and "Find every face in this clip" in html
+    assert "http-equiv" not in html and "faces-progress.js" not in html
 
 
 def test_every_face_is_listed_once_with_when_it_is_on_screen_and_for_how_long(footage, held, surveyed):
@@ -235,6 +270,7 @@ def test_an_officer_picks_the_requesters_face_by_keyboard_and_the_export_keeps_t
     assert fk.axe_violations(tab) == []
     fk.screenshot(tab, "faces-listed")
 
+    listed = re.findall(r"Face (\d+): on screen \S+, (\d+) frames?", tab.inner_text("main"))
     walker = tab.get_by_role("listitem").filter(has_text="First seen top centre")
     assert walker.count() == 1, tab.inner_text("main")
     number = int(re.search(r"Face (\d+):", walker.inner_text()).group(1))
@@ -261,6 +297,10 @@ def test_an_officer_picks_the_requesters_face_by_keyboard_and_the_export_keeps_t
     track = number - 1  # the report counts tracks from 0, the page faces from 1
     assert [t["id"] for t in report["tracks"] if t["kept"]] == [track]
     assert len(report["tracks"]) >= 3 and all(not t["kept"] for t in report["tracks"] if t["id"] != track)
+    # The faces listed are the export's tracks (surveyed from the officer's view, exported from the decrypted
+    # original): as many, each as long.
+    assert [(int(n) - 1, int(frames)) for n, frames in listed] == [
+        (t["id"], t["last_frame"] - t["first_frame"] + 1) for t in report["tracks"]]
     kept = next(t for t in report["tracks"] if t["id"] == track)
     assert report["keep_boxes"][0]["track"] == track
     assert report["keep_boxes"][0]["frames_active"] == kept["last_frame"] - kept["first_frame"] + 1
