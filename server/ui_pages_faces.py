@@ -236,6 +236,7 @@ async def faces_page(request: web.Request) -> web.Response:
                    f"{where(best.box, survey.width, survey.height)}",
             "where": where(track.first.box, survey.width, survey.height),
             "preview_url": _address(preview, keep, manual, t=f"{track.first.time_s:.3f}"),
+            "last_url": _address(preview, keep, manual, t=f"{track.last.time_s:.3f}"),
         })
     choices = [{"choice": c, "face": None if pick is None else pick + 1} for c, pick in zip(keep, picks)]
     context |= {"faces": faces, "choices": choices, "duration": rs.mm_ss(survey.duration_s)}

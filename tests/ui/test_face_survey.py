@@ -186,6 +186,11 @@ def test_every_face_is_listed_once_with_when_it_is_on_screen_and_for_how_long(fo
     assert all(int(frames) <= held.frames for *_, frames in listed)
     assert any(start == "00:00" and int(frames) > held.frames // 2 for _, start, _, frames in listed)
     assert "First seen top left" in page and "First seen top centre" in page
+    firsts = re.findall(r'href="([^"]+/preview\?t=[^"]+)">Show face (\d+)\'s first frame in the preview', page)
+    lasts = re.findall(r'href="([^"]+/preview\?t=[^"]+)">Show face (\d+)\'s last frame', page)
+    assert len(firsts) == len(lasts) == len(listed)
+    shown = surveyed.get(footage.url + firsts[0][0].replace("&amp;", "&"), timeout=60)
+    assert shown.status_code == 200 and "Redaction preview" in shown.text
     alts = re.findall(r'<img src="[^"]+/thumbnail.jpg" width="128" height="128" alt="([^"]+)"', page)
     assert len(alts) == len(listed) and all("pixels" in a and "clearest" in a for a in alts)
     thumb = surveyed.get(footage.url + held.faces + "/1/thumbnail.jpg", timeout=60)
