@@ -92,12 +92,15 @@ def street_scene(frames: int = 30, fps: int = 30) -> Scene:
     return Scene(width, height, fps, out, kept, moving, doc)
 
 
-def write_h264(path: Path, frames: Iterable[np.ndarray], *, fps: int = 30, audio: bool = False, container: str = "mpegts") -> None:
-    """Encode BGR frames as H.264 (and a tone as AAC if `audio`), MPEG-TS by default like the camera."""
+def write_h264(path: Path, frames: Iterable[np.ndarray], *, fps: int = 30, audio: bool = False, container: str = "mpegts",
+               keyframe_every: int | None = None) -> None:
+    """Encode BGR frames as H.264 (and a tone as AAC if `audio`), MPEG-TS by default like the camera; a keyframe
+    every `keyframe_every` frames if given (a camera's segments begin at keyframes)."""
     frames = list(frames)
     height, width = frames[0].shape[:2]
+    options = {"preset": "ultrafast", "crf": "16"} | ({"g": str(keyframe_every)} if keyframe_every else {})
     with av.open(str(path), "w", format=container) as out:
-        video = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "16"})
+        video = out.add_stream("libx264", rate=fps, options=options)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         sound = out.add_stream("aac", rate=48000) if audio else None
         for i, pixels in enumerate(frames):

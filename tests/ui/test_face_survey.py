@@ -64,9 +64,9 @@ class Held:
         return f"/ui/requests/{self.request_id}/clips/{self.clip}/faces"
 
 
-def hold_street_scene(world, hours_ago: int, requester: str) -> Held:
-    """The street scene (tests/redact/footage.py) sealed on cam-a `hours_ago` hours back, uploaded by the
-    dock, and a request logged for that time, which holds it."""
+def hold_street_scene(world, hours_ago: int, requester: str, *, segment_s: float = 2.0) -> Held:
+    """The street scene (tests/redact/footage.py) sealed on cam-a `hours_ago` hours back in segments of
+    `segment_s`, uploaded by the dock, and a request logged for that time, which holds it."""
     from openbwv.enrol import device_storage
     from openbwv.importer import import_video
 
@@ -74,10 +74,11 @@ def hold_street_scene(world, hours_ago: int, requester: str) -> Held:
 
     scene = faces.street_scene(frames=45)
     source = world.root / f"faces-{hours_ago}.mp4"
-    faces.write_h264(source, scene.frames, container="mp4")
+    faces.write_h264(source, scene.frames, container="mp4", keyframe_every=15)
     start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=hours_ago)
-    sealed = import_video(source, device_storage(world.home, "cam-a"), segment_seconds=2.0, start=start)
+    sealed = import_video(source, device_storage(world.home, "cam-a"), segment_seconds=segment_s, start=start)
     fk._upload(fk.server_kit.TusSession(world.url, world.extra["dock_token"]), sealed, "cam-a")
+    assert len(sealed.segments) == max(1, round(len(scene.frames) / scene.fps / segment_s))
     clip = str(sealed.clip_id)
     db = open_metadata(world.home)
     try:
@@ -260,7 +261,7 @@ def tab_to(page, name: str, *, limit: int = 80) -> None:
 
 
 def test_an_officer_picks_the_requesters_face_by_keyboard_and_the_export_keeps_that_track(footage, chromium):
-    held = hold_street_scene(footage, 7, "Sam Walker")
+    held = hold_street_scene(footage, 7, "Sam Walker", segment_s=0.5)  # three segments: times across the joins
     tab = chromium.new_context(accept_downloads=True).new_page()
     watch = fk.OffOrigin(footage.origin)
     tab.on("request", watch)
