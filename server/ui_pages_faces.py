@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -33,6 +33,10 @@ from aiohttp import web
 from . import lifecycle, media
 from .errors import BadRequest, NotFound, ServerError
 from .ui_pages_redaction import Choice, held_clip, held_view, parse_choices, read_frame, where
+
+if TYPE_CHECKING:
+    from .redact import TimedBox
+    from .redact_survey import Survey, SurveyStore
 
 JPEG_QUALITY = 85
 THUMBNAIL_PX = 128
@@ -77,7 +81,7 @@ class SurveyJobs:
         with self._lock:
             return self._jobs.get((clip_id, key))
 
-    def start(self, store, clip_id: str, key: str, video: Callable[[], Path]) -> SurveyJob:
+    def start(self, store: "SurveyStore", clip_id: str, key: str, video: Callable[[], Path]) -> SurveyJob:
         """Survey the video `video()` gives (blocking: the officer's view of the clip, once it is ready)
         into `store`, unless a survey of it is under way."""
         from . import redact_survey
@@ -145,7 +149,7 @@ def _jobs(request: web.Request) -> SurveyJobs:
     return _kit().state(request).extra.setdefault("survey_jobs", SurveyJobs())
 
 
-def _store(request: web.Request):
+def _store(request: web.Request) -> "SurveyStore":
     from . import redact_survey
 
     return redact_survey.SurveyStore(redact_survey.surveys_root(_kit().state(request).service.db.local_dir))
@@ -160,7 +164,8 @@ async def _key(request: web.Request, clip_id: str) -> str:
     return redact_survey.survey_key(hashes, settings)
 
 
-def _choices(source) -> tuple[list[Choice], list[Choice]]:
+def _choices(source) -> tuple[list[Choice], list[Choice]]:  # the query, or a posted form
+    """The keep and manual choices the address or form carries (the preview's fields)."""
     return (parse_choices([str(v) for v in source.getall("keep", [])], "keep"),
             parse_choices([str(v) for v in source.getall("manual", [])], "manual"))
 
@@ -177,13 +182,14 @@ def face_number(text: str | None) -> int:
     return int(text)
 
 
-def _timed(c: Choice):
+def _timed(c: Choice) -> "TimedBox":
     from .redact import Box, TimedBox
 
     return TimedBox(c.start_s, c.end_s, Box(c.x, c.y, c.w, c.h))
 
 
-async def _survey(request: web.Request, clip_id: str):
+async def _survey(request: web.Request, clip_id: str) -> tuple[str, "Survey | None"]:
+    """The survey's key for this clip, and the survey if this node has it."""
     key = await _key(request, clip_id)
     return key, await asyncio.to_thread(_store(request).load, clip_id, key)
 
