@@ -685,6 +685,8 @@ def _tests_module(relative: str):
     import importlib.util
 
     path = REPO / relative
+    if str(REPO / "tests") not in sys.path:  # the kits import tests/kit.py as `kit`, as under pytest
+        sys.path.append(str(REPO / "tests"))
     name = "openbwv_bench_" + path.stem
     if name in sys.modules:
         return sys.modules[name]

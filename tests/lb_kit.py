@@ -36,6 +36,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
+from kit import dies_with_parent  # tests/ is on the path (pytest's pythonpath, the bench's loader)
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 START_TIMEOUT_S = 20.0
@@ -201,7 +202,8 @@ class LoadBalancer:
             raise RuntimeError(f"haproxy refuses {self.config_path}:\n{check.stdout}{check.stderr}")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([HAPROXY, "-db", "-f", str(self.config_path)], stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, start_new_session=True)
+                                         stdout=log, stderr=log, start_new_session=True,
+                                         preexec_fn=dies_with_parent())
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._stats_answer():
             if self.proc.poll() is not None or time.monotonic() > deadline:

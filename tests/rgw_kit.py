@@ -35,6 +35,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from kit import dies_with_parent  # tests/ is on the path (pytest's pythonpath, the bench's loader)
 
 DAEMONS = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool", "ceph")
 START_TIMEOUT_S = 60.0
@@ -256,7 +257,7 @@ class RgwCluster:
         out = open(self.root / "log" / f"{name}.stderr", "ab")
         self._logs.append(out)
         self.procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.root,
-                                           start_new_session=True))
+                                           start_new_session=True, preexec_fn=dies_with_parent()))
 
     def _wait(self, ready, what: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

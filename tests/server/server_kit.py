@@ -32,6 +32,7 @@ from openbwv.sealed.keys import DeviceKey, ServerPublicKey
 from openbwv.sealed.layout import HASH_LEN, RECORD_INFO, RECORD_MEDIA
 from openbwv.sealed.receipt import Receipt, ReceiptVerifier
 from openbwv.sealed.writer import SegmentWriter
+from kit import dies_with_parent  # tests/ is on the path (pytest's pythonpath, the bench's loader)
 
 BWV = str(Path(sys.executable).with_name("bwv"))
 START_TIMEOUT_S = 20
@@ -54,7 +55,7 @@ class ServerProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [BWV, "server", "--listen", "127.0.0.1:0", *self.args],
-            stdout=subprocess.PIPE, stderr=self._log, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=self._log, env=env, text=True, preexec_fn=dies_with_parent(),
         )
         first: list[str] = []
         reader = threading.Thread(target=lambda: first.append(self.proc.stdout.readline()), daemon=True)

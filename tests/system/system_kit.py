@@ -44,6 +44,7 @@ from openbwv.server.auth import DockTokens
 from openbwv.server.db import MetadataStore
 from openbwv.server.service import open_metadata
 from openbwv.verification import verify_paths
+from kit import dies_with_parent  # tests/ is on the path (pytest's pythonpath, the bench's loader)
 
 BWV = str(Path(sys.executable).with_name("bwv"))
 START_TIMEOUT_S = 30.0  # a cold Python start on a busy two-core machine, with room to spare
@@ -113,7 +114,7 @@ class BwvProcess:
         env = dict(os.environ, BWV_HOME=str(self.home), PYTHONUNBUFFERED="1")
         with open(self._log(self.starts, "out"), "wb") as out, open(self._log(self.starts, "err"), "wb") as err:
             self.proc = subprocess.Popen([BWV, *self.argv()], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                         env=env)
+                                         env=env, preexec_fn=dies_with_parent())
         eventually(lambda: self.ready() or self.proc.poll() is not None, START_TIMEOUT_S, f"{self.name} starting")
         if not self.ready():
             raise AssertionError(f"{self.name} did not start (exit {self.proc.poll()}):\n"
