@@ -95,6 +95,10 @@ class ServerProcess:
         self._log.close()
 
     def __enter__(self) -> "ServerProcess":
+        # `with ServerProcess(...).start() as s:` is written too: a second start would leave the first
+        # server running unseen, with nothing to stop it (ten were found alive after a passing run).
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -162,3 +162,13 @@ def test_the_server_says_when_an_unfinished_upload_expires(tmp_path):
             assert abs(expires - (datetime.now(timezone.utc) + week)) < timedelta(minutes=5)
     finally:
         assert server.stop() == 0
+
+
+def test_a_server_started_before_its_with_block_is_the_one_the_block_stops(tmp_path):
+    # `with ServerProcess(...).start() as s:` must not start a second server the test never sees.
+    home = make_home(tmp_path / "home")
+    started = ServerProcess(home.root, "--reserve-mb", "0").start()
+    first = started.proc
+    with started as server:
+        assert server.proc is first, "entering the block started a second server"
+    assert first.poll() is not None, "the server started before the block was left running"
