@@ -12,9 +12,13 @@ from hypothesis import strategies as st
 from openbwv.server.redact import (
     LEAD_S,
     MARGIN,
+    MARGIN_ACROSS,
     MAX_GAP_S,
     MIN_ASPECT,
+    UNSURE_MARGIN,
+    UNSURE_MARGIN_ACROSS,
     Box,
+    Detection,
     FaceTracker,
     FramePlan,
     InvalidBox,
@@ -126,20 +130,45 @@ def test_a_face_hidden_behind_a_pole_for_over_a_second_stays_one_track_and_blurr
     assert all(covers(plans[i], Box(315, 100, 30, 60)) for i in range(30, 90))  # the part behind and beside the pole
 
 
-def test_blur_regions_are_the_face_grown_by_the_margin_on_every_side():
+def test_blur_regions_are_the_face_grown_by_its_margins_on_every_side():
+    """A detection the detector is sure of (a Box counts as score 1): MARGIN of the height above and below,
+    MARGIN_ACROSS of the width either side."""
     (plan, *_) = plan_all([[FACE]])
-    grow = FACE.w * MARGIN
+    across, down = FACE.w * MARGIN_ACROSS, FACE.h * MARGIN
     (region,) = plan.blur
-    assert region == Box(math.floor(330 - 30 - grow), math.floor(130 - 30 - grow),
-                         math.ceil(330 + 30 + grow) - math.floor(330 - 30 - grow),
-                         math.ceil(130 + 30 + grow) - math.floor(130 - 30 - grow))
+    assert region == Box(math.floor(330 - 30 - across), math.floor(130 - 30 - down),
+                         math.ceil(330 + 30 + across) - math.floor(330 - 30 - across),
+                         math.ceil(130 + 30 + down) - math.floor(130 - 30 - down))
+
+
+def test_the_less_sure_the_detector_the_wider_the_region():
+    """CenterFace draws the boxes of turned, half-hidden and shadowed faces short; those are the ones it
+    scores low, so a low score buys margin (UNSURE_MARGIN per unit of doubt) and a sure one does not."""
+    sure, unsure = (plan_all([[Detection(FACE, score)]])[0].blur[0] for score in (0.95, 0.5))
+    assert unsure.h - sure.h >= 2 * 0.45 * UNSURE_MARGIN * FACE.h - 2
+    assert unsure.w - sure.w >= 2 * 0.45 * UNSURE_MARGIN_ACROSS * FACE.w - 2
+    assert unsure.intersection(sure) == sure.area
+
+
+def test_regions_grow_only_where_the_detector_lost_the_face():
+    """Looked at every third frame: between two looks the straight line is as good as the detections, so the
+    region is the same size; across a stretch of missed looks it grows with the distance to a detection."""
+    detections = [None if i % 3 else ([] if 30 <= i < 51 else [FACE]) for i in range(80)]
+    tracker = FaceTracker()
+    for i, faces in enumerate(detections):
+        if faces is not None:
+            tracker.add(i, i / FPS, faces)
+    planner = RedactionPlanner(WIDTH, HEIGHT, tracks=tracker.tracks, look_every_s=3 / FPS)
+    sizes = [planner.plan(i, i / FPS).blur[0].area for i in range(80)]
+    assert len(set(sizes[3:27])) == 1  # regular looks: no growth between them
+    assert sizes[40] > sizes[33] > sizes[27] and sizes[40] > sizes[47] > sizes[51]
 
 
 def test_a_narrow_detection_is_widened_to_a_heads_proportions():
     narrow = Box(300, 100, 30, 60)
     (plan, *_) = plan_all([[narrow]])
     (region,) = plan.blur
-    assert region.w >= MIN_ASPECT * 60 * (1 + 2 * MARGIN) - 2
+    assert region.w >= MIN_ASPECT * 60 * (1 + 2 * MARGIN_ACROSS) - 2
 
 
 def test_blur_regions_stop_at_the_frame_edge():

@@ -1,10 +1,11 @@
 """Recall and over-blur on the labelled test set: every frame of the output against the known face boxes.
 
 Recall is held to the target of docs/redaction.md (0.99; on these clips
-0.996 at 720p and 0.995 at 1080p on 2026-12-07).  Over-blur is held to what
-the pipeline honestly reaches today (0.66 and 0.70 here; the target, 0.5, is
-not met).  `make bench` measures the same set at greater length
-(redact_recall, redact_overblur).
+1.000 at 720p and 0.995 at 1080p on 2026-12-07).  Over-blur is held to what
+the pipeline honestly reaches today (0.58 and 0.57 here: these short clips
+are a larger share lead-in and lead-out than the bench's 10 s ones, which
+reach 0.50; the target is 0.5).  `make bench` measures the same set at
+greater length (redact_recall, redact_overblur).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from . import labelled
 from .footage import bgr_frames, detail, region
 
 RECALL_FLOOR = 0.99  # the target: a face left partly clear is a disclosure
-OVERBLUR_CEILING = 0.75  # the margins that recall needs (detector boxes are narrower than heads) cost this much today
+OVERBLUR_CEILING = 0.62  # the margins that recall needs (detector boxes are smaller than faces) cost this much today
 
 
 @dataclass(frozen=True)
