@@ -96,7 +96,7 @@ def _transcode(src: Path, dst: Path) -> int:
         "frames/s",
         f"{REDACT_SECONDS} s of {REDACT_SIZE[0]}x{REDACT_SIZE[1]} {REDACT_FPS} fps H.264 (8 Mbit/s MPEG-TS) with three "
         f"moving faces -> redact_video (CenterFace 5 examined frames/s at 1280 wide; tracks; two passes) -> "
-        f"libx264 veryfast crf 20 MP4, best of {REDACT_RUNS}",
+        f"libx264 veryfast (me=dia subme=1) crf 20 MP4, best of {REDACT_RUNS}",
         at_least=REDACT_FPS,
     ),
     transcode_fps_720p=Figure("frames/s", "the same clip decoded and re-encoded, same encoder and container, nothing else"),
