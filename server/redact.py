@@ -1369,6 +1369,20 @@ class _AudioTrack:
 # -- the video -----------------------------------------------------------------
 
 
+def examine_schedule(detector: FaceDetector, fps: float, width: int) -> tuple[int, int]:
+    """(every, between): the detector looks at every `every`-th frame, at full size on every
+    `between`-th look.  One function, because the faces page's survey (redact_survey.py) must find
+    the very tracks this module's first pass finds, or a track staff pick would not be the one kept."""
+    every = 1 if detector.rate_hz is None else max(1, int(fps / detector.rate_hz + _EPS))
+    between = detector.looks_between(width)
+    if detector.skip_between and between > 1:  # only the full-size looks are taken: examine that often
+        every, between = every * between, 1
+    if every / fps > MAX_GAP_S / 2 + _EPS:
+        raise RedactionError(f"the detector examines every {every} frames at {fps:g} fps: "
+                             f"a track must be seen twice in the {MAX_GAP_S} s it lives without a detection")
+    return every, between
+
+
 def redact_video(
     src: Path,
     dst: Path,
@@ -1425,13 +1439,7 @@ def redact_video(
         _checked_boxes("manual", manual, video.width, video.height)
         _checked_boxes("followed", [TimedBox(t, t, b) for f in follow for t, b in f.keyframes], video.width, video.height)
         followers = [_Follower(f, video.width, video.height) for f in follow]
-        every = 1 if detector.rate_hz is None else max(1, int(video.fps / detector.rate_hz + _EPS))
-        between = detector.looks_between(video.width)
-        if detector.skip_between and between > 1:  # only the full-size looks are taken: examine that often
-            every, between = every * between, 1
-        if every / video.fps > MAX_GAP_S / 2 + _EPS:
-            raise RedactionError(f"the detector examines every {every} frames at {video.fps:g} fps: "
-                                 f"a track must be seen twice in the {MAX_GAP_S} s it lives without a detection")
+        every, between = examine_schedule(detector, video.fps, video.width)
         audio_streams = len(source.streams.audio)
         other_streams = len(source.streams) - 1 - audio_streams
         tracker = FaceTracker()

@@ -8,10 +8,10 @@ frames `redact_video` examines, every `every`-th frame, at full size every `betw
 detections linked by `FaceTracker`) over the same clip, and keeps the tracks it makes:
 
 * `survey_frames` is that pass as a pure function: (time, luma) frames in, a `Survey` out, with the
-  detector given (no file, no clock).  `examine_schedule` is the frame schedule, mirrored from
-  `redact_video`'s pass 1 (which has no public name for it: tests/redact/test_survey.py holds the
-  two equal, track for track, on the same clip, so a change to one that is not made to the other
-  fails there);
+  detector given (no file, no clock).  `redact.examine_schedule` is the frame schedule, the one
+  `redact_video`'s pass 1 uses (tests/redact/test_survey.py also holds the two passes' tracks equal,
+  track for track, on the same clip, so a change to one loop that is not made to the other fails
+  there);
 * `survey_video` is the thin I/O around it: decode a file with PyAV, as `redact_video` does (the
   first video stream as yuv420p, times from the first frame, a frame that does not advance put a
   frame period after the last);
@@ -51,8 +51,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..sealed.durable import atomic_write
-from .redact import (MAX_GAP_S, Box, FaceDetector, FaceTracker, Observation, RedactionError, TimedBox, Track,
-                     UnreadableVideo, pick_tracks)
+from .redact import (Box, FaceDetector, FaceTracker, Observation, RedactionError, TimedBox, Track, UnreadableVideo,
+                     examine_schedule, pick_tracks)
 
 SURVEY_VERSION = 1  # bump when what a survey holds, or how it is made, changes: old files are then not read
 SURVEYS_DIR = "surveys"
@@ -71,19 +71,6 @@ class NoSuchFace(SurveyError, LookupError):
 
 
 # -- the pure pass ----------------------------------------------------------------
-
-
-def examine_schedule(detector: FaceDetector, fps: float, width: int) -> tuple[int, int]:
-    """(every, between): the detector looks at every `every`-th frame, at full size on every `between`-th
-    look; exactly as `redact_video`'s first pass decides it, and refused where it refuses."""
-    every = 1 if detector.rate_hz is None else max(1, int(fps / detector.rate_hz + _EPS))
-    between = detector.looks_between(width)
-    if detector.skip_between and between > 1:  # only the full-size looks are taken: examine that often
-        every, between = every * between, 1
-    if every / fps > MAX_GAP_S / 2 + _EPS:
-        raise SurveyError(f"the detector examines every {every} frames at {fps:g} fps: a track must be seen "
-                          f"twice in the {MAX_GAP_S} s it lives without a detection")
-    return every, between
 
 
 @dataclass
