@@ -53,6 +53,7 @@ class SurveyJob:
     started: float = field(default_factory=time.monotonic)
     frames: int = 0
     total_frames: int = 0
+    waiting: bool = True  # for another survey on this node to end (SurveyJobs.MAX_RUNNING)
     done: bool = False
     error: str | None = None
 
@@ -64,18 +65,27 @@ class SurveyJob:
 
     def to_dict(self) -> dict:
         return {"percent": self.percent, "done": self.done, "error": self.error, "frames": self.frames,
-                "total_frames": self.total_frames}
+                "total_frames": self.total_frames, "waiting": self.waiting and not self.done}
 
 
 class SurveyJobs:
     """The surveys this process is running, one per clip and key whoever asked; forgotten an hour after
-    they end (a finished survey is in the store by then, a failed one is asked for again)."""
+    they end (a finished survey is in the store by then, a failed one is asked for again).
+
+    At most `MAX_RUNNING` run at once and the rest wait their turn, in the order asked: the detector
+    already spreads one survey over the node's cores, so a second at the same time would only halve
+    both, and ten officers each surveying a long clip would otherwise take the node from the docks'
+    uploads and everyone's pages."""
 
     KEEP_S = 3600.0
+    MAX_RUNNING = 1
 
-    def __init__(self) -> None:
+    def __init__(self, max_running: int = MAX_RUNNING) -> None:
+        if max_running < 1:
+            raise ValueError(f"max_running={max_running}: at least one survey must be able to run")
         self._jobs: dict[tuple[str, str], SurveyJob] = {}
         self._lock = threading.Lock()
+        self._turns = threading.Semaphore(max_running)
 
     def get(self, clip_id: str, key: str) -> SurveyJob | None:
         with self._lock:
@@ -98,7 +108,9 @@ class SurveyJobs:
 
         def run() -> None:
             try:
-                store.save(clip_id, key, redact_survey.survey_video(video(), progress=progress))
+                with self._turns:
+                    job.waiting = False
+                    store.save(clip_id, key, redact_survey.survey_video(video(), progress=progress))
             except ServerError as e:
                 job.error = e.reason
             except Exception as e:  # shown on the page, with a button to try again

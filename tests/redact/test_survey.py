@@ -135,3 +135,30 @@ def test_a_clip_with_no_frames_is_refused(tmp_path: Path, detector: FaceDetector
     path = tmp_path / "three.ts"
     write_h264(path, small.frames)
     assert survey_video(path, detector=detector).frames == 3
+
+
+def test_surveys_on_one_node_take_turns_and_each_is_kept(tmp_path: Path, street_export: Export):
+    # The detector already uses every core: a second survey at once would only halve both, so it waits.
+    import threading
+
+    from openbwv.server.ui_pages_faces import SurveyJobs
+
+    from kit import wait_for
+
+    store, jobs, gate = SurveyStore(tmp_path / "surveys"), SurveyJobs(max_running=1), threading.Event()
+
+    def first_view() -> Path:  # the first officer's view is still being decrypted
+        gate.wait(60)
+        return street_export.source
+    clip_a, clip_b, key = "0" * 8 + "-0000-4000-8000-" + "0" * 12, "1" * 8 + "-1111-4111-8111-" + "1" * 12, "a" * 64
+    first = jobs.start(store, clip_a, key, first_view)
+    wait_for(lambda: not first.waiting)
+    second = jobs.start(store, clip_b, key, lambda: street_export.source)
+    assert second.waiting and second.to_dict()["waiting"] and second.frames == 0
+    gate.set()
+    wait_for(lambda: first.done and second.done, timeout=120)
+    assert (first.error, second.error) == (None, None)
+    assert not second.to_dict()["waiting"]
+    assert store.load(clip_a, key).report_tracks() == store.load(clip_b, key).report_tracks() != []
+    with pytest.raises(ValueError, match="at least one survey"):
+        SurveyJobs(max_running=0)

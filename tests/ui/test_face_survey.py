@@ -160,13 +160,22 @@ def render_faces_page(job) -> str:
 def test_while_the_faces_are_being_found_the_page_shows_a_progress_bar_and_without_script_reloads_itself():
     from openbwv.server.ui_pages_faces import SurveyJob
 
-    job = SurveyJob("0b2f6c1e-3a5d-4e7f-9a1b-2c3d4e5f6a7b", "ab" * 32, frames=30, total_frames=120)
+    job = SurveyJob("0b2f6c1e-3a5d-4e7f-9a1b-2c3d4e5f6a7b", "ab" * 32, frames=30, total_frames=120, waiting=False)
     html = render_faces_page(job)
     assert '<noscript><meta http-equiv="refresh" content="5"></noscript>' in html
     assert '<label for="survey-bar">Progress of finding the faces in clip 0b2f6c1e</label>' in html
     assert '<progress id="survey-bar" max="100" value="25">25%</progress>' in html
     assert 'aria-live="polite">25% done. This page updates by itself.' in html
     assert '<script src="/ui/static/faces-progress.js">' in html and "Find every face" not in html
+
+
+def test_a_survey_waiting_for_another_clips_says_so_in_words():
+    from openbwv.server.ui_pages_faces import SurveyJob
+
+    html = render_faces_page(SurveyJob("0b2f6c1e-3a5d-4e7f-9a1b-2c3d4e5f6a7b", "ab" * 32))
+    assert ('aria-live="polite">Waiting for the faces of another clip to be found first: one clip at a time. '
+            'This page updates by itself.') in html
+    assert '<progress id="survey-bar" max="100" value="0">0%</progress>' in html
 
 
 def test_a_survey_that_failed_says_why_and_offers_to_try_again():

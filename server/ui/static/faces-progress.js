@@ -14,7 +14,8 @@
     }).then(function (p) {
       bar.value = p.percent;
       bar.textContent = p.percent + "%";
-      said.textContent = p.percent + "% done.";
+      said.textContent = p.waiting ? "Waiting for the faces of another clip to be found first: one clip at a time."
+                                   : p.percent + "% done.";
       if (p.done) { window.location.reload(); } else { window.setTimeout(ask, 1000); }
     }).catch(function () {
       said.textContent = "The progress could not be read. Reload the page to try again.";
