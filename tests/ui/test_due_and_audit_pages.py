@@ -25,21 +25,9 @@ def footage(tmp_path_factory):
     yield from fk.make_world(tmp_path_factory.mktemp("ui-due-audit"))
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = fk.launch(p)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
-def tab(chromium, footage):
-    context = chromium.new_context()
+def tab(browser, footage):
+    context = browser.new_context()
     page = context.new_page()
     page.watch = fk.OffOrigin(footage.origin)
     page.on("request", page.watch)

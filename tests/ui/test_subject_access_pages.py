@@ -39,21 +39,9 @@ def footage(tmp_path_factory):
     yield from fk.make_world(tmp_path_factory.mktemp("ui-sar"))
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = fk.launch(p)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
-def tab(chromium, footage):
-    context = chromium.new_context(accept_downloads=True)
+def tab(browser, footage):
+    context = browser.new_context(accept_downloads=True)
     page = context.new_page()
     page.watch = fk.OffOrigin(footage.origin)
     page.on("request", page.watch)
@@ -104,9 +92,9 @@ class Submitted:
 
 
 @pytest.fixture(scope="module")
-def submitted(footage, chromium) -> Submitted:
+def submitted(footage, browser) -> Submitted:
     """A member of the public's request, sent through the page once for the module."""
-    page = chromium.new_context().new_page()
+    page = browser.new_context().new_page()
     watch = fk.OffOrigin(footage.origin)
     page.on("request", watch)
     page.goto(footage.url + "/ui/public/request")
