@@ -63,9 +63,16 @@ class SurveyJob:
             return 100
         return min(99, int(100 * self.frames / self.total_frames)) if self.total_frames else 0
 
+    @property
+    def said(self) -> str:
+        """The progress in a sentence: the page shows it, and job-progress.js puts it there as it changes."""
+        if self.waiting and not self.done:
+            return "Waiting for the faces of another clip to be found first: one clip at a time."
+        return f"{self.percent}% done."
+
     def to_dict(self) -> dict:
         return {"percent": self.percent, "done": self.done, "error": self.error, "frames": self.frames,
-                "total_frames": self.total_frames, "waiting": self.waiting and not self.done}
+                "total_frames": self.total_frames, "waiting": self.waiting and not self.done, "said": self.said}
 
 
 class SurveyJobs:
@@ -280,7 +287,7 @@ async def survey_progress(request: web.Request) -> web.Response:
     key, survey = await _survey(request, clip_id)
     job = _jobs(request).get(clip_id, key)
     if survey is not None:
-        doc = {"percent": 100, "done": True, "error": None}
+        doc = {"percent": 100, "done": True, "error": None, "said": "100% done."}
     elif job is None:
         raise NotFound("no survey of this clip is running here: start one from the faces page")
     else:

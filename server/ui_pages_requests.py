@@ -118,9 +118,16 @@ class ExportJob:
         within = self.frames / self.total_frames if self.total_frames else 0.0
         return min(99, int(100 * (self.clip_index + within) / max(1, len(self.clips))))
 
+    @property
+    def said(self) -> str:
+        """The progress in a sentence: the page shows it, and job-progress.js puts it there as it changes."""
+        if self.done:
+            return "Finished."
+        return f"Clip {min(self.clip_index + 1, len(self.clips))} of {len(self.clips)}: {self.percent}% done."
+
     def to_dict(self) -> dict:
         return {"percent": self.percent, "done": self.done, "error": self.error, "export": self.export,
-                "clip": min(self.clip_index + 1, len(self.clips)), "clips": len(self.clips)}
+                "clip": min(self.clip_index + 1, len(self.clips)), "clips": len(self.clips), "said": self.said}
 
 
 class ExportJobs:

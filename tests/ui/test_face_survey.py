@@ -41,18 +41,6 @@ def footage(tmp_path_factory):
     yield from fk.make_world(tmp_path_factory.mktemp("ui-faces"))
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = fk.launch(p)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @dataclass(frozen=True)
 class Held:
     request_id: str
@@ -166,7 +154,7 @@ def test_while_the_faces_are_being_found_the_page_shows_a_progress_bar_and_witho
     assert '<label for="survey-bar">Progress of finding the faces in clip 0b2f6c1e</label>' in html
     assert '<progress id="survey-bar" max="100" value="25">25%</progress>' in html
     assert 'aria-live="polite">25% done. This page updates by itself.' in html
-    assert '<script src="/ui/static/faces-progress.js">' in html and "Find every face" not in html
+    assert '<script src="/ui/static/job-progress.js">' in html and "Find every face" not in html
 
 
 def test_a_survey_waiting_for_another_clips_says_so_in_words():
@@ -185,7 +173,7 @@ def test_a_survey_that_failed_says_why_and_offers_to_try_again():
                     error="the faces could not be found: the view was removed")
     html = render_faces_page(job)
     assert 'role="alert"' in html and "the view was removed" in html and "Find every face in this clip" in html
-    assert "http-equiv" not in html and "faces-progress.js" not in html
+    assert "http-equiv" not in html and "job-progress.js" not in html
 
 
 def test_every_face_is_listed_once_with_when_it_is_on_screen_and_for_how_long(footage, held, surveyed):
@@ -269,9 +257,9 @@ def tab_to(page, name: str, *, limit: int = 80) -> None:
     raise AssertionError(f"{name!r} was not reached by {limit} presses of Tab")
 
 
-def test_an_officer_picks_the_requesters_face_by_keyboard_and_the_export_keeps_that_track(footage, chromium):
+def test_an_officer_picks_the_requesters_face_by_keyboard_and_the_export_keeps_that_track(footage, browser):
     held = hold_street_scene(footage, 7, "Sam Walker", segment_s=0.5)  # three segments: times across the joins
-    tab = chromium.new_context(accept_downloads=True).new_page()
+    tab = browser.new_context(accept_downloads=True).new_page()
     watch = fk.OffOrigin(footage.origin)
     tab.on("request", watch)
     fk.sign_in(tab, footage, "dora", next_path=f"/ui/requests/{held.request_id}/clips/{held.clip}/preview")
