@@ -146,6 +146,11 @@ class ClipRecord:
     open_requests: int = 0
     released_utc_us: int | None = None
 
+    @property
+    def held(self) -> bool:
+        """`is_held` for a clip already read: its counts come from the same two subqueries."""
+        return self.active_marks > 0 or self.open_requests > 0
+
     def facts(self) -> ClipFacts:
         return ClipFacts(self.clip_id, self.category, self.recorded_utc_us, self.received_utc_us,
                          self.active_marks, self.open_requests, self.released_utc_us)

@@ -236,9 +236,8 @@ class Sweeper:
                 if record is None or record.state != lifecycle.CLIP_DELETING:
                     continue
                 if shred_begun.get(clip_id) is None:
-                    held = record.active_marks > 0 or record.open_requests > 0  # lifecycle.is_held, read above
                     # A file already gone (a sweep of an older version, killed mid-shred) cannot be held.
-                    if held and all(self.blobs.exists(k) for k in keys.get(clip_id, [])):
+                    if record.held and all(self.blobs.exists(k) for k in keys.get(clip_id, [])):
                         self._abandon(db, clip_id, sweep_id, report)
                         continue
                     starting.append((begun, clip_id))
